@@ -1,0 +1,49 @@
+//! `scaletestd check`: the configuration is valid, Coder answers, the token is accepted, and
+//! every scenario's template and parameters exist.
+
+use std::path::Path;
+
+use super::{EXIT_FAILED, EXIT_OK};
+
+pub async fn run(path: &Path) -> u8 {
+    let cfg = match super::load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!(
+        "ok   configuration {} ({} scenarios)",
+        path.display(),
+        cfg.scenarios.len()
+    );
+    let client = super::client(&cfg);
+    let mut failed = false;
+    match client.build_info().await {
+        Ok(b) => println!("ok   Coder {} answers at {}", b.version, cfg.coder.url),
+        Err(e) => {
+            println!("FAIL Coder at {}: {e}", cfg.coder.url);
+            return EXIT_FAILED;
+        }
+    }
+    match client.me().await {
+        Ok(u) => println!("ok   session token accepted (user {:?})", u.username),
+        Err(e) => {
+            println!("FAIL session token: {e}");
+            return EXIT_FAILED;
+        }
+    }
+    for s in &cfg.scenarios {
+        match crate::runner::prepare(&client, s, cfg.coder.organization.as_deref()).await {
+            Ok(b) => println!(
+                "ok   scenario {:?}: template {:?} with {} parameters",
+                s.name,
+                b.template_name,
+                b.parameters.len()
+            ),
+            Err(e) => {
+                failed = true;
+                println!("FAIL scenario {:?}: {}", s.name, e.message);
+            }
+        }
+    }
+    if failed { EXIT_FAILED } else { EXIT_OK }
+}

@@ -1,0 +1,51 @@
+//! `scaletestd sim`: the Coder simulator alone, until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::{EXIT_OK, EXIT_USAGE};
+use crate::sim::{Sim, SimConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address of the API, e.g. 127.0.0.1:3000.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// The simulator's knobs (TOML): latencies, provisioners, failure rates.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> u8 {
+    let Some(token) = std::env::var("CODER_SESSION_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    else {
+        eprintln!("error: set CODER_SESSION_TOKEN to the token the simulator should accept");
+        return EXIT_USAGE;
+    };
+    let cfg = match &args.config {
+        Some(p) => match SimConfig::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        None => SimConfig::default(),
+    };
+    let sim = match Sim::start(cfg, &token, args.listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return EXIT_USAGE;
+        }
+    };
+    eprintln!(
+        "Coder simulator listening on {} (organization \"coder\", template \"docker\")",
+        sim.url()
+    );
+    super::signal().await;
+    sim.stop().await;
+    EXIT_OK
+}

@@ -1,0 +1,689 @@
+//! The Coder API client: typed calls, Coder's error body as a typed error, bounded retries.
+//!
+//! Every request goes through [`Client::send`], the one place that adds the session token,
+//! decides on retries and times the call, so nothing else can forget any of them. Reads
+//! (GET) are retried on 5xx and connection errors; every request is retried on 429, with
+//! exponential backoff and full jitter, honouring `Retry-After` only when a proxy adds one
+//! (Coder itself sends none). The token is never part of any error text.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::{Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use url::Url;
+use uuid::Uuid;
+
+use crate::phases::Reason;
+use crate::secret::Secret;
+
+pub mod pty;
+pub mod sse;
+pub mod types;
+pub mod watch;
+
+pub use types::*;
+
+/// Header Coder reads the session token from.
+pub const TOKEN_HEADER: &str = "Coder-Session-Token";
+/// Header that lets an owner skip Coder's rate limiter.
+pub const BYPASS_HEADER: &str = "X-Coder-Bypass-Ratelimit";
+/// Largest response body we read; anything larger is a protocol error, not an allocation.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Why a call to Coder failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// Coder answered with an error status and (usually) its `Response` body.
+    #[error("{method} {path}: {status} {}", describe(.body))]
+    Status {
+        method: Method,
+        path: String,
+        status: u16,
+        body: Response,
+    },
+    /// No connection, or it broke before an answer.
+    #[error("{method} {path}: cannot reach Coder: {detail}")]
+    Connect {
+        method: Method,
+        path: String,
+        detail: String,
+    },
+    /// No answer within the request timeout.
+    #[error("{method} {path}: no answer within {}", humantime::format_duration(*.after))]
+    Timeout {
+        method: Method,
+        path: String,
+        after: Duration,
+    },
+    /// An answer that is not what Coder's API says it should be.
+    #[error("{method} {path}: malformed response: {detail}")]
+    Protocol {
+        method: Method,
+        path: String,
+        detail: String,
+    },
+}
+
+fn describe(body: &Response) -> String {
+    let mut s = body.message.clone();
+    if !body.detail.is_empty() {
+        s.push_str(": ");
+        s.push_str(&body.detail);
+    }
+    for v in &body.validations {
+        s.push_str(&format!(" [{}: {}]", v.field, v.detail));
+    }
+    s
+}
+
+impl ApiError {
+    /// The closed-set failure reason for this error.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ApiError::Status { status, .. } => match *status {
+                401 | 403 => Reason::AuthError,
+                429 => Reason::RateLimited,
+                400..=499 => Reason::Http4xx,
+                _ => Reason::Http5xx,
+            },
+            ApiError::Connect { .. } => Reason::ConnectError,
+            ApiError::Timeout { .. } => Reason::Timeout,
+            ApiError::Protocol { .. } => Reason::ProtocolError,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+}
+
+/// What the client reports about each call it makes (metrics, `coder_up`).
+pub trait ApiObserver: Send + Sync {
+    /// A request finished: `code` is `None` when no HTTP answer came.
+    fn on_response(
+        &self,
+        method: &Method,
+        route: &'static str,
+        code: Option<u16>,
+        elapsed: Duration,
+    );
+}
+
+/// Retry and timeout settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub request_timeout: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First backoff; doubles each retry, with full jitter.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub bypass_ratelimit: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout: Duration::from_secs(30),
+            max_retries: 4,
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(10),
+            bypass_ratelimit: false,
+        }
+    }
+}
+
+/// A cheap-to-clone handle on one Coder deployment.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    token: Secret,
+    opts: ClientOptions,
+    observer: Option<Arc<dyn ApiObserver>>,
+    retries: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(base: Url, token: Secret, opts: ClientOptions) -> Self {
+        Client::build(base, token, opts, None)
+    }
+
+    /// A client that reports every call to `observer` (metrics, `coder_up`).
+    pub fn observed(
+        base: Url,
+        token: Secret,
+        opts: ClientOptions,
+        observer: Arc<dyn ApiObserver>,
+    ) -> Self {
+        Client::build(base, token, opts, Some(observer))
+    }
+
+    fn build(
+        base: Url,
+        token: Secret,
+        opts: ClientOptions,
+        observer: Option<Arc<dyn ApiObserver>>,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("scaletestd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend initializes");
+        Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                token,
+                opts,
+                observer,
+                retries: Default::default(),
+            }),
+        }
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    pub fn token(&self) -> &Secret {
+        &self.inner.token
+    }
+
+    /// How many retries this client has made (429, 5xx, connection errors).
+    pub fn retries(&self) -> u64 {
+        self.inner
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut u = self.inner.base.clone();
+        let base = u.path().trim_end_matches('/').to_string();
+        match path.split_once('?') {
+            Some((p, q)) => {
+                u.set_path(&format!("{base}{p}"));
+                u.set_query(Some(q));
+            }
+            None => u.set_path(&format!("{base}{path}")),
+        }
+        u
+    }
+
+    fn observe(&self, method: &Method, route: &'static str, code: Option<u16>, start: Instant) {
+        if let Some(o) = &self.inner.observer {
+            o.on_response(method, route, code, start.elapsed());
+        }
+    }
+
+    /// Sends one API call with retries and reads its whole (bounded) body.
+    ///
+    /// `route` is the templated path (`/api/v2/workspaces/{workspace}`), for metrics and
+    /// spans; `path` is the concrete one.
+    async fn send(
+        &self,
+        method: Method,
+        route: &'static str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ApiError> {
+        let resp = self
+            .send_raw(method.clone(), route, path, body, "application/json")
+            .await?;
+        let timeout = self.inner.opts.request_timeout;
+        match tokio::time::timeout(timeout, read_bounded(resp)).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(self.body_error(&method, path, e)),
+            Err(_) => Err(ApiError::Timeout {
+                method,
+                path: path.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Sends one API call with retries and returns the successful answer with its body
+    /// unread (a stream, or for [`Client::send`] to read).
+    async fn send_raw(
+        &self,
+        method: Method,
+        route: &'static str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        accept: &str,
+    ) -> Result<reqwest::Response, ApiError> {
+        let idempotent = method == Method::GET;
+        let opts = &self.inner.opts;
+        let mut attempt = 0u32;
+        loop {
+            let start = Instant::now();
+            let req = self.request(method.clone(), path, body.clone(), accept);
+            let result = match tokio::time::timeout(opts.request_timeout, req.send()).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(self.transport_error(&method, path, e)),
+                Err(_) => Err(ApiError::Timeout {
+                    method: method.clone(),
+                    path: path.to_string(),
+                    after: opts.request_timeout,
+                }),
+            };
+            self.observe(
+                &method,
+                route,
+                result.as_ref().ok().map(|r| r.status().as_u16()),
+                start,
+            );
+            let (err, retryable, retry_after) = match result {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = parse_retry_after(resp.headers());
+                    let bytes = match read_bounded(resp).await {
+                        Ok(b) => b,
+                        Err(e) => return Err(self.body_error(&method, path, e)),
+                    };
+                    let retryable = status == StatusCode::TOO_MANY_REQUESTS
+                        || (idempotent && status.is_server_error());
+                    (
+                        self.status_error(&method, path, status, &bytes),
+                        retryable,
+                        retry_after,
+                    )
+                }
+                Err(err) => {
+                    let retryable = idempotent
+                        && matches!(err, ApiError::Connect { .. } | ApiError::Timeout { .. });
+                    (err, retryable, None)
+                }
+            };
+            if !retryable || attempt >= opts.max_retries {
+                return Err(err);
+            }
+            tracing::debug!(%method, path, error = %err, attempt, "retrying");
+            let wait = retry_after
+                .map(|d| d.min(Duration::from_secs(60)))
+                .unwrap_or_else(|| backoff(opts.backoff_base, opts.backoff_max, attempt));
+            self.inner
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    fn body_error(&self, method: &Method, path: &str, e: BodyError) -> ApiError {
+        match e {
+            BodyError::Transport(e) => self.transport_error(method, path, e),
+            BodyError::TooLarge => ApiError::Protocol {
+                method: method.clone(),
+                path: path.to_string(),
+                detail: format!("response body over {} MiB", MAX_BODY >> 20),
+            },
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        accept: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self
+            .inner
+            .http
+            .request(method, self.url(path))
+            .header(TOKEN_HEADER, self.inner.token.expose())
+            .header(header::ACCEPT, accept);
+        if self.inner.opts.bypass_ratelimit {
+            req = req.header(BYPASS_HEADER, "true");
+        }
+        if let Some(body) = body {
+            req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        req
+    }
+
+    fn transport_error(&self, method: &Method, path: &str, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            return ApiError::Timeout {
+                method: method.clone(),
+                path: path.to_string(),
+                after: self.inner.opts.request_timeout,
+            };
+        }
+        let mut causes = String::new();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            causes.push_str(": ");
+            causes.push_str(&s.to_string());
+            source = s.source();
+        }
+        let detail = format!("{}{causes}", e.without_url());
+        ApiError::Connect {
+            method: method.clone(),
+            path: path.to_string(),
+            detail: self.inner.token.scrub(&detail),
+        }
+    }
+
+    fn status_error(
+        &self,
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        bytes: &[u8],
+    ) -> ApiError {
+        let mut body: Response = serde_json::from_slice(bytes).unwrap_or_else(|_| Response {
+            message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                .trim()
+                .to_string(),
+            ..Default::default()
+        });
+        if body.message.is_empty() {
+            body.message = status.canonical_reason().unwrap_or("error").to_string();
+        }
+        // A proxy or a server may echo what it was sent; never let the token through.
+        let token = &self.inner.token;
+        body.message = token.scrub(&body.message);
+        body.detail = token.scrub(&body.detail);
+        ApiError::Status {
+            method: method.clone(),
+            path: path.to_string(),
+            status: status.as_u16(),
+            body,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        route: &'static str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        let bytes = self.send(method.clone(), route, path, body).await?;
+        decode(&method, path, &bytes)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        route: &'static str,
+        path: &str,
+    ) -> Result<T, ApiError> {
+        self.call(Method::GET, route, path, None).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        route: &'static str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ApiError> {
+        let body = serde_json::to_vec(body).expect("request types serialize");
+        self.call(Method::POST, route, path, Some(body)).await
+    }
+
+    // --- The calls of a scale test -------------------------------------------------------
+
+    pub async fn build_info(&self) -> Result<BuildInfo, ApiError> {
+        self.get("/api/v2/buildinfo", "/api/v2/buildinfo").await
+    }
+
+    pub async fn me(&self) -> Result<User, ApiError> {
+        self.get("/api/v2/users/{user}", "/api/v2/users/me").await
+    }
+
+    pub async fn organization(&self, org: &str) -> Result<Organization, ApiError> {
+        self.get(
+            "/api/v2/organizations/{organization}",
+            &format!("/api/v2/organizations/{}", enc(org)),
+        )
+        .await
+    }
+
+    pub async fn template_by_name(&self, org: &str, name: &str) -> Result<Template, ApiError> {
+        self.get(
+            "/api/v2/organizations/{organization}/templates/{templatename}",
+            &format!("/api/v2/organizations/{}/templates/{}", enc(org), enc(name)),
+        )
+        .await
+    }
+
+    pub async fn rich_parameters(
+        &self,
+        version: Uuid,
+    ) -> Result<Vec<TemplateVersionParameter>, ApiError> {
+        self.get(
+            "/api/v2/templateversions/{templateversion}/rich-parameters",
+            &format!("/api/v2/templateversions/{version}/rich-parameters"),
+        )
+        .await
+    }
+
+    pub async fn create_workspace(
+        &self,
+        req: &CreateWorkspaceRequest,
+    ) -> Result<Workspace, ApiError> {
+        self.post(
+            "/api/v2/users/{user}/workspaces",
+            "/api/v2/users/me/workspaces",
+            req,
+        )
+        .await
+    }
+
+    pub async fn workspace(&self, id: Uuid) -> Result<Workspace, ApiError> {
+        self.get(
+            "/api/v2/workspaces/{workspace}",
+            &format!("/api/v2/workspaces/{id}"),
+        )
+        .await
+    }
+
+    /// Opens the workspace's event stream (`/watch`, server-sent events).
+    pub async fn watch_workspace(&self, id: Uuid) -> Result<watch::WatchStream, ApiError> {
+        let path = format!("/api/v2/workspaces/{id}/watch");
+        let resp = self
+            .send_raw(
+                Method::GET,
+                "/api/v2/workspaces/{workspace}/watch",
+                &path,
+                None,
+                "text/event-stream",
+            )
+            .await?;
+        Ok(watch::WatchStream::new(resp, path))
+    }
+
+    pub async fn workspace_build(&self, id: Uuid) -> Result<WorkspaceBuild, ApiError> {
+        self.get(
+            "/api/v2/workspacebuilds/{workspacebuild}",
+            &format!("/api/v2/workspacebuilds/{id}"),
+        )
+        .await
+    }
+
+    pub async fn build_timings(&self, id: Uuid) -> Result<WorkspaceBuildTimings, ApiError> {
+        self.get(
+            "/api/v2/workspacebuilds/{workspacebuild}/timings",
+            &format!("/api/v2/workspacebuilds/{id}/timings"),
+        )
+        .await
+    }
+
+    pub async fn cancel_build(&self, id: Uuid) -> Result<(), ApiError> {
+        self.send(
+            Method::PATCH,
+            "/api/v2/workspacebuilds/{workspacebuild}/cancel",
+            &format!("/api/v2/workspacebuilds/{id}/cancel"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn create_build(
+        &self,
+        workspace: Uuid,
+        req: &CreateWorkspaceBuildRequest,
+    ) -> Result<WorkspaceBuild, ApiError> {
+        self.post(
+            "/api/v2/workspaces/{workspace}/builds",
+            &format!("/api/v2/workspaces/{workspace}/builds"),
+            req,
+        )
+        .await
+    }
+
+    /// One page of the workspaces matching a Coder search query.
+    pub async fn workspaces(
+        &self,
+        query: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<WorkspacesResponse, ApiError> {
+        let mut u = Url::parse("http://x/api/v2/workspaces").expect("literal URL");
+        u.query_pairs_mut()
+            .append_pair("q", query)
+            .append_pair("limit", &limit.to_string())
+            .append_pair("offset", &offset.to_string());
+        let path = format!("{}?{}", u.path(), u.query().unwrap_or(""));
+        self.get("/api/v2/workspaces", &path).await
+    }
+}
+
+/// Percent-encodes one path segment.
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+fn decode<T: DeserializeOwned>(method: &Method, path: &str, bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Protocol {
+        method: method.clone(),
+        path: path.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+async fn read_bounded(resp: reqwest::Response) -> Result<Bytes, BodyError> {
+    if resp.content_length().is_some_and(|l| l as usize > MAX_BODY) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Transport)?;
+        if out.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Full-jitter exponential backoff: a random wait in `[0, min(max, base * 2^attempt)]`.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(max);
+    let ms = ceiling.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 4..=ms.max(1)))
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn parse_retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for attempt in 0..20 {
+            let d = backoff(base, max, attempt);
+            let ceiling = (base * 2u32.pow(attempt.min(16))).min(max);
+            assert!(d <= ceiling && d >= ceiling / 4, "attempt {attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_date() {
+        let mut h = header::HeaderMap::new();
+        h.insert(header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(3)));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        h.insert(header::RETRY_AFTER, later.parse().unwrap());
+        let d = parse_retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn reasons_follow_status() {
+        let e = |status| ApiError::Status {
+            method: Method::GET,
+            path: "/".into(),
+            status,
+            body: Response::default(),
+        };
+        assert_eq!(e(401).reason(), Reason::AuthError);
+        assert_eq!(e(404).reason(), Reason::Http4xx);
+        assert_eq!(e(429).reason(), Reason::RateLimited);
+        assert_eq!(e(503).reason(), Reason::Http5xx);
+    }
+
+    #[test]
+    fn url_join_keeps_base_path_and_query() {
+        let c = Client::new(
+            Url::parse("https://c.example.com/coder/").unwrap(),
+            Secret::new("t"),
+            ClientOptions::default(),
+        );
+        assert_eq!(
+            c.url("/api/v2/workspaces?q=owner%3Ame").as_str(),
+            "https://c.example.com/coder/api/v2/workspaces?q=owner%3Ame"
+        );
+    }
+}

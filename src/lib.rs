@@ -1,0 +1,19 @@
+//! scaletestd: scheduled scale tests against a Coder deployment.
+//!
+//! - [`config`]: the TOML configuration, checked with file/line/column errors.
+//! - [`coder`]: the Coder API client (HTTP, watch stream, web terminal).
+//! - [`phases`]: what each phase of a workspace's walk does and how it fails.
+//! - [`runner`]: one run of a scenario, `count` workspaces at `concurrency`.
+//! - [`report`]: the summary line, per-phase table and JSON output.
+//! - [`sim`]: the Coder simulator the demo and the tests run against.
+//! - [`cli`]: the `scaletestd` command line.
+
+pub mod cli;
+pub mod coder;
+pub mod config;
+pub mod phases;
+pub mod report;
+pub mod runner;
+pub mod schedule;
+pub mod secret;
+pub mod sim;

@@ -1,0 +1,48 @@
+//! `agent`: from a succeeded build until every agent is `connected` and `ready`.
+//!
+//! Coder's own harness waits for `connected` only; a workspace is usable when its start-up
+//! scripts have run, so we also wait for the lifecycle to reach `ready`.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::coder::watch::Updates;
+use crate::coder::{WorkspaceAgentLifecycle as Life, WorkspaceAgentStatus as Status};
+use crate::phases::{PhaseError, Reason};
+
+/// Coder's harness polls agents every second; so do we when the stream is unavailable.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Waits for every agent to be ready; returns the agents' ids, first agent first.
+pub async fn run(updates: &mut Updates) -> Result<Vec<Uuid>, PhaseError> {
+    updates
+        .wait_for(POLL_EVERY, |ws| {
+            let agents: Vec<_> = ws.latest_build.agents().collect();
+            for a in &agents {
+                if a.status == Status::Timeout {
+                    return Some(Err(PhaseError::new(
+                        Reason::AgentTimeout,
+                        format!(
+                            "agent {:?} did not connect within its connection timeout",
+                            a.name
+                        ),
+                    )));
+                }
+                if matches!(a.lifecycle_state, Life::StartError | Life::StartTimeout) {
+                    return Some(Err(PhaseError::new(
+                        Reason::AgentUnhealthy,
+                        format!(
+                            "agent {:?} start-up ended in {:?}",
+                            a.name, a.lifecycle_state
+                        ),
+                    )));
+                }
+            }
+            let ready = agents
+                .iter()
+                .all(|a| a.status == Status::Connected && a.lifecycle_state == Life::Ready);
+            ready.then(|| Ok(agents.iter().map(|a| a.id).collect()))
+        })
+        .await?
+}

@@ -1,0 +1,136 @@
+//! `build`: from creation until the start build's provisioner job has succeeded.
+//!
+//! Also reads what the build spent where: the job's queue wait (`started_at - created_at`)
+//! and, from Coder's build timings, the provisioner stages and the agent's connection and
+//! start-up scripts, each with Coder's own timestamps.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::coder::watch::Updates;
+use crate::coder::{
+    Client, ProvisionerJob, ProvisionerJobStatus, Time, TimingStage, WorkspaceBuildTimings,
+    WorkspaceTransition,
+};
+use crate::phases::{PhaseError, Reason};
+
+/// Coder's harness polls builds every 500 ms; so do we when the stream is unavailable.
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Waits for the workspace's start build to finish; returns its job.
+pub async fn run(updates: &mut Updates) -> Result<ProvisionerJob, PhaseError> {
+    let job = updates
+        .wait_for(POLL_EVERY, |ws| {
+            let b = &ws.latest_build;
+            (b.transition == WorkspaceTransition::Start && b.job.status.is_terminal())
+                .then(|| b.job.clone())
+        })
+        .await?;
+    match job.status {
+        ProvisionerJobStatus::Succeeded => Ok(job),
+        ProvisionerJobStatus::Canceled => Err(PhaseError::new(
+            Reason::BuildCanceled,
+            "the start build was canceled",
+        )),
+        _ => Err(PhaseError::new(
+            Reason::BuildFailed,
+            if job.error.is_empty() {
+                "the start build failed".to_string()
+            } else {
+                job.error.clone()
+            },
+        )),
+    }
+}
+
+/// One stage of a build, with Coder's start and end times.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageTiming {
+    /// `queue`, `init`, `plan`, `graph`, `apply`, `agent_connect` or `agent_startup`.
+    pub stage: &'static str,
+    pub started_at: Time,
+    pub ended_at: Time,
+    /// A script's name, for `agent_startup`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+}
+
+impl StageTiming {
+    pub fn duration(&self) -> Duration {
+        (self.ended_at - self.started_at)
+            .to_std()
+            .unwrap_or_default()
+    }
+}
+
+/// The stages of a start build: the queue wait from the job, then Coder's build timings
+/// with each stage's resources merged into one span from its first start to its last end.
+pub fn stages(job: &ProvisionerJob, timings: &WorkspaceBuildTimings) -> Vec<StageTiming> {
+    let mut out = Vec::new();
+    if let Some(started) = job.started_at {
+        out.push(StageTiming {
+            stage: "queue",
+            started_at: job.created_at,
+            ended_at: started,
+            name: String::new(),
+        });
+    }
+    for (stage, name) in [
+        (TimingStage::Init, "init"),
+        (TimingStage::Plan, "plan"),
+        (TimingStage::Graph, "graph"),
+        (TimingStage::Apply, "apply"),
+    ] {
+        let of_stage = timings
+            .provisioner_timings
+            .iter()
+            .filter(|t| t.stage == stage);
+        let start = of_stage.clone().map(|t| t.started_at).min();
+        let end = of_stage.map(|t| t.ended_at).max();
+        if let (Some(started_at), Some(ended_at)) = (start, end) {
+            out.push(StageTiming {
+                stage: name,
+                started_at,
+                ended_at,
+                name: String::new(),
+            });
+        }
+    }
+    for t in &timings.agent_connection_timings {
+        out.push(StageTiming {
+            stage: "agent_connect",
+            started_at: t.started_at,
+            ended_at: t.ended_at,
+            name: t.workspace_agent_name.clone(),
+        });
+    }
+    for t in timings
+        .agent_script_timings
+        .iter()
+        .filter(|t| t.stage == TimingStage::Start)
+    {
+        out.push(StageTiming {
+            stage: "agent_startup",
+            started_at: t.started_at,
+            ended_at: t.ended_at,
+            name: t.display_name.clone(),
+        });
+    }
+    out
+}
+
+/// Reads a build's timings; a failure here is logged, never a failed phase.
+pub async fn fetch_stages(
+    client: &Client,
+    build: uuid::Uuid,
+    job: &ProvisionerJob,
+) -> Vec<StageTiming> {
+    match client.build_timings(build).await {
+        Ok(t) => stages(job, &t),
+        Err(e) => {
+            tracing::warn!(build.id = %build, error = %e, "cannot read build timings");
+            stages(job, &WorkspaceBuildTimings::default())
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The phases of a workspace's walk, the closed set of failure reasons, and what one phase
+//! of one workspace produced.
+//!
+//! Each phase lives in its own module; [`crate::runner`] drives them in order for every
+//! workspace and always ends with `delete` for a workspace that was created.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod agent;
+pub mod build;
+pub mod create;
+pub mod delete;
+pub mod pty;
+
+/// A phase of the walk, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Create,
+    Build,
+    Agent,
+    Ssh,
+    Pty,
+    App,
+    Delete,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Create,
+        Phase::Build,
+        Phase::Agent,
+        Phase::Ssh,
+        Phase::Pty,
+        Phase::App,
+        Phase::Delete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Create => "create",
+            Phase::Build => "build",
+            Phase::Agent => "agent",
+            Phase::Ssh => "ssh",
+            Phase::Pty => "pty",
+            Phase::App => "app",
+            Phase::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a phase failed: a closed set, so it can be a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Timeout,
+    Http4xx,
+    Http5xx,
+    RateLimited,
+    BuildFailed,
+    BuildCanceled,
+    AgentTimeout,
+    AgentUnhealthy,
+    ConnectError,
+    AuthError,
+    OutputMismatch,
+    ProtocolError,
+    Canceled,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 13] = [
+        Reason::Timeout,
+        Reason::Http4xx,
+        Reason::Http5xx,
+        Reason::RateLimited,
+        Reason::BuildFailed,
+        Reason::BuildCanceled,
+        Reason::AgentTimeout,
+        Reason::AgentUnhealthy,
+        Reason::ConnectError,
+        Reason::AuthError,
+        Reason::OutputMismatch,
+        Reason::ProtocolError,
+        Reason::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Http4xx => "http_4xx",
+            Reason::Http5xx => "http_5xx",
+            Reason::RateLimited => "rate_limited",
+            Reason::BuildFailed => "build_failed",
+            Reason::BuildCanceled => "build_canceled",
+            Reason::AgentTimeout => "agent_timeout",
+            Reason::AgentUnhealthy => "agent_unhealthy",
+            Reason::ConnectError => "connect_error",
+            Reason::AuthError => "auth_error",
+            Reason::OutputMismatch => "output_mismatch",
+            Reason::ProtocolError => "protocol_error",
+            Reason::Canceled => "canceled",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A phase's failure: the label-safe reason and the human message (which may name the
+/// workspace; it goes on spans, logs and the JSON output, never on a metric label).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct PhaseError {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl PhaseError {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        PhaseError {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::coder::ApiError> for PhaseError {
+    fn from(e: crate::coder::ApiError) -> Self {
+        PhaseError {
+            reason: e.reason(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What one phase of one workspace did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseRecord {
+    pub phase: Phase,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    #[serde(rename = "duration_ms", serialize_with = "ser_ms")]
+    pub duration: Duration,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}

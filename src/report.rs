@@ -1,0 +1,156 @@
+//! What a run looks like to a person or a program: the summary line, the per-phase table and
+//! the JSON document of `--output json:PATH`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::phases::Phase;
+use crate::runner::RunReport;
+
+/// `30 workspaces: 29 succeeded, 1 failed (1 build: build_failed)`, like Coder's own tool.
+pub fn summary_line(r: &RunReport) -> String {
+    if let Some(e) = &r.setup_error {
+        return format!(
+            "{} workspaces: run could not start ({}: {})",
+            0, e.reason, e.message
+        );
+    }
+    let mut s = format!(
+        "{} workspaces: {} succeeded, {} failed",
+        r.workspaces.len(),
+        r.succeeded(),
+        r.failed()
+    );
+    let by = r.failures_by_phase();
+    if !by.is_empty() {
+        let parts: Vec<String> = by
+            .iter()
+            .map(|((p, reason), n)| format!("{n} {p}: {reason}"))
+            .collect();
+        let _ = write!(s, " ({})", parts.join(", "));
+    }
+    s
+}
+
+/// Nearest-rank percentile of sorted durations.
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Per-phase statistics of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseStats {
+    pub phase: Phase,
+    pub succeeded: usize,
+    pub failed: usize,
+    #[serde(serialize_with = "crate::phases::ser_ms", rename = "p50_ms")]
+    pub p50: Duration,
+    #[serde(serialize_with = "crate::phases::ser_ms", rename = "p95_ms")]
+    pub p95: Duration,
+    #[serde(serialize_with = "crate::phases::ser_ms", rename = "max_ms")]
+    pub max: Duration,
+}
+
+/// Statistics of every phase that ran, over its successful runs.
+pub fn phase_stats(r: &RunReport) -> Vec<PhaseStats> {
+    let mut out = Vec::new();
+    for phase in Phase::ALL {
+        let recs: Vec<_> = r
+            .workspaces
+            .iter()
+            .filter_map(|w| w.record(phase))
+            .collect();
+        if recs.is_empty() {
+            continue;
+        }
+        let mut ok: Vec<Duration> = recs.iter().filter(|p| p.ok).map(|p| p.duration).collect();
+        ok.sort();
+        out.push(PhaseStats {
+            phase,
+            succeeded: ok.len(),
+            failed: recs.len() - ok.len(),
+            p50: percentile(&ok, 0.50),
+            p95: percentile(&ok, 0.95),
+            max: ok.last().copied().unwrap_or_default(),
+        });
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 10_000.0 {
+        format!("{:.1}s", ms / 1000.0)
+    } else {
+        format!("{ms:.1}ms")
+    }
+}
+
+/// The per-phase table printed after the summary.
+pub fn phase_table(r: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<8} {:>6} {:>6} {:>10} {:>10} {:>10}",
+        "phase", "ok", "failed", "p50", "p95", "max"
+    );
+    for st in phase_stats(r) {
+        let _ = writeln!(
+            s,
+            "{:<8} {:>6} {:>6} {:>10} {:>10} {:>10}",
+            st.phase.as_str(),
+            st.succeeded,
+            st.failed,
+            ms(st.p50),
+            ms(st.p95),
+            ms(st.max)
+        );
+    }
+    s
+}
+
+/// The JSON document: totals like Coder's own results file, then every workspace.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    total_runs: usize,
+    total_pass: usize,
+    total_fail: usize,
+    result: &'static str,
+    summary: String,
+    phases: Vec<PhaseStats>,
+    #[serde(flatten)]
+    run: &'a RunReport,
+}
+
+pub fn to_json(r: &RunReport) -> String {
+    let doc = JsonReport {
+        total_runs: r.workspaces.len(),
+        total_pass: r.succeeded(),
+        total_fail: r.failed(),
+        result: r.result().as_str(),
+        summary: summary_line(r),
+        phases: phase_stats(r),
+        run: r,
+    };
+    serde_json::to_string_pretty(&doc).expect("reports serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 0.95), Duration::from_millis(95));
+        assert_eq!(percentile(&v[..1], 0.95), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+}

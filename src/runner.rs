@@ -1,0 +1,492 @@
+//! One run of one scenario: `count` workspaces, at most `concurrency` at a time, each walked
+//! through the scenario's phases and always deleted once created.
+//!
+//! The runner knows nothing of terminals, metrics or schedules: it reports what happens to a
+//! [`RunObserver`] and returns a [`RunReport`]; `once`, the daemon and the tests decide what
+//! to do with them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::coder::watch::Updates;
+use crate::coder::{Client, WorkspaceBuildParameter};
+use crate::config::Scenario;
+use crate::phases::build::StageTiming;
+use crate::phases::create::Blueprint;
+use crate::phases::{self, Phase, PhaseError, PhaseRecord, Reason};
+
+/// Length of a run id: the `<run>` in `<prefix>-<run>-<n>`.
+pub const RUN_ID_LEN: usize = 6;
+
+/// A fresh run id: lowercase letters and digits, starting with a letter.
+pub fn new_run_id() -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let mut id = String::with_capacity(RUN_ID_LEN);
+    id.push(LETTERS[rng.random_range(0..LETTERS.len())] as char);
+    for _ in 1..RUN_ID_LEN {
+        id.push(ALNUM[rng.random_range(0..ALNUM.len())] as char);
+    }
+    id
+}
+
+/// What the runner tells the outside world as it goes.
+pub trait RunObserver: Send + Sync {
+    fn phase_done(&self, _scenario: &str, _workspace: &str, _record: &PhaseRecord) {}
+    fn workspace_done(&self, _scenario: &str, _report: &WorkspaceReport) {}
+}
+
+/// An observer that does nothing.
+pub struct NoObserver;
+impl RunObserver for NoObserver {}
+
+/// Which workspaces of a scenario this run drives: `first..first+count` of the numbering.
+#[derive(Debug, Clone, Copy)]
+pub struct Slice {
+    pub first: u32,
+    pub count: u32,
+}
+
+/// Everything one workspace went through.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceReport {
+    pub index: u32,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    pub ok: bool,
+    pub phases: Vec<PhaseRecord>,
+    /// Where the build spent its time, from the job and Coder's build timings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub build_stages: Vec<StageTiming>,
+}
+
+impl WorkspaceReport {
+    /// The first failed phase and its error.
+    pub fn failure(&self) -> Option<(Phase, Reason, &str)> {
+        self.phases.iter().find(|p| !p.ok).map(|p| {
+            (
+                p.phase,
+                p.reason.unwrap_or(Reason::ProtocolError),
+                p.error.as_deref().unwrap_or(""),
+            )
+        })
+    }
+
+    pub fn record(&self, phase: Phase) -> Option<&PhaseRecord> {
+        self.phases.iter().find(|p| p.phase == phase)
+    }
+}
+
+/// How a run ended, as `scaletest_runs_total{result}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    Success,
+    Partial,
+    Failure,
+    Aborted,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Partial => "partial",
+            RunResult::Failure => "failure",
+            RunResult::Aborted => "aborted",
+        }
+    }
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub run_id: String,
+    pub started_at: chrono::DateTime<Utc>,
+    #[serde(rename = "elapsed_ms", serialize_with = "phases::ser_ms")]
+    pub elapsed: Duration,
+    /// Set when the run could not start (template missing, token refused, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_error: Option<PhaseError>,
+    pub aborted: bool,
+    pub workspaces: Vec<WorkspaceReport>,
+}
+
+impl RunReport {
+    pub fn succeeded(&self) -> usize {
+        self.workspaces.iter().filter(|w| w.ok).count()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.workspaces.len() - self.succeeded()
+    }
+
+    pub fn result(&self) -> RunResult {
+        if self.aborted {
+            RunResult::Aborted
+        } else if self.setup_error.is_some() || self.succeeded() == 0 {
+            RunResult::Failure
+        } else if self.failed() > 0 {
+            RunResult::Partial
+        } else {
+            RunResult::Success
+        }
+    }
+
+    /// Failures counted by the phase and reason of each workspace's first failure.
+    pub fn failures_by_phase(&self) -> BTreeMap<(Phase, Reason), usize> {
+        let mut m = BTreeMap::new();
+        for w in &self.workspaces {
+            if let Some((p, r, _)) = w.failure() {
+                *m.entry((p, r)).or_default() += 1;
+            }
+        }
+        m
+    }
+}
+
+/// What every walk of a run shares.
+struct RunCtx {
+    client: Client,
+    scenario: Scenario,
+    blueprint: Blueprint,
+    run_id: String,
+    observer: Arc<dyn RunObserver>,
+    /// Cancels phases (shutdown); never cancels `delete`.
+    stop: CancellationToken,
+    /// Cancels everything, deletes included (the grace period ran out).
+    abort: CancellationToken,
+}
+
+/// Resolves the template and checks the scenario's parameters against the template's.
+pub async fn prepare(
+    client: &Client,
+    scenario: &Scenario,
+    organization: Option<&str>,
+) -> Result<Blueprint, PhaseError> {
+    let me = client
+        .me()
+        .await
+        .map_err(|e| explain_setup(e, "reading the current user"))?;
+    let org = match organization {
+        Some(o) => o.to_string(),
+        None => me
+            .organization_ids
+            .first()
+            .map(|id| id.to_string())
+            .ok_or_else(|| {
+                PhaseError::new(
+                    Reason::Http4xx,
+                    format!("user {:?} belongs to no organization", me.username),
+                )
+            })?,
+    };
+    let template = client
+        .template_by_name(&org, &scenario.template)
+        .await
+        .map_err(|e| {
+            explain_setup(
+                e,
+                &format!(
+                    "looking up template {:?} in organization {org:?}",
+                    scenario.template
+                ),
+            )
+        })?;
+    let params = client
+        .rich_parameters(template.active_version_id)
+        .await
+        .map_err(|e| {
+            explain_setup(
+                e,
+                &format!("reading the parameters of template {:?}", template.name),
+            )
+        })?;
+    for name in scenario.parameters.keys() {
+        if !params.iter().any(|p| &p.name == name) {
+            let known: Vec<_> = params.iter().map(|p| p.name.as_str()).collect();
+            return Err(PhaseError::new(
+                Reason::Http4xx,
+                format!(
+                    "scenario {:?}: template {:?} has no parameter {name:?} (it has {known:?})",
+                    scenario.name, template.name
+                ),
+            ));
+        }
+    }
+    for p in &params {
+        if p.required && p.default_value.is_empty() && !scenario.parameters.contains_key(&p.name) {
+            return Err(PhaseError::new(
+                Reason::Http4xx,
+                format!(
+                    "scenario {:?}: template {:?} requires parameter {:?}; add it to `parameters`",
+                    scenario.name, template.name, p.name
+                ),
+            ));
+        }
+    }
+    Ok(Blueprint {
+        template_id: template.id,
+        template_name: template.name,
+        parameters: scenario
+            .parameters
+            .iter()
+            .map(|(name, value)| WorkspaceBuildParameter {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// Turns a setup call's error into a message that says what to do.
+fn explain_setup(e: crate::coder::ApiError, doing: &str) -> PhaseError {
+    let hint = match e.status() {
+        Some(401) => {
+            " — Coder refused the session token: check CODER_SESSION_TOKEN or [coder].token_file"
+        }
+        Some(403) => {
+            " — the token's user may not do this: use a token of a user with the template's access"
+        }
+        Some(404) => " — not found: check the name in the configuration",
+        _ => "",
+    };
+    PhaseError::new(e.reason(), format!("{doing}: {e}{hint}"))
+}
+
+/// Runs one scenario once. `stop` cancels phases in flight (then every created workspace is
+/// still deleted); `abort` cancels the deletes too.
+pub async fn run(
+    client: &Client,
+    scenario: &Scenario,
+    organization: Option<&str>,
+    slice: Slice,
+    observer: Arc<dyn RunObserver>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) -> RunReport {
+    let run_id = new_run_id();
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let mut report = RunReport {
+        scenario: scenario.name.clone(),
+        run_id: run_id.clone(),
+        started_at,
+        elapsed: Duration::ZERO,
+        setup_error: None,
+        aborted: false,
+        workspaces: Vec::new(),
+    };
+    let blueprint = match prepare(client, scenario, organization).await {
+        Ok(b) => b,
+        Err(e) => {
+            report.setup_error = Some(e);
+            report.elapsed = clock.elapsed();
+            return report;
+        }
+    };
+    let ctx = Arc::new(RunCtx {
+        client: client.clone(),
+        scenario: scenario.clone(),
+        blueprint,
+        run_id,
+        observer,
+        stop: stop.clone(),
+        abort,
+    });
+    let permits = Arc::new(Semaphore::new(scenario.concurrency as usize));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in slice.first..slice.first + slice.count {
+        let ctx = ctx.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            walk(&ctx, index).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(w) => report.workspaces.push(w),
+            Err(e) => tracing::error!(error = %e, "a workspace task panicked"),
+        }
+    }
+    report.workspaces.sort_by_key(|w| w.index);
+    report.aborted = stop.is_cancelled();
+    report.elapsed = clock.elapsed();
+    report
+}
+
+/// One workspace, phase by phase, ending with `delete` once it exists.
+async fn walk(ctx: &RunCtx, index: u32) -> WorkspaceReport {
+    let s = &ctx.scenario;
+    let name = format!("{}-{}-{}", s.workspace_prefix, ctx.run_id, index);
+    let mut report = WorkspaceReport {
+        index,
+        name: name.clone(),
+        id: None,
+        ok: false,
+        phases: Vec::new(),
+        build_stages: Vec::new(),
+    };
+    if ctx.stop.is_cancelled() {
+        // Never started: nothing was created, nothing to report as a failure of Coder.
+        report.phases.push(skipped(Phase::Create));
+        return report;
+    }
+
+    let created = timed(
+        ctx,
+        &mut report,
+        Phase::Create,
+        &ctx.stop,
+        phases::create::run(&ctx.client, &ctx.blueprint, &name),
+    )
+    .await;
+    let Some(workspace) = created else {
+        report.ok = false;
+        ctx.observer.workspace_done(&s.name, &report);
+        return report;
+    };
+    report.id = Some(workspace.id);
+    let mut updates = Updates::open(&ctx.client, workspace.id, s.wait).await;
+    updates.latest = Some(workspace.clone());
+
+    let mut ok = walk_running(ctx, &mut report, &mut updates).await;
+
+    let deleted = timed(
+        ctx,
+        &mut report,
+        Phase::Delete,
+        &ctx.abort,
+        phases::delete::run(&ctx.client, workspace.id, Some(&mut updates)),
+    )
+    .await;
+    ok &= deleted.is_some();
+    report.ok = ok;
+    ctx.observer.workspace_done(&s.name, &report);
+    report
+}
+
+/// The phases between create and delete; false when one failed.
+async fn walk_running(ctx: &RunCtx, report: &mut WorkspaceReport, updates: &mut Updates) -> bool {
+    let s = &ctx.scenario;
+    let stop = &ctx.stop;
+    let has = |p: Phase| s.phases.contains(&p);
+    if !has(Phase::Build) {
+        return true;
+    }
+    let build_id = updates.latest.as_ref().map(|w| w.latest_build.id);
+    let job = timed(ctx, report, Phase::Build, stop, phases::build::run(updates)).await;
+    let Some(job) = job else {
+        // A failed build still has timings worth keeping.
+        if let (Some(build), Some(ws)) = (build_id, &updates.latest)
+            && ws.latest_build.job.status.is_terminal()
+        {
+            report.build_stages =
+                phases::build::fetch_stages(&ctx.client, build, &ws.latest_build.job).await;
+        }
+        return false;
+    };
+    let agents = if has(Phase::Agent) {
+        match timed(ctx, report, Phase::Agent, stop, phases::agent::run(updates)).await {
+            Some(a) => a,
+            None => return false,
+        }
+    } else {
+        Vec::new()
+    };
+    if let Some(build) = build_id {
+        report.build_stages = phases::build::fetch_stages(&ctx.client, build, &job).await;
+    }
+    let Some(&agent) = agents.first() else {
+        return true;
+    };
+    if has(Phase::Pty) {
+        let run = phases::pty::run(&ctx.client, agent, &s.run_command, &s.expect_output);
+        if timed(ctx, report, Phase::Pty, stop, run).await.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+fn skipped(phase: Phase) -> PhaseRecord {
+    PhaseRecord {
+        phase,
+        started_at: Utc::now(),
+        duration: Duration::ZERO,
+        ok: false,
+        reason: Some(Reason::Canceled),
+        error: Some("not started: the run was stopped".into()),
+    }
+}
+
+/// Runs one phase under its timeout and the given cancellation, records it, and returns
+/// its value when it succeeded.
+async fn timed<T>(
+    ctx: &RunCtx,
+    report: &mut WorkspaceReport,
+    phase: Phase,
+    cancel: &CancellationToken,
+    fut: impl std::future::Future<Output = Result<T, PhaseError>>,
+) -> Option<T> {
+    let limit = ctx.scenario.timeouts.of(phase);
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let result = tokio::select! {
+        r = tokio::time::timeout(limit, fut) => match r {
+            Ok(r) => r,
+            Err(_) => Err(PhaseError::new(
+                Reason::Timeout,
+                format!("{phase} did not finish within {}", humantime::format_duration(limit)),
+            )),
+        },
+        _ = cancel.cancelled() => Err(PhaseError::new(Reason::Canceled, format!("{phase} was canceled: scaletestd is stopping"))),
+    };
+    let duration = clock.elapsed();
+    let (value, record) = match result {
+        Ok(v) => (
+            Some(v),
+            PhaseRecord {
+                phase,
+                started_at,
+                duration,
+                ok: true,
+                reason: None,
+                error: None,
+            },
+        ),
+        Err(e) => {
+            tracing::warn!(scenario = %ctx.scenario.name, workspace = %report.name, %phase, reason = %e.reason, error = %e.message, "phase failed");
+            (
+                None,
+                PhaseRecord {
+                    phase,
+                    started_at,
+                    duration,
+                    ok: false,
+                    reason: Some(e.reason),
+                    error: Some(e.message),
+                },
+            )
+        }
+    };
+    ctx.observer
+        .phase_done(&ctx.scenario.name, &report.name, &record);
+    report.phases.push(record);
+    value
+}

@@ -1,0 +1,209 @@
+//! The simulator's knobs: identities, provisioner capacity, latencies per stage and failure
+//! rates per phase, all optional in one TOML file.
+//!
+//! Failures are decided per workspace by a hash of the seed and the workspace's name, so a
+//! given seed fails the same workspaces whatever order requests arrive in.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::config::HumanDuration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub organization: String,
+    pub user: String,
+    pub template: String,
+    /// Version reported by `/buildinfo` and `X-Coder-Build-Version`.
+    pub version: String,
+    /// Provisioner daemons: builds beyond this many wait in a queue.
+    pub provisioners: usize,
+    pub agents_per_workspace: usize,
+    /// Requests per minute per endpoint (Coder's default is 512); 0 disables.
+    pub rate_limit: u32,
+    /// Interval of the watch stream's pings (Coder: 15 s).
+    pub ping_interval: HumanDuration,
+    /// Longest a web-terminal command may run.
+    pub pty_max_runtime: HumanDuration,
+    pub latency: Latencies,
+    pub failures: Failures,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            organization: "coder".into(),
+            user: "admin".into(),
+            template: "docker".into(),
+            version: concat!("v2.22.0+scaletestd-sim-", env!("CARGO_PKG_VERSION")).into(),
+            provisioners: 10,
+            agents_per_workspace: 1,
+            rate_limit: 512,
+            ping_interval: HumanDuration(Duration::from_secs(15)),
+            pty_max_runtime: HumanDuration(Duration::from_secs(300)),
+            latency: Latencies::default(),
+            failures: Failures::default(),
+        }
+    }
+}
+
+/// A latency: a fixed `"200ms"`, or a uniform range `{ min = "100ms", max = "300ms" }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum Latency {
+    Fixed(HumanDuration),
+    Range {
+        min: HumanDuration,
+        max: HumanDuration,
+    },
+}
+
+impl Latency {
+    pub fn fixed(d: Duration) -> Self {
+        Latency::Fixed(HumanDuration(d))
+    }
+
+    pub fn sample(&self) -> Duration {
+        match *self {
+            Latency::Fixed(d) => d.0,
+            Latency::Range { min, max } if max.0 > min.0 => {
+                let span = (max.0 - min.0).as_micros() as u64;
+                min.0 + Duration::from_micros(rand::rng().random_range(0..=span))
+            }
+            Latency::Range { min, .. } => min.0,
+        }
+    }
+}
+
+/// Latency of each stage of a workspace's life.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Latencies {
+    /// Added to every API answer.
+    pub api: Latency,
+    pub init: Latency,
+    pub plan: Latency,
+    pub graph: Latency,
+    pub apply: Latency,
+    /// The delete build's apply (terraform destroy).
+    pub destroy: Latency,
+    pub agent_connect: Latency,
+    pub agent_startup: Latency,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        let ms = |a: u64, b: u64| Latency::Range {
+            min: HumanDuration(Duration::from_millis(a)),
+            max: HumanDuration(Duration::from_millis(b)),
+        };
+        Latencies {
+            api: Latency::fixed(Duration::ZERO),
+            init: ms(100, 300),
+            plan: ms(200, 600),
+            graph: ms(20, 60),
+            apply: ms(400, 1200),
+            destroy: ms(300, 900),
+            agent_connect: ms(300, 900),
+            agent_startup: ms(200, 800),
+        }
+    }
+}
+
+/// Probability of each injected failure, from 0 to 1.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Failures {
+    /// The start build's job fails (`build_failed`).
+    pub build: f64,
+    /// The agent never connects and goes to `timeout` (`agent_timeout`).
+    pub agent_timeout: f64,
+    /// The agent's start-up script fails: lifecycle `start_error` (`agent_unhealthy`).
+    pub agent_start_error: f64,
+    /// The web terminal drops without output (`connect_error`).
+    pub pty_drop: f64,
+    /// Any API request answers 500 (`http_5xx`).
+    pub http_5xx: f64,
+}
+
+impl SimConfig {
+    pub fn load(path: &Path) -> Result<SimConfig, crate::config::ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| crate::config::ConfigError {
+            location: path.display().to_string(),
+            message: format!("cannot read the simulator configuration: {e}"),
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let location = match e.span() {
+                Some(s) => {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                    format!("{}:{line}:{col}", path.display())
+                }
+                None => path.display().to_string(),
+            };
+            crate::config::ConfigError {
+                location,
+                message: e.message().to_string(),
+            }
+        })
+    }
+
+    /// Whether the failure of kind `what` is injected for workspace `name`.
+    pub fn inject(&self, what: &str, name: &str, rate: f64) -> bool {
+        rate > 0.0 && unit_hash(self.seed, what, name) < rate
+    }
+}
+
+/// A number in [0, 1) from the seed, the failure kind and the workspace name (FNV-1a, then
+/// a finalizer so neighbouring names spread evenly).
+fn unit_hash(seed: u64, what: &str, name: &str) -> f64 {
+    let mut h: u64 = 0xcbf29ce484222325 ^ seed;
+    for b in what.bytes().chain([0]).chain(name.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injection_rate_is_close_to_asked_and_deterministic() {
+        let cfg = SimConfig {
+            seed: 7,
+            ..Default::default()
+        };
+        let hits = (0..10_000)
+            .filter(|i| cfg.inject("build", &format!("scaletest-abc-{i}"), 0.2))
+            .count();
+        assert!((1800..2200).contains(&hits), "{hits}");
+        let again = (0..10_000)
+            .filter(|i| cfg.inject("build", &format!("scaletest-abc-{i}"), 0.2))
+            .count();
+        assert_eq!(hits, again);
+    }
+
+    #[test]
+    fn parses_latency_forms() {
+        let c: SimConfig = toml::from_str(
+            "provisioners = 2\n[latency]\napply = \"50ms\"\nplan = { min = \"10ms\", max = \"20ms\" }\n[failures]\nbuild = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.latency.apply.sample(), Duration::from_millis(50));
+        let p = c.latency.plan.sample();
+        assert!(p >= Duration::from_millis(10) && p <= Duration::from_millis(20));
+        assert_eq!(c.failures.build, 0.5);
+    }
+}

@@ -1,0 +1,97 @@
+//! The Coder simulator: a real HTTP server speaking the part of Coder's API scaletestd uses,
+//! with provisioner queueing, per-stage latencies, agents, a web terminal that runs commands,
+//! rate limiting and failure injection. It is what the demo and the tests run against; the
+//! daemon talks to it over sockets exactly as it talks to Coder.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub mod api;
+pub mod config;
+pub mod pty;
+pub mod world;
+
+pub use config::SimConfig;
+pub use world::Ledger;
+
+/// A running simulator.
+pub struct Sim {
+    pub addr: SocketAddr,
+    pub app: Arc<api::App>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sim {
+    /// Binds `listen` (port 0 for any) and serves until [`Sim::stop`] or the token is cancelled.
+    pub async fn start(cfg: SimConfig, token: &str, listen: SocketAddr) -> std::io::Result<Sim> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let app = api::App::new(world::State::new(cfg), token.to_string());
+        let router = api::router(app.clone());
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { s.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "simulator server failed");
+            }
+        });
+        Ok(Sim {
+            addr,
+            app,
+            stop,
+            task,
+        })
+    }
+
+    pub fn url(&self) -> url::Url {
+        url::Url::parse(&format!("http://{}", self.addr)).expect("socket addresses make URLs")
+    }
+
+    /// What was injected and measured per workspace.
+    pub fn ledger(&self) -> Vec<Ledger> {
+        self.app.state.ledger()
+    }
+
+    /// Names of the workspaces that exist now.
+    pub fn live_workspaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .app
+            .state
+            .lock()
+            .live
+            .values()
+            .map(|e| e.ws.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Requests seen per `METHOD /route/{pattern}`.
+    pub fn request_count(&self, route: &str) -> u64 {
+        self.app
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Stops serving: open event streams and terminals are cut after a moment, as when a
+    /// real coderd goes away.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let mut task = self.task;
+        if tokio::time::timeout(std::time::Duration::from_millis(500), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}

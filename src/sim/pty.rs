@@ -1,0 +1,162 @@
+//! The simulator's web terminal: Coder's reconnecting-PTY websocket, running the command for
+//! real with `sh -c` (or an interactive `sh` when no command is given).
+//!
+//! Output goes out as binary frames with `\n` turned into `\r\n`, as a terminal would show
+//! it; input frames are Coder's JSON `ReconnectingPTYRequest`s. A command is bounded by
+//! `pty_max_runtime`. An injected drop cuts the connection without a close frame.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State as Ax};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response as AxResponse};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use super::api::{App, error};
+use crate::coder::{ReconnectingPtyRequest, WorkspaceAgentLifecycle, WorkspaceAgentStatus};
+
+#[derive(Deserialize)]
+pub struct PtyQuery {
+    #[serde(default)]
+    pub reconnect: Option<Uuid>,
+    #[serde(default)]
+    pub command: String,
+    #[serde(default)]
+    pub width: Option<u16>,
+    #[serde(default)]
+    pub height: Option<u16>,
+}
+
+pub async fn handler(
+    Ax(app): Ax<Arc<App>>,
+    Path(agent): Path<String>,
+    Query(q): Query<PtyQuery>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> AxResponse {
+    let Ok(ws) = ws else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Upgrade to a websocket is required.",
+        );
+    };
+    let Some((workspace, a)) = Uuid::parse_str(&agent)
+        .ok()
+        .and_then(|id| app.state.agent(id))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Resource not found or you do not have access to this resource",
+        );
+    };
+    if a.status != WorkspaceAgentStatus::Connected {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Agent state is {:?}, it must be in the \"connected\" state.",
+                a.status
+            ),
+        );
+    }
+    let _ = (
+        q.reconnect,
+        q.width,
+        q.height,
+        a.lifecycle_state == WorkspaceAgentLifecycle::Ready,
+    );
+    let st = app.state.clone();
+    let drop_it = st
+        .cfg
+        .inject("pty_drop", &workspace.name, st.cfg.failures.pty_drop);
+    let max = st.cfg.pty_max_runtime.0;
+    ws.on_upgrade(move |socket| async move {
+        if drop_it {
+            st.note_pty_drop(&workspace.name);
+            drop(socket); // no close frame: the client sees the connection cut
+            return;
+        }
+        if tokio::time::timeout(max, session(socket, &q.command)).await.is_err() {
+            tracing::debug!(workspace = %workspace.name, "web terminal command hit pty_max_runtime");
+        }
+    })
+    .into_response()
+}
+
+async fn session(mut socket: WebSocket, command: &str) {
+    let mut cmd = tokio::process::Command::new("sh");
+    if command.is_empty() {
+        cmd.arg("-i");
+    } else {
+        cmd.arg("-c").arg(command);
+    }
+    let child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = socket
+                .send(Message::Binary(format!("sh: {e}\r\n").into_bytes().into()))
+                .await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let (mut out_buf, mut err_buf) = ([0u8; 8192], [0u8; 8192]);
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        tokio::select! {
+            n = stdout.read(&mut out_buf), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => if socket.send(Message::Binary(crlf(&out_buf[..n]).into())).await.is_err() { return },
+            },
+            n = stderr.read(&mut err_buf), if err_open => match n {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => if socket.send(Message::Binary(crlf(&err_buf[..n]).into())).await.is_err() { return },
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Binary(b))) => write_input(&mut stdin, &b).await,
+                Some(Ok(Message::Text(t))) => write_input(&mut stdin, t.as_bytes()).await,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return, // client went away; kill_on_drop ends the command
+            },
+        }
+    }
+    let _ = child.wait().await;
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+async fn write_input(stdin: &mut Option<tokio::process::ChildStdin>, frame: &[u8]) {
+    let Ok(req) = serde_json::from_slice::<ReconnectingPtyRequest>(frame) else {
+        return;
+    };
+    if req.data.is_empty() {
+        return; // a resize
+    }
+    if let Some(s) = stdin
+        && s.write_all(req.data.as_bytes()).await.is_err()
+    {
+        *stdin = None;
+    }
+}
+
+/// A terminal shows `\n` as `\r\n`.
+fn crlf(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() + 8);
+    for &c in b {
+        if c == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(c);
+    }
+    out
+}
