@@ -1,0 +1,164 @@
+//! The real `scaletestd` binary: `sim` in one process, `once`/`check` in another, exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scaletestd");
+const TOKEN: &str = "cli-test-token-4f2a9b";
+
+/// A `scaletestd sim` child, killed when dropped.
+struct SimProcess {
+    child: Child,
+    url: String,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("scaletestd-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn start_sim() -> SimProcess {
+    let knobs = tmp("sim.toml");
+    std::fs::write(
+        &knobs,
+        "provisioners = 10\n[latency]\ninit = \"10ms\"\nplan = \"20ms\"\ngraph = \"5ms\"\napply = { min = \"30ms\", max = \"60ms\" }\ndestroy = \"30ms\"\nagent_connect = \"30ms\"\nagent_startup = \"30ms\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["sim", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&knobs)
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("the simulator says where it listens: {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    SimProcess { child, url }
+}
+
+fn scenario_file(url: &str, name: &str) -> PathBuf {
+    let path = tmp(name);
+    std::fs::write(
+        &path,
+        format!(
+            r#"[coder]
+url = "{url}"
+
+[[scenario]]
+name = "cli"
+template = "docker"
+parameters = {{ image = "codercom/enterprise-base:ubuntu" }}
+count = 30
+concurrency = 10
+phases = ["create", "build", "agent", "pty", "delete"]
+run_command = "echo hello"
+expect_output = "hello"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn live_workspaces(url: &str) -> i64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = scaletestd::coder::Client::new(
+            url.parse().unwrap(),
+            scaletestd::secret::Secret::new(TOKEN),
+            Default::default(),
+        );
+        c.workspaces("owner:me", 100, 0).await.unwrap().count
+    })
+}
+
+#[test]
+fn once_runs_thirty_workspaces_against_the_simulator_and_exits_zero() {
+    let sim = start_sim();
+    let cfg = scenario_file(&sim.url, "once.toml");
+    let json = tmp("out.json");
+    let out = Command::new(BIN)
+        .args(["once", "--config"])
+        .arg(&cfg)
+        .arg("--output")
+        .arg(format!("json:{}", json.display()))
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().next(), Some("30 workspaces: 30 succeeded, 0 failed"));
+    for phase in ["create", "build", "agent", "pty", "delete"] {
+        assert!(stdout.lines().any(|l| l.starts_with(phase) && l.contains(" 30 ")), "{phase} row: {stdout}");
+    }
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["total_runs"], 30);
+    assert_eq!(doc["total_pass"], 30);
+    assert_eq!(doc["workspaces"].as_array().unwrap().len(), 30);
+    assert_eq!(doc["workspaces"][0]["phases"].as_array().unwrap().len(), 5);
+    assert_eq!(live_workspaces(&sim.url), 0, "the simulator lists no workspace afterwards");
+    let all = format!("{stdout}{}{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&json).unwrap());
+    assert!(!all.contains(TOKEN));
+}
+
+#[test]
+fn once_exits_one_when_a_workspace_fails_and_two_on_bad_config() {
+    let sim = start_sim();
+    let cfg = scenario_file(&sim.url, "fail.toml");
+    // A command whose output never matches: every pty phase fails, every workspace is deleted.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("expect_output = \"hello\"", "expect_output = \"goodbye\"");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["once", "--count", "4", "--config"])
+        .arg(&cfg)
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.lines().next(), Some("4 workspaces: 0 succeeded, 4 failed (4 pty: output_mismatch)"));
+    assert_eq!(live_workspaces(&sim.url), 0);
+
+    let bad = tmp("bad.toml");
+    std::fs::write(&bad, "[coder]\nurl = \"http://127.0.0.1:1\"\n\n[[scenario]]\nname = \"x\"\ntemplate = \"docker\"\ncount = 0\n").unwrap();
+    let out = Command::new(BIN).args(["once", "--config"]).arg(&bad).env("CODER_SESSION_TOKEN", TOKEN).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{}:7:9: count is 0", bad.display())), "{stderr}");
+
+    let out = Command::new(BIN).arg("no-such-command").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_reports_each_step_and_fails_on_a_wrong_token() {
+    let sim = start_sim();
+    let cfg = scenario_file(&sim.url, "check.toml");
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&cfg).env("CODER_SESSION_TOKEN", TOKEN).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("session token accepted (user \"admin\")"), "{stdout}");
+    assert!(stdout.contains("scenario \"cli\": template \"docker\""), "{stdout}");
+
+    let wrong = "wrong-token-canary-91b2";
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&cfg).env("CODER_SESSION_TOKEN", wrong).output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("FAIL session token") && all.contains("401"), "{all}");
+    assert!(!all.contains(wrong), "{all}");
+}
