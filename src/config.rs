@@ -132,6 +132,7 @@ struct RawScenario {
     timeouts: RawTimeouts,
     #[serde(default)]
     wait: WaitMode,
+    jitter: Option<HumanDuration>,
 }
 
 fn default_command() -> String {
@@ -211,6 +212,8 @@ pub struct Scenario {
     pub workspace_prefix: String,
     pub timeouts: Timeouts,
     pub wait: WaitMode,
+    /// A random delay from 0 to this before each scheduled run, to spread load.
+    pub jitter: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -442,14 +445,28 @@ fn validate(src: &Source<'_>, raw: RawConfig, env: &Env) -> Result<Config, Confi
     }
     let mut scenarios = Vec::with_capacity(raw.scenarios.len());
     for s in raw.scenarios {
+        let span = s.span();
         let scenario = validate_scenario(src, s.into_inner())?;
         if scenarios.iter().any(|o: &Scenario| o.name == scenario.name) {
             return Err(ConfigError::at(
                 src,
-                None,
+                Some(span),
                 format!(
                     "scenario name {:?} is used twice: expected unique names",
                     scenario.name
+                ),
+            ));
+        }
+        if let Some(o) = scenarios
+            .iter()
+            .find(|o| o.workspace_prefix == scenario.workspace_prefix)
+        {
+            return Err(ConfigError::at(
+                src,
+                Some(span),
+                format!(
+                    "scenarios {:?} and {:?} both use workspace_prefix {:?}: give each scenario its own, so sweeps tell their workspaces apart",
+                    o.name, scenario.name, scenario.workspace_prefix
                 ),
             ));
         }
@@ -614,6 +631,7 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
         workspace_prefix: prefix,
         timeouts,
         wait: s.wait,
+        jitter: s.jitter.map(|j| j.0).unwrap_or_default(),
     })
 }
 

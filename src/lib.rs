@@ -11,9 +11,16 @@
 pub mod cli;
 pub mod coder;
 pub mod config;
+pub mod daemon;
+pub mod metrics;
 pub mod phases;
 pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod secret;
+pub mod server;
+pub mod shard;
 pub mod sim;
+pub mod status;
+pub mod sweep;
+pub mod telemetry;

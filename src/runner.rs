@@ -14,6 +14,7 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field::Empty, info_span};
 use uuid::Uuid;
 
 use crate::coder::watch::Updates;
@@ -41,6 +42,7 @@ pub fn new_run_id() -> String {
 
 /// What the runner tells the outside world as it goes.
 pub trait RunObserver: Send + Sync {
+    fn workspace_started(&self, _scenario: &str, _workspace: &str) {}
     fn phase_done(&self, _scenario: &str, _workspace: &str, _record: &PhaseRecord) {}
     fn workspace_done(&self, _scenario: &str, _report: &WorkspaceReport) {}
 }
@@ -277,6 +279,51 @@ pub async fn run(
     abort: CancellationToken,
 ) -> RunReport {
     let run_id = new_run_id();
+    let run_span = info_span!(
+        "scaletest.run",
+        otel.name = "scaletest.run",
+        scenario = %scenario.name,
+        run.id = %run_id,
+        workspace.count = slice.count,
+        coder.url = %client.base_url(),
+        otel.status_code = Empty,
+    );
+    let ctx = Start {
+        client,
+        scenario,
+        organization,
+        slice,
+        observer,
+        stop,
+        abort,
+        run_id,
+    };
+    run_inner(ctx, run_span.clone()).instrument(run_span).await
+}
+
+/// The arguments of a run, passed whole into its span.
+struct Start<'a> {
+    client: &'a Client,
+    scenario: &'a Scenario,
+    organization: Option<&'a str>,
+    slice: Slice,
+    observer: Arc<dyn RunObserver>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    run_id: String,
+}
+
+async fn run_inner(st: Start<'_>, run_span: tracing::Span) -> RunReport {
+    let Start {
+        client,
+        scenario,
+        organization,
+        slice,
+        observer,
+        stop,
+        abort,
+        run_id,
+    } = st;
     let started_at = Utc::now();
     let clock = Instant::now();
     let mut report = RunReport {
@@ -291,6 +338,8 @@ pub async fn run(
     let blueprint = match prepare(client, scenario, organization).await {
         Ok(b) => b,
         Err(e) => {
+            run_span.record("otel.status_code", "ERROR");
+            tracing::error!(scenario = %scenario.name, reason = %e.reason, error = %e.message, "the run could not start");
             report.setup_error = Some(e);
             report.elapsed = clock.elapsed();
             return report;
@@ -310,13 +359,26 @@ pub async fn run(
     for index in slice.first..slice.first + slice.count {
         let ctx = ctx.clone();
         let permits = permits.clone();
-        tasks.spawn(async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            walk(&ctx, index).await
-        });
+        let name = format!("{}-{}-{}", scenario.workspace_prefix, ctx.run_id, index);
+        let span = info_span!(
+            parent: &run_span,
+            "scaletest.workspace",
+            otel.name = "scaletest.workspace",
+            workspace.name = %name,
+            workspace.id = Empty,
+            template.name = %ctx.blueprint.template_name,
+            otel.status_code = Empty,
+        );
+        tasks.spawn(
+            async move {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                walk(&ctx, index, name).await
+            }
+            .instrument(span),
+        );
     }
     while let Some(done) = tasks.join_next().await {
         match done {
@@ -327,13 +389,15 @@ pub async fn run(
     report.workspaces.sort_by_key(|w| w.index);
     report.aborted = stop.is_cancelled();
     report.elapsed = clock.elapsed();
+    if report.result() != RunResult::Success {
+        run_span.record("otel.status_code", "ERROR");
+    }
     report
 }
 
 /// One workspace, phase by phase, ending with `delete` once it exists.
-async fn walk(ctx: &RunCtx, index: u32) -> WorkspaceReport {
+async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
     let s = &ctx.scenario;
-    let name = format!("{}-{}-{}", s.workspace_prefix, ctx.run_id, index);
     let mut report = WorkspaceReport {
         index,
         name: name.clone(),
@@ -348,6 +412,7 @@ async fn walk(ctx: &RunCtx, index: u32) -> WorkspaceReport {
         return report;
     }
 
+    ctx.observer.workspace_started(&s.name, &name);
     let created = timed(
         ctx,
         &mut report,
@@ -362,6 +427,7 @@ async fn walk(ctx: &RunCtx, index: u32) -> WorkspaceReport {
         return report;
     };
     report.id = Some(workspace.id);
+    tracing::Span::current().record("workspace.id", tracing::field::display(workspace.id));
     let mut updates = Updates::open(&ctx.client, workspace.id, s.wait).await;
     updates.latest = Some(workspace.clone());
 
@@ -377,6 +443,9 @@ async fn walk(ctx: &RunCtx, index: u32) -> WorkspaceReport {
     .await;
     ok &= deleted.is_some();
     report.ok = ok;
+    if !ok {
+        tracing::Span::current().record("otel.status_code", "ERROR");
+    }
     ctx.observer.workspace_done(&s.name, &report);
     report
 }
@@ -432,11 +501,12 @@ fn skipped(phase: Phase) -> PhaseRecord {
         ok: false,
         reason: Some(Reason::Canceled),
         error: Some("not started: the run was stopped".into()),
+        trace_id: None,
     }
 }
 
-/// Runs one phase under its timeout and the given cancellation, records it, and returns
-/// its value when it succeeded.
+/// Runs one phase under its timeout and the given cancellation, in its own span, records it,
+/// and returns its value when it succeeded.
 async fn timed<T>(
     ctx: &RunCtx,
     report: &mut WorkspaceReport,
@@ -445,10 +515,18 @@ async fn timed<T>(
     fut: impl std::future::Future<Output = Result<T, PhaseError>>,
 ) -> Option<T> {
     let limit = ctx.scenario.timeouts.of(phase);
+    let span = info_span!(
+        "phase",
+        otel.name = format!("phase.{phase}"),
+        error.reason = Empty,
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+    );
+    let trace_id = crate::telemetry::trace_id(&span);
     let started_at = Utc::now();
     let clock = Instant::now();
     let result = tokio::select! {
-        r = tokio::time::timeout(limit, fut) => match r {
+        r = tokio::time::timeout(limit, fut).instrument(span.clone()) => match r {
             Ok(r) => r,
             Err(_) => Err(PhaseError::new(
                 Reason::Timeout,
@@ -458,35 +536,34 @@ async fn timed<T>(
         _ = cancel.cancelled() => Err(PhaseError::new(Reason::Canceled, format!("{phase} was canceled: scaletestd is stopping"))),
     };
     let duration = clock.elapsed();
-    let (value, record) = match result {
-        Ok(v) => (
-            Some(v),
+    let record = match &result {
+        Ok(_) => PhaseRecord {
+            phase,
+            started_at,
+            duration,
+            ok: true,
+            reason: None,
+            error: None,
+            trace_id,
+        },
+        Err(e) => {
+            span.record("error.reason", e.reason.as_str());
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", e.message.as_str());
+            tracing::warn!(parent: &span, scenario = %ctx.scenario.name, workspace = %report.name, %phase, reason = %e.reason, error = %e.message, "phase failed");
             PhaseRecord {
                 phase,
                 started_at,
                 duration,
-                ok: true,
-                reason: None,
-                error: None,
-            },
-        ),
-        Err(e) => {
-            tracing::warn!(scenario = %ctx.scenario.name, workspace = %report.name, %phase, reason = %e.reason, error = %e.message, "phase failed");
-            (
-                None,
-                PhaseRecord {
-                    phase,
-                    started_at,
-                    duration,
-                    ok: false,
-                    reason: Some(e.reason),
-                    error: Some(e.message),
-                },
-            )
+                ok: false,
+                reason: Some(e.reason),
+                error: Some(e.message.clone()),
+                trace_id,
+            }
         }
     };
     ctx.observer
         .phase_done(&ctx.scenario.name, &report.name, &record);
     report.phases.push(record);
-    value
+    result.ok()
 }

@@ -41,7 +41,9 @@ fn start_sim() -> SimProcess {
         .spawn()
         .expect("the binary runs");
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -101,18 +103,40 @@ fn once_runs_thirty_workspaces_against_the_simulator_and_exits_zero() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.lines().next(), Some("30 workspaces: 30 succeeded, 0 failed"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().next(),
+        Some("30 workspaces: 30 succeeded, 0 failed")
+    );
     for phase in ["create", "build", "agent", "pty", "delete"] {
-        assert!(stdout.lines().any(|l| l.starts_with(phase) && l.contains(" 30 ")), "{phase} row: {stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(phase) && l.contains(" 30 ")),
+            "{phase} row: {stdout}"
+        );
     }
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(doc["total_runs"], 30);
     assert_eq!(doc["total_pass"], 30);
     assert_eq!(doc["workspaces"].as_array().unwrap().len(), 30);
     assert_eq!(doc["workspaces"][0]["phases"].as_array().unwrap().len(), 5);
-    assert_eq!(live_workspaces(&sim.url), 0, "the simulator lists no workspace afterwards");
-    let all = format!("{stdout}{}{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&json).unwrap());
+    assert_eq!(
+        live_workspaces(&sim.url),
+        0,
+        "the simulator lists no workspace afterwards"
+    );
+    let all = format!(
+        "{stdout}{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&json).unwrap()
+    );
     assert!(!all.contains(TOKEN));
 }
 
@@ -121,7 +145,9 @@ fn once_exits_one_when_a_workspace_fails_and_two_on_bad_config() {
     let sim = start_sim();
     let cfg = scenario_file(&sim.url, "fail.toml");
     // A command whose output never matches: every pty phase fails, every workspace is deleted.
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("expect_output = \"hello\"", "expect_output = \"goodbye\"");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("expect_output = \"hello\"", "expect_output = \"goodbye\"");
     std::fs::write(&cfg, text).unwrap();
     let out = Command::new(BIN)
         .args(["once", "--count", "4", "--config"])
@@ -131,15 +157,26 @@ fn once_exits_one_when_a_workspace_fails_and_two_on_bad_config() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert_eq!(stdout.lines().next(), Some("4 workspaces: 0 succeeded, 4 failed (4 pty: output_mismatch)"));
+    assert_eq!(
+        stdout.lines().next(),
+        Some("4 workspaces: 0 succeeded, 4 failed (4 pty: output_mismatch)")
+    );
     assert_eq!(live_workspaces(&sim.url), 0);
 
     let bad = tmp("bad.toml");
     std::fs::write(&bad, "[coder]\nurl = \"http://127.0.0.1:1\"\n\n[[scenario]]\nname = \"x\"\ntemplate = \"docker\"\ncount = 0\n").unwrap();
-    let out = Command::new(BIN).args(["once", "--config"]).arg(&bad).env("CODER_SESSION_TOKEN", TOKEN).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["once", "--config"])
+        .arg(&bad)
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("{}:7:9: count is 0", bad.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:7:9: count is 0", bad.display())),
+        "{stderr}"
+    );
 
     let out = Command::new(BIN).arg("no-such-command").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -149,16 +186,39 @@ fn once_exits_one_when_a_workspace_fails_and_two_on_bad_config() {
 fn check_reports_each_step_and_fails_on_a_wrong_token() {
     let sim = start_sim();
     let cfg = scenario_file(&sim.url, "check.toml");
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&cfg).env("CODER_SESSION_TOKEN", TOKEN).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("session token accepted (user \"admin\")"), "{stdout}");
-    assert!(stdout.contains("scenario \"cli\": template \"docker\""), "{stdout}");
+    assert!(
+        stdout.contains("session token accepted (user \"admin\")"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("scenario \"cli\": template \"docker\""),
+        "{stdout}"
+    );
 
     let wrong = "wrong-token-canary-91b2";
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&cfg).env("CODER_SESSION_TOKEN", wrong).output().unwrap();
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("CODER_SESSION_TOKEN", wrong)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("FAIL session token") && all.contains("401"), "{all}");
+    assert!(
+        all.contains("FAIL session token") && all.contains("401"),
+        "{all}"
+    );
     assert!(!all.contains(wrong), "{all}");
 }

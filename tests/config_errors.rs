@@ -18,21 +18,29 @@ build = "15m"
 "#;
 
 fn env() -> Env {
-    Env { coder_session_token: Some("tok".into()), ..Default::default() }
+    Env {
+        coder_session_token: Some("tok".into()),
+        ..Default::default()
+    }
 }
 
 /// Replaces `from` in the good file by `to` and returns the error's text.
 fn broken(from: &str, to: &str) -> String {
     assert!(GOOD.contains(from), "{from}");
     let text = GOOD.replacen(from, to, 1);
-    Config::parse("cfg.toml", &text, &env()).expect_err(&format!("{to:?} must be refused")).to_string()
+    Config::parse("cfg.toml", &text, &env())
+        .expect_err(&format!("{to:?} must be refused"))
+        .to_string()
 }
 
 #[test]
 fn the_good_file_is_accepted() {
     let c = Config::parse("cfg.toml", GOOD, &env()).unwrap();
     assert_eq!(c.scenarios[0].count, 10);
-    assert_eq!(c.scenarios[0].timeouts.build, std::time::Duration::from_secs(900));
+    assert_eq!(
+        c.scenarios[0].timeouts.build,
+        std::time::Duration::from_secs(900)
+    );
 }
 
 #[test]
@@ -40,16 +48,61 @@ fn each_mistake_names_line_column_and_expectation() {
     let cases: &[(&str, &str, &str, &str)] = &[
         // (replace, with, expected location, expected words)
         ("count = 10", "count = 0", "cfg.toml:7:9", "from 1 to 99999"),
-        ("concurrency = 5", "concurrency = 11", "cfg.toml:8:15", "from 1 to count (10)"),
-        ("build = \"15m\"", "build = \"15 parsecs\"", "cfg.toml:13:9", "expected a duration"),
-        ("\"pty\", \"delete\"", "\"pty\", \"teleport\"", "cfg.toml:9:", "unknown variant `teleport`"),
-        ("count = 10", "count = 10\nflavour = \"x\"", "cfg.toml:8:1", "unknown field `flavour`"),
-        ("count = 10", "count = \"ten\"", "cfg.toml:7:9", "invalid type"),
-        ("schedule = \"0 */15 * * * *\"", "schedule = \"*/15 * * * *\"", "cfg.toml:10:12", "cron with seconds"),
-        ("url = \"http://127.0.0.1:3000\"", "url = \"ftp://x\"", "cfg.toml:2:7", "http:// or https://"),
+        (
+            "concurrency = 5",
+            "concurrency = 11",
+            "cfg.toml:8:15",
+            "from 1 to count (10)",
+        ),
+        (
+            "build = \"15m\"",
+            "build = \"15 parsecs\"",
+            "cfg.toml:13:9",
+            "expected a duration",
+        ),
+        (
+            "\"pty\", \"delete\"",
+            "\"pty\", \"teleport\"",
+            "cfg.toml:9:",
+            "unknown variant `teleport`",
+        ),
+        (
+            "count = 10",
+            "count = 10\nflavour = \"x\"",
+            "cfg.toml:8:1",
+            "unknown field `flavour`",
+        ),
+        (
+            "count = 10",
+            "count = \"ten\"",
+            "cfg.toml:7:9",
+            "invalid type",
+        ),
+        (
+            "schedule = \"0 */15 * * * *\"",
+            "schedule = \"*/15 * * * *\"",
+            "cfg.toml:10:12",
+            "cron with seconds",
+        ),
+        (
+            "url = \"http://127.0.0.1:3000\"",
+            "url = \"ftp://x\"",
+            "cfg.toml:2:7",
+            "http:// or https://",
+        ),
         ("[[scenario]]", "[[scenario]\n", "cfg.toml:4:", ""),
-        ("\"create\", \"build\"", "\"build\", \"create\"", "cfg.toml:9:10", "must start with \"create\""),
-        (", \"delete\"]", "]", "cfg.toml:9:10", "must end with \"delete\""),
+        (
+            "\"create\", \"build\"",
+            "\"build\", \"create\"",
+            "cfg.toml:9:10",
+            "must start with \"create\"",
+        ),
+        (
+            ", \"delete\"]",
+            "]",
+            "cfg.toml:9:10",
+            "must end with \"delete\"",
+        ),
     ];
     for (from, to, at, words) in cases {
         let e = broken(from, to);
@@ -60,15 +113,23 @@ fn each_mistake_names_line_column_and_expectation() {
 
 #[test]
 fn missing_token_names_both_ways_to_give_it() {
-    let e = Config::parse("cfg.toml", GOOD, &Env::default()).unwrap_err().to_string();
+    let e = Config::parse("cfg.toml", GOOD, &Env::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("cfg.toml:1:1"), "{e}");
-    assert!(e.contains("CODER_SESSION_TOKEN") && e.contains("token_file"), "{e}");
+    assert!(
+        e.contains("CODER_SESSION_TOKEN") && e.contains("token_file"),
+        "{e}"
+    );
 }
 
 #[test]
 fn environment_fills_what_the_file_leaves_out() {
     let text = GOOD.replace("url = \"http://127.0.0.1:3000\"\n", "");
-    let env = Env { coder_url: Some("https://coder.example.com".into()), ..env() };
+    let env = Env {
+        coder_url: Some("https://coder.example.com".into()),
+        ..env()
+    };
     let c = Config::parse("cfg.toml", &text, &env).unwrap();
     assert_eq!(c.coder.url.as_str(), "https://coder.example.com/");
     assert_eq!(c.coder.token.expose(), "tok");
@@ -80,7 +141,10 @@ fn token_file_is_read_and_never_printed() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("token");
     std::fs::write(&path, "file-token-abcdef\n").unwrap();
-    let text = GOOD.replace("[coder]\n", &format!("[coder]\ntoken_file = {:?}\n", path.display().to_string()));
+    let text = GOOD.replace(
+        "[coder]\n",
+        &format!("[coder]\ntoken_file = {:?}\n", path.display().to_string()),
+    );
     let c = Config::parse("cfg.toml", &text, &Env::default()).unwrap();
     assert_eq!(c.coder.token.expose(), "file-token-abcdef");
     assert!(!format!("{c:?}").contains("file-token-abcdef"));

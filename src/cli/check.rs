@@ -5,11 +5,7 @@ use std::path::Path;
 
 use super::{EXIT_FAILED, EXIT_OK};
 
-pub async fn run(path: &Path) -> u8 {
-    let cfg = match super::load_config(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub async fn run(path: &Path, cfg: crate::config::Config) -> u8 {
     println!(
         "ok   configuration {} ({} scenarios)",
         path.display(),

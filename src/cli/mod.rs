@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod daemon;
 mod once;
 mod sim;
 
@@ -22,15 +23,25 @@ pub const EXIT_USAGE: u8 = 2;
     about = "Scheduled scale tests against a Coder deployment, with Prometheus metrics and OTLP traces"
 )]
 pub struct Cli {
-    /// Log filter (tracing's env-filter syntax); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "warn")]
-    pub log: String,
+    /// Log filter (tracing's env-filter syntax); RUST_LOG overrides it. Default: `info` for
+    /// `run` and `demo`, `warn` otherwise.
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The daemon: schedules every scenario, serves /metrics and the status page, until SIGTERM.
+    Run(daemon::RunArgs),
+    /// Simulator and daemon in one process: a sample scenario every 30 s, metrics on 127.0.0.1:9464.
+    Demo(daemon::DemoArgs),
+    /// Delete every workspace of ours left behind (owner me, a scenario's prefix).
+    Cleanup(daemon::CleanupArgs),
     /// One run now: progress, the summary line, the per-phase table; exit 1 if any workspace failed.
     Once(once::Args),
     /// Check the configuration, that Coder answers, the token is accepted and templates exist.
@@ -52,29 +63,60 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(&cli.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
-    let code = rt.block_on(async {
-        match cli.command {
-            Command::Once(a) => once::run(a).await,
-            Command::Check { config } => check::run(&config).await,
-            Command::Sim(a) => sim::run(a).await,
-        }
-    });
+    let code = rt.block_on(dispatch(cli));
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(code)
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Runs a subcommand with logging and tracing set up for it.
+async fn dispatch(cli: Cli) -> u8 {
+    let daemonish = matches!(cli.command, Command::Run(_) | Command::Demo(_));
+    let filter = cli
+        .log
+        .clone()
+        .unwrap_or_else(|| if daemonish { "info" } else { "warn" }.into());
+    // Commands with a configuration export spans where it says; the rest only log.
+    let cfg = match &cli.command {
+        Command::Run(a) => Some(&a.config),
+        Command::Once(a) => Some(&a.config),
+        Command::Check { config } => Some(config),
+        Command::Cleanup(a) => Some(&a.config),
+        Command::Sim(_) | Command::Demo(_) => None,
+    };
+    let cfg = match cfg.map(|p| load_config(p)).transpose() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let export = crate::telemetry::TraceExport {
+        endpoint: match &cfg {
+            Some(c) => c.telemetry.otlp_endpoint.clone(),
+            None => crate::config::Env::from_process().otlp_endpoint,
+        },
+        ..Default::default()
+    };
+    let telemetry = match crate::telemetry::init(&filter, cli.log_format, &export) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let code = match cli.command {
+        Command::Run(a) => daemon::run(a, cfg.expect("loaded above")).await,
+        Command::Demo(a) => daemon::demo(a).await.0,
+        Command::Cleanup(a) => daemon::cleanup(a, cfg.expect("loaded above")).await,
+        Command::Once(a) => once::run(a, cfg.expect("loaded above")).await,
+        Command::Check { config } => check::run(&config, cfg.expect("loaded above")).await,
+        Command::Sim(a) => sim::run(a).await,
+    };
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok();
+    code
 }
 
 /// Loads the configuration or prints why not (exit 2).

@@ -66,17 +66,13 @@ impl RunObserver for Progress {
     }
 }
 
-pub async fn run(args: Args) -> u8 {
+pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
     let output = match args.output.as_deref().map(parse_output).transpose() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: --output: {e}");
             return EXIT_USAGE;
         }
-    };
-    let cfg = match super::load_config(&args.config) {
-        Ok(c) => c,
-        Err(code) => return code,
     };
     let scenario = match &args.scenario {
         Some(name) => match cfg.scenarios.iter().find(|s| &s.name == name) {

@@ -2,6 +2,8 @@
 //! pointing at it, and a client.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::sync::Arc;
 use std::time::Duration;
 

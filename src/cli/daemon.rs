@@ -1,0 +1,214 @@
+//! `scaletestd run`, `scaletestd demo` and `scaletestd cleanup`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::config::{Config, Env};
+use crate::daemon::{self, Options};
+use crate::shard::Shard;
+use crate::sim::{Sim, SimConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The configuration file (TOML); SIGHUP re-reads it.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run shard I of N of every scenario's count: `I/N`, or a StatefulSet pod name and N
+    /// (`scaletestd-2/3`).
+    #[arg(long, env = "SCALETESTD_SHARD")]
+    pub shard: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Where the daemon serves /metrics and the status page.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+    /// Where the simulator listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sim_listen: SocketAddr,
+    /// The demo scenario's schedule (cron with seconds).
+    #[arg(long, default_value = "*/30 * * * * *")]
+    pub schedule: String,
+    /// Workspaces per run.
+    #[arg(long, default_value_t = 10)]
+    pub count: u32,
+    /// The simulator's knobs (TOML); default: realistic latencies and a few failures.
+    #[arg(long)]
+    pub sim_config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CleanupArgs {
+    /// The configuration file (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(args: RunArgs, cfg: Config) -> u8 {
+    let shard = match args.shard.as_deref().map(Shard::parse).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: --shard: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    daemon::run(
+        cfg,
+        Options {
+            config_path: Some(args.config),
+            shard,
+            on_run: None,
+        },
+    )
+    .await
+}
+
+/// The demo's simulator: realistic latencies and a few failures, so the dashboards move.
+fn demo_sim() -> SimConfig {
+    let mut s = SimConfig {
+        provisioners: 4,
+        ..Default::default()
+    };
+    s.failures.build = 0.03;
+    s.failures.agent_timeout = 0.02;
+    s.failures.pty_drop = 0.02;
+    s
+}
+
+/// The demo's configuration, pointing at its simulator.
+pub fn demo_config(args: &DemoArgs, sim_url: &url::Url, token: &str) -> Result<Config, String> {
+    let text = format!(
+        r#"[coder]
+url = "{sim_url}"
+
+[server]
+listen = "{listen}"
+shutdown_grace = "30s"
+
+[telemetry]
+propagate = true
+
+[[scenario]]
+name = "demo"
+schedule = "{schedule}"
+template = "docker"
+parameters = {{ image = "codercom/enterprise-base:ubuntu" }}
+count = {count}
+concurrency = {concurrency}
+phases = ["create", "build", "agent", "pty", "delete"]
+run_command = "echo hello from $(hostname)"
+expect_output = "hello from"
+
+[scenario.timeouts]
+build = "2m"
+agent = "1m"
+pty = "20s"
+delete = "2m"
+"#,
+        listen = args.listen,
+        schedule = args.schedule,
+        count = args.count,
+        concurrency = args.count.clamp(1, 5),
+    );
+    let env = Env {
+        coder_session_token: Some(token.to_string()),
+        ..Env::from_process()
+    };
+    Config::parse("demo", &text, &env).map_err(|e| e.to_string())
+}
+
+pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
+    let sim_cfg = match &args.sim_config {
+        Some(p) => match SimConfig::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return (EXIT_USAGE, None);
+            }
+        },
+        None => demo_sim(),
+    };
+    let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    let sim = match Sim::start(sim_cfg, &token, args.sim_listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: the simulator cannot listen on {}: {e}",
+                args.sim_listen
+            );
+            return (EXIT_USAGE, None);
+        }
+    };
+    let cfg = match demo_config(&args, &sim.url(), &token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return (EXIT_USAGE, None);
+        }
+    };
+    eprintln!("Coder simulator on {}", sim.url());
+    eprintln!(
+        "demo scenario: {} workspaces on schedule \"{}\"",
+        args.count, args.schedule
+    );
+    let code = daemon::run(
+        cfg.clone(),
+        Options {
+            config_path: None,
+            shard: Shard::default(),
+            on_run: Some(Box::new(|r| println!("{}", crate::report::summary_line(r)))),
+        },
+    )
+    .await;
+    sim.stop().await;
+    (code, Some(cfg))
+}
+
+pub async fn cleanup(args: CleanupArgs, cfg: Config) -> u8 {
+    let client = super::client(&cfg);
+    let mut failed = false;
+    for sc in &cfg.scenarios {
+        match crate::sweep::sweep(&client, sc, None, &Default::default(), args.dry_run).await {
+            Ok(r) => {
+                for name in &r.found {
+                    println!(
+                        "{} {name}",
+                        if args.dry_run {
+                            "would delete"
+                        } else {
+                            "deleting"
+                        }
+                    );
+                }
+                for (name, e) in &r.failed {
+                    println!("FAILED {name}: {e}");
+                }
+                if args.dry_run {
+                    println!(
+                        "scenario {:?}: {} leftover workspaces",
+                        sc.name,
+                        r.found.len()
+                    );
+                } else {
+                    println!(
+                        "scenario {:?}: {} leftover workspaces, {} deleted",
+                        sc.name,
+                        r.found.len(),
+                        r.deleted
+                    );
+                }
+                failed |= !r.failed.is_empty();
+            }
+            Err(e) => {
+                println!("FAILED scenario {:?}: {e}", sc.name);
+                failed = true;
+            }
+        }
+    }
+    if failed { EXIT_FAILED } else { EXIT_OK }
+}

@@ -1,0 +1,326 @@
+//! `scaletestd run`: the long-running daemon.
+//!
+//! It sweeps leftovers at start-up, schedules every scenario on its cron (skipping, never
+//! stacking, a run that would overlap the scenario's previous one), serves `/metrics` and the
+//! status page, sweeps after every run, reloads its configuration on SIGHUP (a bad file is
+//! refused and the old one stays), and on SIGTERM/SIGINT stops scheduling, cancels the phases
+//! in flight, deletes what it created within `shutdown_grace`, and exits 0. A second signal
+//! exits at once; the next start-up sweep finds what was left.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::coder::{Client, ClientOptions};
+use crate::config::{Config, Env, Scenario};
+use crate::metrics::Metrics;
+use crate::runner::{self, RunReport};
+use crate::shard::Shard;
+use crate::status::History;
+
+/// A callback for every finished run.
+pub type OnRun = Box<dyn Fn(&RunReport) + Send + Sync>;
+
+/// How often Coder is probed between runs, so `scaletest_coder_up` stays true to life.
+pub const PROBE_EVERY: Duration = Duration::from_secs(15);
+
+pub struct Daemon {
+    cfg: RwLock<Arc<Config>>,
+    client: RwLock<Client>,
+    pub metrics: Arc<Metrics>,
+    pub history: Arc<History>,
+    shard: Shard,
+    /// Scenarios with a run in flight.
+    running: Mutex<HashSet<String>>,
+    /// Cancels phases in flight (shutdown); deletes go on.
+    stop: CancellationToken,
+    /// Cancels everything (the grace period ran out).
+    abort: CancellationToken,
+    runs: TaskTracker,
+    /// Called with every finished run (tests, the demo's console).
+    on_run: Option<OnRun>,
+}
+
+/// What `run` needs beyond the configuration.
+pub struct Options {
+    /// The file to re-read on SIGHUP; `None` (the demo) disables reload.
+    pub config_path: Option<PathBuf>,
+    pub shard: Shard,
+    pub on_run: Option<OnRun>,
+}
+
+fn client_for(cfg: &Config, metrics: &Arc<Metrics>) -> Client {
+    Client::observed(
+        cfg.coder.url.clone(),
+        cfg.coder.token.clone(),
+        ClientOptions {
+            request_timeout: cfg.coder.request_timeout,
+            max_retries: cfg.coder.max_retries,
+            bypass_ratelimit: cfg.coder.bypass_ratelimit,
+            ..Default::default()
+        },
+        metrics.clone(),
+    )
+}
+
+impl Daemon {
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn scenario(&self, name: &str) -> Option<Scenario> {
+        let cfg = self.config();
+        let mut sc = cfg.scenarios.iter().find(|s| s.name == name)?.clone();
+        let slice = self.shard.slice(sc.count);
+        sc.concurrency = self
+            .shard
+            .concurrency(sc.concurrency)
+            .min(slice.count.max(1));
+        Some(sc)
+    }
+
+    /// A scheduled tick of a scenario: start a run unless one is in flight or we are stopping.
+    pub fn trigger(self: &Arc<Self>, name: &str) {
+        if self.stop.is_cancelled() {
+            self.metrics.run_skipped(name, "shutdown");
+            return;
+        }
+        let Some(sc) = self.scenario(name) else {
+            return;
+        };
+        if !self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string())
+        {
+            tracing::warn!(scenario = %name, "previous run still in flight: skipping this one");
+            self.metrics.run_skipped(name, "overlap");
+            return;
+        }
+        let d = self.clone();
+        self.runs.spawn(async move {
+            d.run_scenario(&sc).await;
+            d.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&sc.name);
+        });
+    }
+
+    async fn run_scenario(self: &Arc<Self>, sc: &Scenario) {
+        if !sc.jitter.is_zero() {
+            let wait =
+                Duration::from_millis(rand::rng().random_range(0..=sc.jitter.as_millis() as u64));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.cancelled() => {
+                    self.metrics.run_skipped(&sc.name, "shutdown");
+                    return;
+                }
+            }
+        }
+        let slice = self.shard.slice(sc.count);
+        if slice.count == 0 {
+            return;
+        }
+        let cfg = self.config();
+        let client = self.client();
+        let report = runner::run(
+            &client,
+            sc,
+            cfg.coder.organization.as_deref(),
+            slice,
+            self.metrics.clone(),
+            self.stop.child_token(),
+            self.abort.child_token(),
+        )
+        .await;
+        tracing::info!(scenario = %sc.name, run.id = %report.run_id, result = report.result().as_str(), "{}", crate::report::summary_line(&report));
+        self.metrics.run_done(&report);
+        if let Some(f) = &self.on_run {
+            f(&report);
+        }
+        self.history.push(report);
+        if !self.abort.is_cancelled() {
+            self.sweep(sc).await;
+        }
+    }
+
+    /// Deletes the scenario's leftovers (of this shard) and sets the orphan gauge.
+    pub async fn sweep(&self, sc: &Scenario) {
+        let client = self.client();
+        match crate::sweep::sweep(&client, sc, Some(self.shard), &HashSet::new(), false).await {
+            Ok(r) => {
+                if !r.found.is_empty() {
+                    tracing::warn!(scenario = %sc.name, found = r.found.len(), deleted = r.deleted, "sweep deleted leftover workspaces");
+                }
+                self.metrics.swept(&sc.name, r.found.len(), r.deleted);
+            }
+            Err(e) => {
+                tracing::warn!(scenario = %sc.name, error = %e, "sweep failed; will try after the next run")
+            }
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
+pub async fn run(cfg: Config, opts: Options) -> u8 {
+    let metrics = Metrics::new();
+    for sc in &cfg.scenarios {
+        metrics.declare(sc);
+    }
+    let client = client_for(&cfg, &metrics);
+    let listen = cfg.server.listen;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e} (set [server] listen)");
+            return crate::cli::EXIT_USAGE;
+        }
+    };
+    let grace = cfg.server.shutdown_grace;
+    let d = Arc::new(Daemon {
+        cfg: RwLock::new(Arc::new(cfg)),
+        client: RwLock::new(client),
+        metrics: metrics.clone(),
+        history: Arc::new(History::default()),
+        shard: opts.shard,
+        running: Mutex::new(HashSet::new()),
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        runs: TaskTracker::new(),
+        on_run: opts.on_run,
+    });
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz and the status page");
+    eprintln!("scaletestd listening on http://{addr}/ (metrics on /metrics)");
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        let app = crate::server::router(d.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        })
+    };
+    let prober = tokio::spawn(probe(d.clone()));
+
+    // The start-up sweep: whatever an earlier process left.
+    for sc in d.config().scenarios.clone() {
+        d.sweep(&sc).await;
+    }
+
+    let mut sched = match schedule(&d).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::cli::EXIT_USAGE;
+        }
+    };
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler installs");
+    loop {
+        tokio::select! {
+            _ = crate::cli::signal() => break,
+            _ = hup.recv() => {
+                if let Some(path) = &opts.config_path {
+                    match Config::load(path, &Env::from_process()) {
+                        Ok(new) => {
+                            for sc in &new.scenarios {
+                                d.metrics.declare(sc);
+                            }
+                            *d.client.write().unwrap_or_else(|p| p.into_inner()) = client_for(&new, &d.metrics);
+                            *d.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                            let _ = sched.shutdown().await;
+                            sched = match schedule(&d).await {
+                                Ok(s) => s,
+                                Err(e) => { tracing::error!(error = %e, "cannot schedule the reloaded configuration"); break; }
+                            };
+                            tracing::info!(path = %path.display(), "configuration reloaded");
+                        }
+                        Err(e) => tracing::error!(error = %e, "configuration reload refused; the previous configuration stays in force"),
+                    }
+                }
+            }
+        }
+    }
+
+    // Shutdown: stop scheduling, cancel phases, let deletes finish within the grace period.
+    tracing::info!(grace = %humantime::format_duration(grace), "stopping: canceling phases and deleting what this process created");
+    tokio::spawn(async {
+        crate::cli::signal().await;
+        eprintln!("second signal: exiting now; the next start-up sweep deletes what is left");
+        std::process::exit(1);
+    });
+    d.stop.cancel();
+    let _ = sched.shutdown().await;
+    d.runs.close();
+    if tokio::time::timeout(grace, d.runs.wait()).await.is_err() {
+        tracing::error!("shutdown grace period over: abandoning deletes still in flight");
+        d.abort.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), d.runs.wait()).await;
+    }
+    prober.abort();
+    server_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    crate::cli::EXIT_OK
+}
+
+/// Registers a cron job per scheduled scenario and starts the scheduler.
+async fn schedule(d: &Arc<Daemon>) -> Result<JobScheduler, String> {
+    let sched = JobScheduler::new()
+        .await
+        .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    for sc in &d.config().scenarios {
+        let Some(cron) = &sc.schedule else {
+            tracing::warn!(scenario = %sc.name, "no schedule: this scenario runs only with `scaletestd once`");
+            continue;
+        };
+        let (dd, name) = (d.clone(), sc.name.clone());
+        let job = Job::new_async(cron.as_str(), move |_, _| {
+            let (dd, name) = (dd.clone(), name.clone());
+            Box::pin(async move { dd.trigger(&name) })
+        })
+        .map_err(|e| format!("scenario {:?}: cannot schedule {cron:?}: {e}", sc.name))?;
+        sched
+            .add(job)
+            .await
+            .map_err(|e| format!("cannot add a job: {e}"))?;
+    }
+    sched
+        .start()
+        .await
+        .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    Ok(sched)
+}
+
+/// Asks Coder for its version now and then, so `coder_up` and `build_info` stay current
+/// between runs.
+async fn probe(d: Arc<Daemon>) {
+    loop {
+        match d.client().build_info().await {
+            Ok(b) => d.metrics.set_build_info(&b.version),
+            Err(e) => tracing::debug!(error = %e, "Coder did not answer the probe"),
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}

@@ -1,0 +1,83 @@
+//! The daemon's HTTP endpoints: `/metrics` (Prometheus text, or OpenMetrics with exemplars
+//! when the scraper asks for it), `/healthz`, `/readyz` and `/`, the status page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use crate::daemon::Daemon;
+use crate::status;
+
+/// Coder must have answered within this for `/readyz` to say ready.
+pub const READY_WITHIN: Duration = Duration::from_secs(300);
+
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/", get(page))
+        .with_state(d)
+}
+
+/// Whether the scraper asked for OpenMetrics (Prometheus does when exemplar storage is on).
+pub fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    let om = wants_openmetrics(&headers);
+    let body = d.metrics.encode(om);
+    let ctype = if om {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(header::CONTENT_TYPE, ctype)], body).into_response()
+}
+
+async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
+    match d.metrics.last_answer() {
+        Some(t)
+            if (chrono::Utc::now() - t)
+                .to_std()
+                .is_ok_and(|age| age < READY_WITHIN) =>
+        {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        Some(t) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: Coder last answered at {t}\n"),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Coder has not answered yet\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
+    let cfg = d.config();
+    let info = status::PageInfo {
+        scenarios: cfg
+            .scenarios
+            .iter()
+            .map(|s| (s.name.as_str(), s.schedule.as_deref()))
+            .collect(),
+        coder_url: cfg.coder.url.as_str(),
+        coder_up: d.metrics.coder_up.get() == 1,
+        trace_link: cfg.telemetry.trace_link.as_deref(),
+    };
+    Html(status::render(&d.history, &info))
+}

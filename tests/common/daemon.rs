@@ -1,0 +1,264 @@
+//! The real `scaletestd run` as a child process, with its stderr captured, and scrapes of its
+//! `/metrics` parsed by a real exposition parser.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openmetrics_parser::OpenMetricsValue;
+use openmetrics_parser::openmetrics::parse_openmetrics;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_scaletestd");
+
+pub struct DaemonProcess {
+    pub child: Child,
+    pub addr: String,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tmpdir(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("scaletestd-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Starts `scaletestd <args>` and waits (bounded) until it says where it listens.
+pub fn spawn(args: &[&str], token: &str) -> DaemonProcess {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("CODER_SESSION_TOKEN", token)
+        .env("RUST_LOG", "info,tokio_cron_scheduler=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let buf = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("scaletestd listening on http://") {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+            }
+            let mut b = buf.lock().unwrap();
+            b.push_str(&line);
+            b.push('\n');
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("the daemon did not start: {}", stderr.lock().unwrap()));
+    DaemonProcess {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+impl DaemonProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub async fn get(&self, path: &str, accept: Option<&str>) -> (u16, String) {
+        let mut req = reqwest::Client::new().get(format!("http://{}{path}", self.addr));
+        if let Some(a) = accept {
+            req = req.header("Accept", a);
+        }
+        let resp = req.send().await.expect("the daemon answers");
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Scrapes OpenMetrics and parses it.
+    pub async fn scrape(&self) -> Scrape {
+        let (code, body) = self
+            .get(
+                "/metrics",
+                Some("application/openmetrics-text; version=1.0.0"),
+            )
+            .await;
+        assert_eq!(code, 200);
+        Scrape::parse(&body)
+    }
+
+    /// Polls (bounded) until `check` holds for a scrape; the last scrape.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        mut check: impl FnMut(&Scrape) -> bool,
+    ) -> Scrape {
+        let t = Instant::now();
+        loop {
+            let s = self.scrape().await;
+            if check(&s) {
+                return s;
+            }
+            if t.elapsed() > within {
+                panic!(
+                    "condition not reached within {within:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// One sample: family, labels, value (counter/gauge value or histogram count), exemplars.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub family: String,
+    pub labels: HashMap<String, String>,
+    pub value: f64,
+    pub exemplar_trace_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub series: Vec<Series>,
+    pub text: String,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let exp = parse_openmetrics(text)
+            .unwrap_or_else(|e| panic!("exposition does not parse: {e:?}\n{text}"));
+        let mut series = Vec::new();
+        for (name, fam) in exp.families {
+            for s in fam.iter_samples() {
+                let ls = s.get_labelset().unwrap();
+                let labels: HashMap<String, String> =
+                    ls.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let (value, ex) = match &s.value {
+                    OpenMetricsValue::Counter(c) => (
+                        c.value.as_f64(),
+                        c.exemplar.iter().cloned().collect::<Vec<_>>(),
+                    ),
+                    OpenMetricsValue::Gauge(g) | OpenMetricsValue::Unknown(g) => {
+                        (g.as_f64(), vec![])
+                    }
+                    OpenMetricsValue::Histogram(h) => (
+                        h.count.unwrap_or(0) as f64,
+                        h.buckets
+                            .iter()
+                            .filter_map(|b| b.exemplar.clone())
+                            .collect(),
+                    ),
+                    _ => continue,
+                };
+                let exemplar_trace_ids = ex
+                    .iter()
+                    .filter_map(|e| e.labels.get("trace_id").cloned())
+                    .collect();
+                series.push(Series {
+                    family: name.clone(),
+                    labels,
+                    value,
+                    exemplar_trace_ids,
+                });
+            }
+        }
+        Scrape {
+            series,
+            text: text.to_string(),
+        }
+    }
+
+    /// Sum of a family's values over the series matching every given label.
+    pub fn sum(&self, family: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(family, labels).map(|s| s.value).sum()
+    }
+
+    pub fn matching<'a>(
+        &'a self,
+        family: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Series> + 'a {
+        self.series.iter().filter(move |s| {
+            s.family == family
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+
+    pub fn has(&self, family: &str, labels: &[(&str, &str)]) -> bool {
+        self.matching(family, labels).next().is_some()
+    }
+}
+
+/// A daemon configuration against `sim_url`.
+pub fn write_config(path: &Path, sim_url: &str, scenario: &str) {
+    std::fs::write(
+        path,
+        format!(
+            r#"[coder]
+url = "{sim_url}"
+
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "30s"
+
+[telemetry]
+trace_link = "https://grafana.example.com/explore?traceId={{trace_id}}"
+
+{scenario}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// A cron expression firing at the given offsets (seconds) from now, within one minute.
+pub fn cron_at(offsets: &[u32]) -> String {
+    let mut now = chrono::Utc::now();
+    let max = *offsets.iter().max().unwrap() as i64;
+    if now.timestamp() % 60 + max + 1 >= 60 {
+        let wait = 60 - now.timestamp() % 60;
+        std::thread::sleep(Duration::from_secs(wait as u64));
+        now = chrono::Utc::now();
+    }
+    use chrono::Timelike;
+    let secs: Vec<String> = offsets
+        .iter()
+        .map(|o| (now.second() + o).to_string())
+        .collect();
+    format!("{} {} {} * * *", secs.join(","), now.minute(), now.hour())
+}

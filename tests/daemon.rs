@@ -1,0 +1,382 @@
+//! `scaletestd run` as a real process against the simulator: scheduled runs and their
+//! metrics (parsed, and checked by promtool), exemplars, shutdown, crash recovery, overlap,
+//! reload and the status page.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::*;
+use common::*;
+
+fn scenario(name: &str, prefix: &str, schedule: &str, count: u32) -> String {
+    format!(
+        r#"[[scenario]]
+name = "{name}"
+workspace_prefix = "{prefix}"
+schedule = "{schedule}"
+template = "docker"
+count = {count}
+concurrency = {count}
+run_command = "echo hello"
+expect_output = "hello"
+
+[scenario.timeouts]
+build = "30s"
+agent = "30s"
+pty = "10s"
+delete = "30s"
+"#
+    )
+}
+
+fn is_trace_id(s: &str) -> bool {
+    s.len() == 32
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        && s != "0".repeat(32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduled_runs_show_up_exactly_in_metrics() {
+    let mut sc = fast_sim();
+    sc.seed = 9;
+    sc.failures.build = 0.2;
+    sc.failures.pty_drop = 0.15;
+    let sim = start(sc).await;
+    let dir = tmpdir("metrics");
+    let cfg = dir.join("run.toml");
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        &scenario("m", "stm", &cron_at(&[2, 6]), 10),
+    );
+    let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
+
+    // Series exist from start-up, zero-valued, before any run.
+    let first = d.scrape().await;
+    assert_eq!(
+        first.sum(
+            "scaletest_phase_failures",
+            &[
+                ("scenario", "m"),
+                ("phase", "build"),
+                ("reason", "build_failed")
+            ]
+        ),
+        0.0
+    );
+    assert!(first.has(
+        "scaletest_last_success_timestamp_seconds",
+        &[("scenario", "m")]
+    ));
+
+    let s = d
+        .wait_for(Duration::from_secs(40), |s| {
+            s.sum("scaletest_runs", &[("scenario", "m")]) == 2.0
+                && s.sum("scaletest_workspaces_in_flight", &[]) == 0.0
+        })
+        .await;
+    assert!(
+        settle(&sim).await.is_empty(),
+        "nothing left in the simulator"
+    );
+
+    let ledger = sim.ledger();
+    assert_eq!(ledger.len(), 20);
+    let build_failed = ledger.iter().filter(|l| l.build_failed).count() as f64;
+    let pty_dropped = ledger.iter().filter(|l| l.pty_dropped).count() as f64;
+    assert!(
+        build_failed > 0.0 && pty_dropped > 0.0,
+        "seed 9 injects both: {build_failed} {pty_dropped}"
+    );
+    let through = |phase: &str| {
+        s.sum(
+            "scaletest_phase_duration_seconds",
+            &[("scenario", "m"), ("phase", phase)],
+        )
+    };
+    assert_eq!(through("create"), 20.0);
+    assert_eq!(through("build"), 20.0);
+    assert_eq!(through("agent"), 20.0 - build_failed);
+    assert_eq!(through("pty"), 20.0 - build_failed);
+    assert_eq!(through("delete"), 20.0);
+    let failures = |phase: &str, reason: &str| {
+        s.sum(
+            "scaletest_phase_failures",
+            &[("scenario", "m"), ("phase", phase), ("reason", reason)],
+        )
+    };
+    assert_eq!(failures("build", "build_failed"), build_failed);
+    assert_eq!(failures("pty", "connect_error"), pty_dropped);
+    assert_eq!(
+        s.sum("scaletest_phase_failures", &[("scenario", "m")]),
+        build_failed + pty_dropped
+    );
+    assert_eq!(
+        s.sum("scaletest_workspaces", &[("result", "failed")]),
+        build_failed + pty_dropped
+    );
+    assert_eq!(
+        s.sum(
+            "scaletest_build_stage_duration_seconds",
+            &[("stage", "queue")]
+        ),
+        20.0
+    );
+    assert_eq!(s.sum("scaletest_coder_up", &[]), 1.0);
+    assert!(
+        s.sum(
+            "scaletest_coder_requests_duration_seconds",
+            &[
+                ("route", "/api/v2/users/{user}/workspaces"),
+                ("code", "201")
+            ]
+        ) >= 20.0
+    );
+
+    let ids: Vec<&String> = s
+        .matching("scaletest_phase_duration_seconds", &[("scenario", "m")])
+        .flat_map(|x| x.exemplar_trace_ids.iter())
+        .collect();
+    assert!(!ids.is_empty(), "exemplars are present");
+    assert!(ids.iter().all(|t| is_trace_id(t)), "{ids:?}");
+
+    // The plain text format passes promtool's lint.
+    let (_, text) = d.get("/metrics", None).await;
+    assert!(!text.contains("# EOF") && !text.contains("trace_id"));
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (the test command installs Debian's prometheus package)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_deletes_everything_and_exits_zero() {
+    let mut sc = fast_sim();
+    sc.provisioners = 40;
+    sc.latency.apply = ms(1500);
+    let sim = start(sc).await;
+    let dir = tmpdir("sigterm");
+    let cfg = dir.join("run.toml");
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        &scenario("t", "stt", "* * * * * *", 40),
+    );
+    let mut d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
+    d.wait_for(Duration::from_secs(20), |s| {
+        s.sum("scaletest_workspaces_in_flight", &[("scenario", "t")]) == 40.0
+    })
+    .await;
+    assert_eq!(sim.live_workspaces().len(), 40);
+    d.signal("TERM");
+    let code = d.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        code,
+        Some(0),
+        "exit within the grace period; log:\n{}",
+        d.log()
+    );
+    assert!(
+        sim.live_workspaces().is_empty(),
+        "left: {:?}",
+        sim.live_workspaces()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_then_restart_sweeps_the_leftovers() {
+    let mut sc = fast_sim();
+    sc.latency.apply = ms(1500);
+    let sim = start(sc).await;
+    let dir = tmpdir("sigkill");
+    let cfg = dir.join("run.toml");
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        &scenario("k", "stk", "* * * * * *", 12),
+    );
+    let mut d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
+    d.wait_for(Duration::from_secs(20), |s| {
+        s.sum("scaletest_workspaces_in_flight", &[("scenario", "k")]) == 12.0
+    })
+    .await;
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5));
+    let left = sim.live_workspaces().len();
+    assert_eq!(left, 12, "the killed process left its workspaces");
+
+    // A workspace that is not ours (another prefix) must survive the sweep.
+    let client = scaletestd::coder::Client::new(
+        sim.url(),
+        scaletestd::secret::Secret::new(TOKEN),
+        Default::default(),
+    );
+    let tpl = client.template_by_name("coder", "docker").await.unwrap();
+    let req = scaletestd::coder::CreateWorkspaceRequest {
+        template_id: Some(tpl.id),
+        name: "stk-someone-else".into(),
+        ..Default::default()
+    };
+    client.create_workspace(&req).await.unwrap();
+
+    // Restarted with no run due soon: the start-up sweep alone must clean up.
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        &scenario("k", "stk", "0 0 0 1 1 *", 12),
+    );
+    let d2 = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
+    let s = d2
+        .wait_for(Duration::from_secs(30), |s| {
+            s.sum("scaletest_cleanup_deleted", &[("scenario", "k")]) == 12.0
+        })
+        .await;
+    assert_eq!(
+        s.sum("scaletest_orphaned_workspaces", &[("scenario", "k")]),
+        12.0
+    );
+    assert_eq!(sim.live_workspaces(), vec!["stk-someone-else".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_runs_are_skipped_and_counted() {
+    let mut sc = fast_sim();
+    sc.latency.apply = ms(1200);
+    let sim = start(sc).await;
+    let dir = tmpdir("overlap");
+    let cfg = dir.join("run.toml");
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        &scenario("o", "sto", "* * * * * *", 5),
+    );
+    let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
+    let mut most = 0;
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        most = most.max(sim.live_workspaces().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = d.scrape().await;
+    assert!(
+        s.sum(
+            "scaletest_runs_skipped",
+            &[("scenario", "o"), ("reason", "overlap")]
+        ) >= 1.0,
+        "{}",
+        d.log()
+    );
+    assert!(s.sum("scaletest_runs", &[("scenario", "o")]) >= 1.0);
+    assert!(
+        most <= 5,
+        "runs never stack: at most one run's 5 workspaces at a time, saw {most}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_refuses_a_bad_file_and_applies_a_good_one() {
+    let sim = start(fast_sim()).await;
+    let dir = tmpdir("reload");
+    let cfg = dir.join("run.toml");
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        &scenario("a", "sta", "0 0 0 1 1 *", 2),
+    );
+    let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
+    assert!(d.scrape().await.has("scaletest_runs", &[("scenario", "a")]));
+
+    std::fs::write(&cfg, "[coder]\nurl = 12\n").unwrap();
+    d.signal("HUP");
+    let t = std::time::Instant::now();
+    while !d.log().contains("configuration reload refused") {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        d.log().contains("run.toml:2:7"),
+        "the refusal names line and column: {}",
+        d.log()
+    );
+    let (code, _) = d.get("/healthz", None).await;
+    assert_eq!(code, 200, "still serving");
+
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        &scenario("b", "stb", "0 0 0 1 1 *", 2),
+    );
+    d.signal("HUP");
+    d.wait_for(Duration::from_secs(10), |s| {
+        s.has("scaletest_runs", &[("scenario", "b")])
+    })
+    .await;
+    let (_, page) = d.get("/", None).await;
+    assert!(
+        page.contains("<h2>b</h2>") && !page.contains("<h2>a</h2>"),
+        "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_failed_workspaces_with_error_and_trace_link() {
+    let mut sc = fast_sim();
+    sc.failures.build = 1.0;
+    let sim = start(sc).await;
+    let dir = tmpdir("status");
+    let cfg = dir.join("run.toml");
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        &scenario("p", "stp", &cron_at(&[1]), 3),
+    );
+    let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
+    d.wait_for(Duration::from_secs(30), |s| {
+        s.sum(
+            "scaletest_runs",
+            &[("scenario", "p"), ("result", "failure")],
+        ) == 1.0
+    })
+    .await;
+    let (code, page) = d.get("/", None).await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("3 workspaces: 0 succeeded, 3 failed (3 build: build_failed)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("injected failure (scaletestd simulator)"),
+        "the error is shown: {page}"
+    );
+    let link = "href=\"https://grafana.example.com/explore?traceId=";
+    let at = page
+        .find(link)
+        .unwrap_or_else(|| panic!("a trace link: {page}"));
+    let id = &page[at + link.len()..at + link.len() + 32];
+    assert!(is_trace_id(id), "{id}");
+    let (ready, _) = d.get("/readyz", None).await;
+    assert_eq!(ready, 200);
+    assert!(settle(&sim).await.is_empty());
+}
