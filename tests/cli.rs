@@ -222,3 +222,114 @@ fn check_reports_each_step_and_fails_on_a_wrong_token() {
     );
     assert!(!all.contains(wrong), "{all}");
 }
+
+#[test]
+fn demo_runs_the_sample_scenario_and_serves_metrics() {
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--schedule",
+            "*/2 * * * * *",
+            "--count",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(r) = l.strip_prefix("scaletestd listening on http://") {
+                let _ = tx.send(r.split('/').next().unwrap_or_default().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the demo says where it serves");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        line.starts_with("3 workspaces: "),
+        "a run's summary line: {line:?}"
+    );
+    assert!(
+        metrics.contains("scaletest_runs_total{scenario=\"demo\""),
+        "{metrics}"
+    );
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn cleanup_dry_run_lists_and_cleanup_deletes_leftovers() {
+    let sim = start_sim();
+    let cfg = scenario_file(&sim.url, "cleanup.toml");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = scaletestd::coder::Client::new(
+            sim.url.parse().unwrap(),
+            scaletestd::secret::Secret::new(TOKEN),
+            Default::default(),
+        );
+        let tpl = c.template_by_name("coder", "docker").await.unwrap();
+        for name in [
+            "scaletest-abcdef-1",
+            "scaletest-abcdef-2",
+            "scaletest-other",
+        ] {
+            let req = scaletestd::coder::CreateWorkspaceRequest {
+                template_id: Some(tpl.id),
+                name: name.into(),
+                ..Default::default()
+            };
+            c.create_workspace(&req).await.unwrap();
+        }
+    });
+    let out = Command::new(BIN)
+        .args(["cleanup", "--dry-run", "--config"])
+        .arg(&cfg)
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("would delete scaletest-abcdef-1")
+            && stdout.contains("would delete scaletest-abcdef-2"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("scaletest-other"), "not ours: {stdout}");
+    assert_eq!(live_workspaces(&sim.url), 3, "a dry run deletes nothing");
+    let out = Command::new(BIN)
+        .args(["cleanup", "--config"])
+        .arg(&cfg)
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("2 leftover workspaces, 2 deleted"),
+        "{stdout}"
+    );
+    assert_eq!(live_workspaces(&sim.url), 1);
+}

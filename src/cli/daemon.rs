@@ -161,7 +161,15 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
         Options {
             config_path: None,
             shard: Shard::default(),
-            on_run: Some(Box::new(|r| println!("{}", crate::report::summary_line(r)))),
+            on_run: Some(Box::new(|r| {
+                use std::io::Write;
+                // A closed stdout must not take the daemon down.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    crate::report::summary_line(r)
+                );
+            })),
         },
     )
     .await;

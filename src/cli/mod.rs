@@ -75,10 +75,14 @@ pub fn main() -> ExitCode {
 /// Runs a subcommand with logging and tracing set up for it.
 async fn dispatch(cli: Cli) -> u8 {
     let daemonish = matches!(cli.command, Command::Run(_) | Command::Demo(_));
-    let filter = cli
-        .log
-        .clone()
-        .unwrap_or_else(|| if daemonish { "info" } else { "warn" }.into());
+    let filter = cli.log.clone().unwrap_or_else(|| {
+        if daemonish {
+            "info,tokio_cron_scheduler=warn"
+        } else {
+            "warn"
+        }
+        .into()
+    });
     // Commands with a configuration export spans where it says; the rest only log.
     let cfg = match &cli.command {
         Command::Run(a) => Some(&a.config),
