@@ -63,6 +63,7 @@ fn client_for(cfg: &Config, metrics: &Arc<Metrics>) -> Client {
             request_timeout: cfg.coder.request_timeout,
             max_retries: cfg.coder.max_retries,
             bypass_ratelimit: cfg.coder.bypass_ratelimit,
+            propagate: cfg.telemetry.propagate,
             ..Default::default()
         },
         metrics.clone(),

@@ -446,6 +446,11 @@ impl Metrics {
     /// The exposition: OpenMetrics with exemplars, or the classic text format.
     pub fn encode(&self, openmetrics: bool) -> String {
         self.process.refresh();
+        let dropped = crate::telemetry::spans_dropped();
+        let seen = self.spans_dropped.get();
+        if dropped > seen {
+            self.spans_dropped.inc_by(dropped - seen);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
@@ -689,6 +694,7 @@ mod tests {
             reason: Some(Reason::BuildFailed),
             error: Some("x".into()),
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+            coder_trace_id: None,
         };
         m.phase_done("s", "w", &rec);
         let om = m.encode(true);

@@ -15,8 +15,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field::Empty, info_span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
+use crate::coder::trace::{PHASE_TRACES, PhaseTraces};
 use crate::coder::watch::Updates;
 use crate::coder::{Client, WorkspaceBuildParameter};
 use crate::config::Scenario;
@@ -70,6 +72,10 @@ pub struct WorkspaceReport {
     /// Where the build spent its time, from the job and Coder's build timings.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub build_stages: Vec<StageTiming>,
+    /// Coder's trace id of the workspace's latest call: a phase that makes no call of its
+    /// own (its events came over the watch stream) is in that one.
+    #[serde(skip)]
+    pub last_coder_trace: Option<String>,
 }
 
 impl WorkspaceReport {
@@ -405,6 +411,7 @@ async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
         ok: false,
         phases: Vec::new(),
         build_stages: Vec::new(),
+        last_coder_trace: None,
     };
     if ctx.stop.is_cancelled() {
         // Never started: nothing was created, nothing to report as a failure of Coder.
@@ -416,7 +423,7 @@ async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
     let created = timed(
         ctx,
         &mut report,
-        Phase::Create,
+        (Phase::Create, phase_span(Phase::Create)),
         &ctx.stop,
         phases::create::run(&ctx.client, &ctx.blueprint, &name),
     )
@@ -428,7 +435,7 @@ async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
     };
     report.id = Some(workspace.id);
     tracing::Span::current().record("workspace.id", tracing::field::display(workspace.id));
-    let mut updates = Updates::open(&ctx.client, workspace.id, s.wait).await;
+    let mut updates = Updates::new(&ctx.client, workspace.id, s.wait);
     updates.latest = Some(workspace.clone());
 
     let mut ok = walk_running(ctx, &mut report, &mut updates).await;
@@ -436,7 +443,7 @@ async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
     let deleted = timed(
         ctx,
         &mut report,
-        Phase::Delete,
+        (Phase::Delete, phase_span(Phase::Delete)),
         &ctx.abort,
         phases::delete::run(&ctx.client, workspace.id, Some(&mut updates)),
     )
@@ -459,38 +466,65 @@ async fn walk_running(ctx: &RunCtx, report: &mut WorkspaceReport, updates: &mut 
         return true;
     }
     let build_id = updates.latest.as_ref().map(|w| w.latest_build.id);
-    let job = timed(ctx, report, Phase::Build, stop, phases::build::run(updates)).await;
-    let Some(job) = job else {
-        // A failed build still has timings worth keeping.
-        if let (Some(build), Some(ws)) = (build_id, &updates.latest)
-            && ws.latest_build.job.status.is_terminal()
+    let build_span = phase_span(Phase::Build);
+    let build_cx = build_span.context();
+    let mut agent_cx = None;
+    let ok = 'walk: {
+        if timed(
+            ctx,
+            report,
+            (Phase::Build, build_span),
+            stop,
+            phases::build::run(updates),
+        )
+        .await
+        .is_none()
         {
-            report.build_stages =
-                phases::build::fetch_stages(&ctx.client, build, &ws.latest_build.job).await;
+            break 'walk false;
         }
-        return false;
-    };
-    let agents = if has(Phase::Agent) {
-        match timed(ctx, report, Phase::Agent, stop, phases::agent::run(updates)).await {
-            Some(a) => a,
-            None => return false,
+        let mut agents = Vec::new();
+        if has(Phase::Agent) {
+            let span = phase_span(Phase::Agent);
+            agent_cx = Some(span.context());
+            match timed(
+                ctx,
+                report,
+                (Phase::Agent, span),
+                stop,
+                phases::agent::run(updates),
+            )
+            .await
+            {
+                Some(a) => agents = a,
+                None => break 'walk false,
+            }
         }
-    } else {
-        Vec::new()
+        let Some(&agent) = agents.first() else {
+            break 'walk true;
+        };
+        if has(Phase::Pty) {
+            let run = phases::pty::run(&ctx.client, agent, &s.run_command, &s.expect_output);
+            if timed(ctx, report, (Phase::Pty, phase_span(Phase::Pty)), stop, run)
+                .await
+                .is_none()
+            {
+                break 'walk false;
+            }
+        }
+        true
     };
-    if let Some(build) = build_id {
+    // Where the build spent its time, once its job has finished (failed builds too).
+    let start_job = updates
+        .latest
+        .as_ref()
+        .map(|w| &w.latest_build)
+        .filter(|b| Some(b.id) == build_id && b.job.status.is_terminal())
+        .map(|b| (b.id, b.job.clone()));
+    if let Some((build, job)) = start_job {
         report.build_stages = phases::build::fetch_stages(&ctx.client, build, &job).await;
+        phases::build::stage_spans(&build_cx, agent_cx.as_ref(), &report.build_stages);
     }
-    let Some(&agent) = agents.first() else {
-        return true;
-    };
-    if has(Phase::Pty) {
-        let run = phases::pty::run(&ctx.client, agent, &s.run_command, &s.expect_output);
-        if timed(ctx, report, Phase::Pty, stop, run).await.is_none() {
-            return false;
-        }
-    }
-    true
+    ok
 }
 
 fn skipped(phase: Phase) -> PhaseRecord {
@@ -502,31 +536,40 @@ fn skipped(phase: Phase) -> PhaseRecord {
         reason: Some(Reason::Canceled),
         error: Some("not started: the run was stopped".into()),
         trace_id: None,
+        coder_trace_id: None,
     }
 }
 
-/// Runs one phase under its timeout and the given cancellation, in its own span, records it,
-/// and returns its value when it succeeded.
-async fn timed<T>(
-    ctx: &RunCtx,
-    report: &mut WorkspaceReport,
-    phase: Phase,
-    cancel: &CancellationToken,
-    fut: impl std::future::Future<Output = Result<T, PhaseError>>,
-) -> Option<T> {
-    let limit = ctx.scenario.timeouts.of(phase);
-    let span = info_span!(
+/// The span of one phase, `phase.<name>`.
+fn phase_span(phase: Phase) -> tracing::Span {
+    info_span!(
         "phase",
         otel.name = format!("phase.{phase}"),
         error.reason = Empty,
         otel.status_code = Empty,
         otel.status_message = Empty,
-    );
+    )
+}
+
+/// Runs one phase under its timeout and the given cancellation, in `span` (from
+/// [`phase_span`]), records it, and returns its value when it succeeded.
+async fn timed<T>(
+    ctx: &RunCtx,
+    report: &mut WorkspaceReport,
+    (phase, span): (Phase, tracing::Span),
+    cancel: &CancellationToken,
+    fut: impl std::future::Future<Output = Result<T, PhaseError>>,
+) -> Option<T> {
+    let limit = ctx.scenario.timeouts.of(phase);
     let trace_id = crate::telemetry::trace_id(&span);
+    let coder = PhaseTraces(std::sync::Arc::new(std::sync::Mutex::new(
+        report.last_coder_trace.clone(),
+    )));
     let started_at = Utc::now();
     let clock = Instant::now();
+    let fut = PHASE_TRACES.scope(coder.clone(), tokio::time::timeout(limit, fut));
     let result = tokio::select! {
-        r = tokio::time::timeout(limit, fut).instrument(span.clone()) => match r {
+        r = fut.instrument(span.clone()) => match r {
             Ok(r) => r,
             Err(_) => Err(PhaseError::new(
                 Reason::Timeout,
@@ -536,6 +579,8 @@ async fn timed<T>(
         _ = cancel.cancelled() => Err(PhaseError::new(Reason::Canceled, format!("{phase} was canceled: scaletestd is stopping"))),
     };
     let duration = clock.elapsed();
+    let coder_trace_id = coder.get();
+    report.last_coder_trace = coder_trace_id.clone();
     let record = match &result {
         Ok(_) => PhaseRecord {
             phase,
@@ -545,6 +590,7 @@ async fn timed<T>(
             reason: None,
             error: None,
             trace_id,
+            coder_trace_id,
         },
         Err(e) => {
             span.record("error.reason", e.reason.as_str());
@@ -559,9 +605,11 @@ async fn timed<T>(
                 reason: Some(e.reason),
                 error: Some(e.message.clone()),
                 trace_id,
+                coder_trace_id,
             }
         }
     };
+    drop(span); // ends the phase's span now, not when a clone goes away
     ctx.observer
         .phase_done(&ctx.scenario.name, &report.name, &record);
     report.phases.push(record);

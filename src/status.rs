@@ -58,8 +58,9 @@ pub struct PageInfo<'a> {
     pub trace_link: Option<&'a str>,
 }
 
-fn trace_cell(link: Option<&str>, trace_id: Option<&str>) -> String {
-    match (link, trace_id) {
+/// Our trace (linked when a template is set), and Coder's when it is another trace.
+fn trace_cell(link: Option<&str>, trace_id: Option<&str>, coder: Option<&str>) -> String {
+    let ours = match (link, trace_id) {
         (Some(tpl), Some(id)) => {
             format!(
                 "<a href=\"{}\">{}</a>",
@@ -69,6 +70,10 @@ fn trace_cell(link: Option<&str>, trace_id: Option<&str>) -> String {
         }
         (None, Some(id)) => format!("<code>{}</code>", esc(id)),
         _ => String::new(),
+    };
+    match coder {
+        Some(c) if Some(c) != trace_id => format!("{ours}<br>coder: <code>{}</code>", esc(c)),
+        _ => ours,
     }
 }
 
@@ -172,12 +177,13 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
             s.push_str("<h3>Failed workspaces</h3><table><tr><th>run</th><th>workspace</th><th>phase</th><th>reason</th><th>error</th><th>trace</th></tr>");
             for (r, w) in failed.iter().take(100) {
                 let rec = w.phases.iter().find(|p| !p.ok);
-                let (phase, reason, error, trace) = match rec {
+                let (phase, reason, error, trace, coder) = match rec {
                     Some(p) => (
                         p.phase.to_string(),
                         p.reason.map(|r| r.to_string()).unwrap_or_default(),
                         p.error.clone().unwrap_or_default(),
                         p.trace_id.as_deref(),
+                        p.coder_trace_id.as_deref(),
                     ),
                     None => Default::default(),
                 };
@@ -189,7 +195,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
                     esc(&phase),
                     esc(&reason),
                     esc(&error),
-                    trace_cell(info.trace_link, trace)
+                    trace_cell(info.trace_link, trace, coder)
                 );
             }
             s.push_str("</table>");

@@ -195,7 +195,8 @@ fn check_reports_each_step_and_fails_on_a_wrong_token() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("session token accepted (user \"admin\")"),
+        stdout.contains("session token accepted (user \"admin\")")
+            && stdout.contains("Coder traces requests (X-Trace-ID)"),
         "{stdout}"
     );
     assert!(

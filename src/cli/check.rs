@@ -20,6 +20,15 @@ pub async fn run(path: &Path, cfg: crate::config::Config) -> u8 {
             return EXIT_FAILED;
         }
     }
+    match client.server_traces().await {
+        Ok(true) => {
+            println!("ok   Coder traces requests (X-Trace-ID): its server spans join our traces")
+        }
+        Ok(false) => println!(
+            "note Coder does not trace requests (no X-Trace-ID): set CODER_TRACE_ENABLE=true on coderd to see its spans in our traces"
+        ),
+        Err(e) => println!("note cannot tell whether Coder traces requests: {e}"),
+    }
     match client.me().await {
         Ok(u) => println!("ok   session token accepted (user {:?})", u.username),
         Err(e) => {

@@ -133,6 +133,10 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
         },
         None => demo_sim(),
     };
+    let mut sim_cfg = sim_cfg;
+    if sim_cfg.tracing.otlp_endpoint.is_none() {
+        sim_cfg.tracing.otlp_endpoint = Env::from_process().otlp_endpoint;
+    }
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let sim = match Sim::start(sim_cfg, &token, args.sim_listen).await {
         Ok(s) => s,

@@ -140,6 +140,7 @@ pub(crate) fn client(cfg: &crate::config::Config) -> crate::coder::Client {
             request_timeout: cfg.coder.request_timeout,
             max_retries: cfg.coder.max_retries,
             bypass_ratelimit: cfg.coder.bypass_ratelimit,
+            propagate: cfg.telemetry.propagate,
             ..Default::default()
         },
     )

@@ -34,6 +34,10 @@ pub async fn run(args: Args) -> u8 {
         },
         None => SimConfig::default(),
     };
+    let mut cfg = cfg;
+    if cfg.tracing.otlp_endpoint.is_none() {
+        cfg.tracing.otlp_endpoint = crate::config::Env::from_process().otlp_endpoint;
+    }
     let sim = match Sim::start(cfg, &token, args.listen).await {
         Ok(s) => s,
         Err(e) => {

@@ -22,6 +22,7 @@ use crate::secret::Secret;
 
 pub mod pty;
 pub mod sse;
+pub mod trace;
 pub mod types;
 pub mod watch;
 
@@ -130,6 +131,8 @@ pub struct ClientOptions {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub bypass_ratelimit: bool,
+    /// Send W3C `traceparent` so Coder's server spans join our traces.
+    pub propagate: bool,
 }
 
 impl Default for ClientOptions {
@@ -140,6 +143,7 @@ impl Default for ClientOptions {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
             bypass_ratelimit: false,
+            propagate: true,
         }
     }
 }
@@ -281,8 +285,15 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             let start = Instant::now();
-            let req = self.request(method.clone(), path, body.clone(), accept);
-            let result = match tokio::time::timeout(opts.request_timeout, req.send()).await {
+            let span = trace::client_span(&method, route, &self.url(path), attempt);
+            let mut req = self.request(method.clone(), path, body.clone(), accept);
+            if opts.propagate {
+                let mut h = header::HeaderMap::new();
+                crate::telemetry::inject(&span, &mut h);
+                req = req.headers(h);
+            }
+            let send = tracing::Instrument::instrument(req.send(), span.clone());
+            let result = match tokio::time::timeout(opts.request_timeout, send).await {
                 Ok(Ok(resp)) => Ok(resp),
                 Ok(Err(e)) => Err(self.transport_error(&method, path, e)),
                 Err(_) => Err(ApiError::Timeout {
@@ -297,6 +308,10 @@ impl Client {
                 result.as_ref().ok().map(|r| r.status().as_u16()),
                 start,
             );
+            match &result {
+                Ok(resp) => trace::answered(&span, resp.status().as_u16(), resp.headers()),
+                Err(e) => trace::failed(&span, e),
+            }
             let (err, retryable, retry_after) = match result {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
@@ -454,6 +469,20 @@ impl Client {
 
     pub async fn build_info(&self) -> Result<BuildInfo, ApiError> {
         self.get("/api/v2/buildinfo", "/api/v2/buildinfo").await
+    }
+
+    /// Whether Coder traces requests: it answers with `X-Trace-ID` only when it does.
+    pub async fn server_traces(&self) -> Result<bool, ApiError> {
+        let resp = self
+            .send_raw(
+                Method::GET,
+                "/api/v2/buildinfo",
+                "/api/v2/buildinfo",
+                None,
+                "application/json",
+            )
+            .await?;
+        Ok(resp.headers().contains_key("x-trace-id"))
     }
 
     pub async fn me(&self) -> Result<User, ApiError> {

@@ -71,24 +71,34 @@ impl Client {
                 .parse()
                 .map_err(|_| protocol("the session token is not a valid header value".into()))?,
         );
-        let start = std::time::Instant::now();
         let route = "/api/v2/workspaceagents/{workspaceagent}/pty";
-        let connect = tokio_tungstenite::connect_async(req);
+        let span = super::trace::client_span(&get, route, &url, 0);
+        if self.inner.opts.propagate {
+            let mut h = reqwest::header::HeaderMap::new();
+            crate::telemetry::inject(&span, &mut h);
+            req.headers_mut().extend(h);
+        }
+        let start = std::time::Instant::now();
+        let connect =
+            tracing::Instrument::instrument(tokio_tungstenite::connect_async(req), span.clone());
         let result = tokio::time::timeout(self.inner.opts.request_timeout, connect).await;
         let result = match result {
             Err(_) => {
                 self.observe(&get, route, None, start);
-                return Err(ApiError::Timeout {
+                let e = ApiError::Timeout {
                     method: get,
                     path: route_path,
                     after: self.inner.opts.request_timeout,
-                });
+                };
+                super::trace::failed(&span, &e);
+                return Err(e);
             }
             Ok(r) => r,
         };
         match result {
             Ok((ws, resp)) => {
                 self.observe(&get, route, Some(resp.status().as_u16()), start);
+                super::trace::answered(&span, resp.status().as_u16(), resp.headers());
                 Ok(Pty {
                     ws,
                     path: route_path,
@@ -97,6 +107,7 @@ impl Client {
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
                 self.observe(&get, route, Some(status), start);
+                super::trace::answered(&span, status, resp.headers());
                 let bytes = resp.body().clone().unwrap_or_default();
                 let mut body: Response = serde_json::from_slice(&bytes).unwrap_or_default();
                 if body.message.is_empty() {

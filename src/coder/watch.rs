@@ -97,8 +97,13 @@ impl WatchStream {
 }
 
 enum Source {
+    /// Not opened yet: the first wait opens it, so the time it takes (and Coder's trace of
+    /// it) belongs to the phase that waits.
+    Unopened(WaitMode),
     Stream(WatchStream),
-    Poll { first: bool },
+    Poll {
+        first: bool,
+    },
 }
 
 /// A workspace's successive states, from the stream or by polling.
@@ -112,27 +117,29 @@ pub struct Updates {
 }
 
 impl Updates {
-    /// Starts following a workspace in the given mode.
-    pub async fn open(client: &Client, id: Uuid, mode: WaitMode) -> Updates {
-        let source = match mode {
-            WaitMode::Poll => Source::Poll { first: true },
-            WaitMode::Watch => match client.watch_workspace(id).await {
-                Ok(s) => Source::Stream(s),
-                Err(e) => {
-                    tracing::warn!(workspace.id = %id, error = %e, "cannot open the watch stream; polling instead");
-                    Source::Poll { first: true }
-                }
-            },
-        };
+    /// Follows a workspace in the given mode, from the first wait on.
+    pub fn new(client: &Client, id: Uuid, mode: WaitMode) -> Updates {
         Updates {
             client: client.clone(),
             id,
-            source,
+            source: Source::Unopened(mode),
             reopened: false,
             latest: None,
         }
     }
 
+    async fn open(&mut self, mode: WaitMode) {
+        self.source = match mode {
+            WaitMode::Poll => Source::Poll { first: true },
+            WaitMode::Watch => match self.client.watch_workspace(self.id).await {
+                Ok(s) => Source::Stream(s),
+                Err(e) => {
+                    tracing::warn!(workspace.id = %self.id, error = %e, "cannot open the watch stream; polling instead");
+                    Source::Poll { first: true }
+                }
+            },
+        };
+    }
     pub fn is_polling(&self) -> bool {
         matches!(self.source, Source::Poll { .. })
     }
@@ -141,6 +148,10 @@ impl Updates {
     pub async fn next(&mut self, poll_every: Duration) -> Result<Workspace, ApiError> {
         loop {
             match &mut self.source {
+                Source::Unopened(mode) => {
+                    let mode = *mode;
+                    self.open(mode).await;
+                }
                 Source::Stream(s) => match s.next().await {
                     Ok(Some(ws)) => {
                         self.latest = Some(ws.clone());

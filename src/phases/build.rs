@@ -134,3 +134,39 @@ pub async fn fetch_stages(
         }
     }
 }
+
+/// Emits the stages as spans with Coder's own start and end times: the queue wait and the
+/// provisioner stages under `phase.build`, the agent's connection and start-up scripts under
+/// `phase.agent` (or `phase.build` when the scenario has no agent phase).
+pub fn stage_spans(
+    build: &opentelemetry::Context,
+    agent: Option<&opentelemetry::Context>,
+    stages: &[StageTiming],
+) {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
+    let tracer = opentelemetry::global::tracer("scaletestd");
+    for st in stages {
+        let (name, parent) = match st.stage {
+            "agent_connect" => ("agent.connect", agent.unwrap_or(build)),
+            "agent_startup" => ("agent.script", agent.unwrap_or(build)),
+            other => (other, build),
+        };
+        let name = if name.starts_with("agent.") {
+            name.to_string()
+        } else {
+            format!("build.{name}")
+        };
+        let mut attrs = vec![KeyValue::new("coder.stage", st.stage)];
+        if !st.name.is_empty() {
+            attrs.push(KeyValue::new("coder.name", st.name.clone()));
+        }
+        let mut span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_start_time(std::time::SystemTime::from(st.started_at))
+            .with_attributes(attrs)
+            .start_with_context(&tracer, parent);
+        span.end_with_timestamp(std::time::SystemTime::from(st.ended_at));
+    }
+}

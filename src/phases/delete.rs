@@ -26,7 +26,7 @@ pub async fn run(
     let updates = match updates {
         Some(u) => u,
         None => {
-            own = Updates::open(client, workspace, crate::config::WaitMode::Poll).await;
+            own = Updates::new(client, workspace, crate::config::WaitMode::Poll);
             &mut own
         }
     };

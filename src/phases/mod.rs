@@ -161,6 +161,9 @@ pub struct PhaseRecord {
     /// The trace this phase's span belongs to, for exemplars and links.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Coder's trace id for this phase's calls (`X-Trace-ID`), when Coder traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coder_trace_id: Option<String>,
 }
 
 pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -31,16 +31,23 @@ use crate::coder::{
 /// Shared by every handler.
 pub struct App {
     pub state: Arc<State>,
+    /// coderd's tracer, when the simulator traces.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     pub token: String,
     pub counts: Mutex<HashMap<String, u64>>,
     limiter: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl App {
-    pub fn new(state: Arc<State>, token: String) -> Arc<App> {
+    pub fn new(
+        state: Arc<State>,
+        token: String,
+        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    ) -> Arc<App> {
         Arc::new(App {
             state,
             token,
+            tracer,
             counts: Default::default(),
             limiter: Default::default(),
         })
@@ -97,6 +104,10 @@ pub fn router(app: Shared) -> Router {
             app.clone(),
             authenticate,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::trace::server_span,
+        ))
         .layer(axum::middleware::from_fn_with_state(app.clone(), count));
     api.with_state(app)
 }
@@ -113,7 +124,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> AxResponse {
         .into_response()
 }
 
-fn route_of(req: &Request) -> String {
+pub fn route_of(req: &Request) -> String {
     let route = req
         .extensions()
         .get::<MatchedPath>()

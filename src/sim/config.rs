@@ -32,6 +32,30 @@ pub struct SimConfig {
     pub pty_max_runtime: HumanDuration,
     pub latency: Latencies,
     pub failures: Failures,
+    pub tracing: SimTracing,
+}
+
+/// The simulator's own tracing, as coderd's with `CODER_TRACE_ENABLE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimTracing {
+    /// Server spans and `X-Trace-ID`/`X-Span-ID` answers; off: neither, as a Coder that
+    /// does not trace.
+    pub enabled: bool,
+    /// Where to export `coderd` spans (OTLP); none: spans are made but not exported.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: Option<String>,
+}
+
+impl Default for SimTracing {
+    fn default() -> Self {
+        SimTracing {
+            enabled: true,
+            otlp_endpoint: None,
+            protocol: None,
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -49,6 +73,7 @@ impl Default for SimConfig {
             pty_max_runtime: HumanDuration(Duration::from_secs(300)),
             latency: Latencies::default(),
             failures: Failures::default(),
+            tracing: SimTracing::default(),
         }
     }
 }

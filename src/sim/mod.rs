@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 pub mod api;
 pub mod config;
 pub mod pty;
+pub mod trace;
 pub mod world;
 
 pub use config::SimConfig;
@@ -22,6 +23,7 @@ pub struct Sim {
     pub app: Arc<api::App>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
 impl Sim {
@@ -29,7 +31,20 @@ impl Sim {
     pub async fn start(cfg: SimConfig, token: &str, listen: SocketAddr) -> std::io::Result<Sim> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let app = api::App::new(world::State::new(cfg), token.to_string());
+        let provider = if cfg.tracing.enabled {
+            let export = crate::telemetry::TraceExport {
+                endpoint: cfg.tracing.otlp_endpoint.clone(),
+                protocol: cfg.tracing.protocol.clone(),
+            };
+            Some(crate::telemetry::provider("coderd", &export).map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
+        let tracer = provider.as_ref().map(|p| {
+            use opentelemetry::trace::TracerProvider as _;
+            p.tracer("coderd")
+        });
+        let app = api::App::new(world::State::new(cfg), token.to_string(), tracer);
         let router = api::router(app.clone());
         let stop = CancellationToken::new();
         let s = stop.clone();
@@ -45,6 +60,7 @@ impl Sim {
             app,
             stop,
             task,
+            provider,
         })
     }
 
@@ -84,7 +100,21 @@ impl Sim {
 
     /// Stops serving: open event streams and terminals are cut after a moment, as when a
     /// real coderd goes away.
+    /// Exports every server span made so far (blocking; call from `spawn_blocking`).
+    pub fn flush_spans(&self) {
+        if let Some(p) = &self.provider {
+            let _ = p.force_flush();
+        }
+    }
+
     pub async fn stop(self) {
+        if let Some(p) = self.provider.clone() {
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = p.force_flush();
+                let _ = p.shutdown_with_timeout(std::time::Duration::from_secs(3));
+            })
+            .await;
+        }
         self.stop.cancel();
         let mut task = self.task;
         if tokio::time::timeout(std::time::Duration::from_millis(500), &mut task)

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod otlp;
 
 use std::sync::Arc;
 use std::time::Duration;
