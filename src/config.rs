@@ -133,6 +133,58 @@ struct RawScenario {
     #[serde(default)]
     wait: WaitMode,
     jitter: Option<HumanDuration>,
+    ssh: Option<Spanned<RawSsh>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    transport: Option<SshTransportKind>,
+    proxy_command: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    identity_file: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SshTransportKind {
+    ProxyCommand,
+    Tcp,
+}
+
+/// How the `ssh` phase reaches a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshTransport {
+    /// A command speaking SSH on its stdin/stdout, as OpenSSH's ProxyCommand (run with
+    /// `sh -c`; `CODER_URL` and `CODER_SESSION_TOKEN` in its environment).
+    ProxyCommand(String),
+    /// A TCP address, `host:port`.
+    Tcp(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    pub transport: SshTransport,
+    pub user: String,
+    pub identity_file: Option<PathBuf>,
+    /// When set, server keys are checked against this file; otherwise accepted and logged.
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// What `coder config-ssh` sets up for OpenSSH.
+pub const DEFAULT_PROXY_COMMAND: &str = "coder ssh --stdio coder.{workspace}";
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            transport: SshTransport::ProxyCommand(DEFAULT_PROXY_COMMAND.into()),
+            user: "coder".into(),
+            identity_file: None,
+            known_hosts: None,
+        }
+    }
 }
 
 fn default_command() -> String {
@@ -214,6 +266,7 @@ pub struct Scenario {
     pub wait: WaitMode,
     /// A random delay from 0 to this before each scheduled run, to spread load.
     pub jitter: Duration,
+    pub ssh: SshConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -632,6 +685,7 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
         timeouts,
         wait: s.wait,
         jitter: s.jitter.map(|j| j.0).unwrap_or_default(),
+        ssh: ssh_config(src, s.ssh)?,
     })
 }
 
@@ -680,4 +734,71 @@ impl fmt::Display for WaitMode {
             WaitMode::Poll => "poll",
         })
     }
+}
+
+/// Checks that a template uses only `{workspace}`, `{owner}` and `{agent}`.
+fn check_placeholders(
+    src: &Source<'_>,
+    v: &Spanned<String>,
+    what: &str,
+) -> Result<(), ConfigError> {
+    let mut rest = v.get_ref().as_str();
+    while let Some(i) = rest.find('{') {
+        let Some(j) = rest[i..].find('}') else { break };
+        let name = &rest[i + 1..i + j];
+        if !matches!(name, "workspace" | "owner" | "agent") {
+            return Err(ConfigError::at(
+                src,
+                Some(v.span()),
+                format!(
+                    "{what}: unknown placeholder {{{name}}}: expected {{workspace}}, {{owner}} or {{agent}}"
+                ),
+            ));
+        }
+        rest = &rest[i + j + 1..];
+    }
+    Ok(())
+}
+
+fn ssh_config(src: &Source<'_>, raw: Option<Spanned<RawSsh>>) -> Result<SshConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(SshConfig::default());
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let kind = raw.transport.unwrap_or(SshTransportKind::ProxyCommand);
+    let transport = match kind {
+        SshTransportKind::ProxyCommand => {
+            let cmd = raw
+                .proxy_command
+                .map(|c| check_placeholders(src, &c, "proxy_command").map(|_| c.into_inner()));
+            SshTransport::ProxyCommand(
+                cmd.transpose()?
+                    .unwrap_or_else(|| DEFAULT_PROXY_COMMAND.into()),
+            )
+        }
+        SshTransportKind::Tcp => {
+            let Some(addr) = raw.address else {
+                return Err(ConfigError::at(
+                    src,
+                    Some(span),
+                    "transport \"tcp\" needs `address = \"{workspace}.ssh.example.internal:22\"`",
+                ));
+            };
+            check_placeholders(src, &addr, "address")?;
+            SshTransport::Tcp(addr.into_inner())
+        }
+    };
+    Ok(SshConfig {
+        transport,
+        user: match raw.user {
+            Some(u) => {
+                check_placeholders(src, &u, "user")?;
+                u.into_inner()
+            }
+            None => "coder".into(),
+        },
+        identity_file: raw.identity_file,
+        known_hosts: raw.known_hosts,
+    })
 }

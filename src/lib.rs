@@ -21,6 +21,7 @@ pub mod secret;
 pub mod server;
 pub mod shard;
 pub mod sim;
+pub mod ssh;
 pub mod status;
 pub mod sweep;
 pub mod telemetry;

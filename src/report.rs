@@ -46,7 +46,8 @@ pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
 /// Per-phase statistics of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseStats {
-    pub phase: Phase,
+    /// The phase, or `<phase>.<part>` for a part timed apart (`ssh.handshake`).
+    pub name: String,
     pub succeeded: usize,
     pub failed: usize,
     #[serde(serialize_with = "crate::phases::ser_ms", rename = "p50_ms")]
@@ -57,7 +58,20 @@ pub struct PhaseStats {
     pub max: Duration,
 }
 
-/// Statistics of every phase that ran, over its successful runs.
+fn stats(name: String, mut ok: Vec<Duration>, failed: usize) -> PhaseStats {
+    ok.sort();
+    PhaseStats {
+        name,
+        succeeded: ok.len(),
+        failed,
+        p50: percentile(&ok, 0.50),
+        p95: percentile(&ok, 0.95),
+        max: ok.last().copied().unwrap_or_default(),
+    }
+}
+
+/// Statistics of every phase that ran, over its successful runs, each followed by the
+/// parts of it timed apart.
 pub fn phase_stats(r: &RunReport) -> Vec<PhaseStats> {
     let mut out = Vec::new();
     for phase in Phase::ALL {
@@ -69,16 +83,22 @@ pub fn phase_stats(r: &RunReport) -> Vec<PhaseStats> {
         if recs.is_empty() {
             continue;
         }
-        let mut ok: Vec<Duration> = recs.iter().filter(|p| p.ok).map(|p| p.duration).collect();
-        ok.sort();
-        out.push(PhaseStats {
-            phase,
-            succeeded: ok.len(),
-            failed: recs.len() - ok.len(),
-            p50: percentile(&ok, 0.50),
-            p95: percentile(&ok, 0.95),
-            max: ok.last().copied().unwrap_or_default(),
-        });
+        let ok: Vec<Duration> = recs.iter().filter(|p| p.ok).map(|p| p.duration).collect();
+        let failed = recs.len() - ok.len();
+        out.push(stats(phase.to_string(), ok, failed));
+        let parts: std::collections::BTreeSet<&str> = recs
+            .iter()
+            .flat_map(|p| p.sub_timings_ms.keys().copied())
+            .collect();
+        for part in parts {
+            let ok = recs
+                .iter()
+                .filter(|p| p.ok)
+                .filter_map(|p| p.sub_timings_ms.get(part))
+                .map(|ms| Duration::from_secs_f64(ms / 1e3))
+                .collect();
+            out.push(stats(format!("{phase}.{part}"), ok, 0));
+        }
     }
     out
 }
@@ -103,8 +123,8 @@ pub fn phase_table(r: &RunReport) -> String {
     for st in phase_stats(r) {
         let _ = writeln!(
             s,
-            "{:<8} {:>6} {:>6} {:>10} {:>10} {:>10}",
-            st.phase.as_str(),
+            "{:<18} {:>6} {:>6} {:>10} {:>10} {:>10}",
+            st.name,
             st.succeeded,
             st.failed,
             ms(st.p50),

@@ -499,9 +499,35 @@ async fn walk_running(ctx: &RunCtx, report: &mut WorkspaceReport, updates: &mut 
                 None => break 'walk false,
             }
         }
-        let Some(&agent) = agents.first() else {
+        let Some((agent, agent_name)) = agents.first().cloned() else {
             break 'walk true;
         };
+        if has(Phase::Ssh) {
+            let target = crate::ssh::Target {
+                workspace: report.name.clone(),
+                owner: updates
+                    .latest
+                    .as_ref()
+                    .map(|w| w.owner_name.clone())
+                    .unwrap_or_default(),
+                agent: agent_name,
+            };
+            let run = phases::ssh::run(
+                &ctx.client,
+                &s.ssh,
+                &target,
+                &s.run_command,
+                &s.expect_output,
+            );
+            match timed(ctx, report, (Phase::Ssh, phase_span(Phase::Ssh)), stop, run).await {
+                Some(t) => {
+                    if let Some(rec) = report.phases.last_mut() {
+                        phases::ssh::record(rec, &t);
+                    }
+                }
+                None => break 'walk false,
+            }
+        }
         if has(Phase::Pty) {
             let run = phases::pty::run(&ctx.client, agent, &s.run_command, &s.expect_output);
             if timed(ctx, report, (Phase::Pty, phase_span(Phase::Pty)), stop, run)
@@ -537,6 +563,7 @@ fn skipped(phase: Phase) -> PhaseRecord {
         error: Some("not started: the run was stopped".into()),
         trace_id: None,
         coder_trace_id: None,
+        sub_timings_ms: Default::default(),
     }
 }
 
@@ -591,6 +618,7 @@ async fn timed<T>(
             error: None,
             trace_id,
             coder_trace_id,
+            sub_timings_ms: Default::default(),
         },
         Err(e) => {
             span.record("error.reason", e.reason.as_str());
@@ -606,6 +634,7 @@ async fn timed<T>(
                 error: Some(e.message.clone()),
                 trace_id,
                 coder_trace_id,
+                sub_timings_ms: Default::default(),
             }
         }
     };

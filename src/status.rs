@@ -125,7 +125,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1} ms</td><td>{:.1} ms</td></tr>",
-                st.phase,
+                esc(&st.name),
                 st.succeeded,
                 st.failed,
                 st.p50.as_secs_f64() * 1e3,

@@ -80,6 +80,17 @@ fn demo_sim() -> SimConfig {
     s
 }
 
+/// `coder ssh --stdio` played by this binary against the demo's simulator.
+fn demo_proxy_command() -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "scaletestd".into());
+    format!(
+        "'{}' sim-coder ssh --stdio coder.{{workspace}}",
+        exe.replace('\'', "'\\''")
+    )
+}
+
 /// The demo's configuration, pointing at its simulator.
 pub fn demo_config(args: &DemoArgs, sim_url: &url::Url, token: &str) -> Result<Config, String> {
     let text = format!(
@@ -100,9 +111,13 @@ template = "docker"
 parameters = {{ image = "codercom/enterprise-base:ubuntu" }}
 count = {count}
 concurrency = {concurrency}
-phases = ["create", "build", "agent", "pty", "delete"]
+phases = ["create", "build", "agent", "ssh", "pty", "delete"]
 run_command = "echo hello from $(hostname)"
 expect_output = "hello from"
+
+[scenario.ssh]
+transport = "proxy-command"
+proxy_command = {proxy}
 
 [scenario.timeouts]
 build = "2m"
@@ -114,6 +129,7 @@ delete = "2m"
         schedule = args.schedule,
         count = args.count,
         concurrency = args.count.clamp(1, 5),
+        proxy = toml::Value::String(demo_proxy_command()),
     );
     let env = Env {
         coder_session_token: Some(token.to_string()),

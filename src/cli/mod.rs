@@ -10,6 +10,7 @@ mod check;
 mod daemon;
 mod once;
 mod sim;
+mod sim_coder;
 
 /// Exit codes of every subcommand.
 pub const EXIT_OK: u8 = 0;
@@ -52,6 +53,9 @@ pub enum Command {
     },
     /// The Coder simulator alone; the session token it accepts comes from CODER_SESSION_TOKEN.
     Sim(sim::Args),
+    /// The simulator's stand-in for the `coder` CLI (`sim-coder ssh --stdio coder.<workspace>`).
+    #[command(hide = true)]
+    SimCoder(sim_coder::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -74,6 +78,10 @@ pub fn main() -> ExitCode {
 
 /// Runs a subcommand with logging and tracing set up for it.
 async fn dispatch(cli: Cli) -> u8 {
+    // The SSH stand-in's stdout is an SSH stream: no telemetry, no output but errors.
+    if let Command::SimCoder(a) = cli.command {
+        return sim_coder::run(a).await;
+    }
     let daemonish = matches!(cli.command, Command::Run(_) | Command::Demo(_));
     let filter = cli.log.clone().unwrap_or_else(|| {
         if daemonish {
@@ -89,7 +97,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Once(a) => Some(&a.config),
         Command::Check { config } => Some(config),
         Command::Cleanup(a) => Some(&a.config),
-        Command::Sim(_) | Command::Demo(_) => None,
+        Command::Sim(_) | Command::Demo(_) | Command::SimCoder(_) => None,
     };
     let cfg = match cfg.map(|p| load_config(p)).transpose() {
         Ok(c) => c,
@@ -116,6 +124,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Once(a) => once::run(a, cfg.expect("loaded above")).await,
         Command::Check { config } => check::run(&config, cfg.expect("loaded above")).await,
         Command::Sim(a) => sim::run(a).await,
+        Command::SimCoder(_) => unreachable!("handled above"),
     };
     tokio::task::spawn_blocking(move || telemetry.shutdown())
         .await

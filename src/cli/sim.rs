@@ -11,6 +11,9 @@ pub struct Args {
     /// Address of the API, e.g. 127.0.0.1:3000.
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+    /// Address of the simulated agents' SSH server (default: the API's host, any port).
+    #[arg(long)]
+    pub ssh_listen: Option<SocketAddr>,
     /// The simulator's knobs (TOML): latencies, provisioners, failure rates.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -35,6 +38,9 @@ pub async fn run(args: Args) -> u8 {
         None => SimConfig::default(),
     };
     let mut cfg = cfg;
+    if args.ssh_listen.is_some() {
+        cfg.ssh_listen = args.ssh_listen;
+    }
     if cfg.tracing.otlp_endpoint.is_none() {
         cfg.tracing.otlp_endpoint = crate::config::Env::from_process().otlp_endpoint;
     }
@@ -46,8 +52,9 @@ pub async fn run(args: Args) -> u8 {
         }
     };
     eprintln!(
-        "Coder simulator listening on {} (organization \"coder\", template \"docker\")",
-        sim.url()
+        "Coder simulator listening on {} (organization \"coder\", template \"docker\"); agents' SSH on {}",
+        sim.url(),
+        sim.ssh_addr()
     );
     super::signal().await;
     sim.stop().await;

@@ -14,8 +14,8 @@ use crate::phases::{PhaseError, Reason};
 /// Coder's harness polls agents every second; so do we when the stream is unavailable.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
-/// Waits for every agent to be ready; returns the agents' ids, first agent first.
-pub async fn run(updates: &mut Updates) -> Result<Vec<Uuid>, PhaseError> {
+/// Waits for every agent to be ready; returns the agents' ids and names, first agent first.
+pub async fn run(updates: &mut Updates) -> Result<Vec<(Uuid, String)>, PhaseError> {
     updates
         .wait_for(POLL_EVERY, |ws| {
             let agents: Vec<_> = ws.latest_build.agents().collect();
@@ -42,7 +42,7 @@ pub async fn run(updates: &mut Updates) -> Result<Vec<Uuid>, PhaseError> {
             let ready = agents
                 .iter()
                 .all(|a| a.status == Status::Connected && a.lifecycle_state == Life::Ready);
-            ready.then(|| Ok(agents.iter().map(|a| a.id).collect()))
+            ready.then(|| Ok(agents.iter().map(|a| (a.id, a.name.clone())).collect()))
         })
         .await?
 }

@@ -14,6 +14,12 @@ pub mod build;
 pub mod create;
 pub mod delete;
 pub mod pty;
+pub mod ssh;
+
+/// Whether `needle` occurs in `hay` (the output checks of `pty` and `ssh`).
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
 
 /// A phase of the walk, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -164,6 +170,9 @@ pub struct PhaseRecord {
     /// Coder's trace id for this phase's calls (`X-Trace-ID`), when Coder traces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coder_trace_id: Option<String>,
+    /// Parts of the phase timed apart (`ssh`: `handshake`, `proxy_startup`), milliseconds.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sub_timings_ms: std::collections::BTreeMap<&'static str, f64>,
 }
 
 pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -32,7 +32,7 @@ pub async fn run(
                 if seen.len() > KEEP {
                     seen.drain(..seen.len() - KEEP);
                 }
-                if contains(&seen, expect.as_bytes()) {
+                if super::contains(&seen, expect.as_bytes()) {
                     pty.close().await;
                     return Ok(());
                 }
@@ -54,8 +54,4 @@ pub async fn run(
             }
         }
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }

@@ -28,9 +28,14 @@ use crate::coder::{
     WorkspaceTransition, WorkspacesResponse,
 };
 
+/// Tells the `coder ssh` stand-in where the simulated agents' SSH server is (simulator only).
+pub const SSH_HEADER: &str = "X-Scaletestd-Sim-Ssh";
+
 /// Shared by every handler.
 pub struct App {
     pub state: Arc<State>,
+    /// Where the SSH server listens, told to the `coder ssh` stand-in.
+    pub ssh_addr: std::net::SocketAddr,
     /// coderd's tracer, when the simulator traces.
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     pub token: String,
@@ -43,11 +48,13 @@ impl App {
         state: Arc<State>,
         token: String,
         tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+        ssh_addr: std::net::SocketAddr,
     ) -> Arc<App> {
         Arc::new(App {
             state,
             token,
             tracer,
+            ssh_addr,
             counts: Default::default(),
             limiter: Default::default(),
         })
@@ -61,6 +68,10 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v2/buildinfo", get(buildinfo))
         .route("/api/v2/users/{user}", get(user))
         .route("/api/v2/users/{user}/workspaces", post(create_for_user))
+        .route(
+            "/api/v2/users/{user}/workspace/{workspacename}",
+            get(workspace_by_name),
+        )
         .route("/api/v2/organizations/{organization}", get(organization))
         .route(
             "/api/v2/organizations/{organization}/templates/{templatename}",
@@ -145,6 +156,9 @@ async fn count(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&app.state.cfg.version) {
         resp.headers_mut().insert("X-Coder-Build-Version", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&app.ssh_addr.to_string()) {
+        resp.headers_mut().insert(SSH_HEADER, v);
     }
     resp
 }
@@ -651,4 +665,19 @@ async fn list(Ax(app): Ax<Shared>, Query(q): Query<ListQuery>, headers: HeaderMa
         count,
     })
     .into_response()
+}
+
+/// `GET /users/{user}/workspace/{workspacename}`: what `coder ssh` resolves a name with.
+async fn workspace_by_name(
+    Ax(app): Ax<Shared>,
+    Path((user, name)): Path<(String, String)>,
+) -> AxResponse {
+    if !is_me(&app, &user) {
+        return resource_not_found();
+    }
+    let id = app.state.lock().names.get(&name).copied();
+    match id.and_then(|id| app.state.current(id)) {
+        Some(ws) => Json(ws).into_response(),
+        None => resource_not_found(),
+    }
 }

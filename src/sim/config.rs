@@ -28,8 +28,10 @@ pub struct SimConfig {
     pub rate_limit: u32,
     /// Interval of the watch stream's pings (Coder: 15 s).
     pub ping_interval: HumanDuration,
-    /// Longest a web-terminal command may run.
+    /// Longest a web-terminal or SSH command may run.
     pub pty_max_runtime: HumanDuration,
+    /// Where the SSH server listens; default: the API's host, any free port.
+    pub ssh_listen: Option<std::net::SocketAddr>,
     pub latency: Latencies,
     pub failures: Failures,
     pub tracing: SimTracing,
@@ -71,6 +73,7 @@ impl Default for SimConfig {
             rate_limit: 512,
             ping_interval: HumanDuration(Duration::from_secs(15)),
             pty_max_runtime: HumanDuration(Duration::from_secs(300)),
+            ssh_listen: None,
             latency: Latencies::default(),
             failures: Failures::default(),
             tracing: SimTracing::default(),
@@ -155,6 +158,12 @@ pub struct Failures {
     pub pty_drop: f64,
     /// Any API request answers 500 (`http_5xx`).
     pub http_5xx: f64,
+    /// The SSH connection is cut before the handshake (`connect_error`).
+    pub ssh_refuse: f64,
+    /// SSH authentication is refused (`auth_error`).
+    pub ssh_auth: f64,
+    /// The SSH server accepts the connection and never answers (`timeout`).
+    pub ssh_stall: f64,
 }
 
 impl SimConfig {

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 pub mod api;
 pub mod config;
 pub mod pty;
+pub mod ssh;
 pub mod trace;
 pub mod world;
 
@@ -44,9 +45,21 @@ impl Sim {
             use opentelemetry::trace::TracerProvider as _;
             p.tracer("coderd")
         });
-        let app = api::App::new(world::State::new(cfg), token.to_string(), tracer);
+        let ssh_listen = cfg
+            .ssh_listen
+            .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
+        let ssh_listener = tokio::net::TcpListener::bind(ssh_listen).await?;
+        let ssh_addr = ssh_listener.local_addr()?;
+        let state = world::State::new(cfg);
+        let app = api::App::new(state.clone(), token.to_string(), tracer, ssh_addr);
         let router = api::router(app.clone());
         let stop = CancellationToken::new();
+        tokio::spawn(ssh::serve(
+            state,
+            token.to_string(),
+            ssh_listener,
+            stop.clone(),
+        ));
         let s = stop.clone();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, router)
@@ -62,6 +75,11 @@ impl Sim {
             task,
             provider,
         })
+    }
+
+    /// Where the simulated agents' SSH server listens.
+    pub fn ssh_addr(&self) -> SocketAddr {
+        self.app.ssh_addr
     }
 
     pub fn url(&self) -> url::Url {

@@ -66,6 +66,7 @@ expect_output = "hello-42"
 create = "10s"
 build = "20s"
 agent = "20s"
+ssh = "5s"
 pty = "10s"
 delete = "20s"
 "#,

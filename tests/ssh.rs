@@ -1,0 +1,239 @@
+//! The `ssh` phase over both transports against the simulator's real SSH server, every
+//! failure class, and no proxy process or workspace left behind.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::daemon::BIN;
+use common::*;
+use scaletestd::phases::{Phase, Reason};
+use scaletestd::report;
+
+fn proxy(prefix_cmd: &str) -> String {
+    format!(
+        r#"phases = ["create", "build", "agent", "ssh", "pty", "delete"]
+[scenario.ssh]
+transport = "proxy-command"
+proxy_command = "{prefix_cmd}{BIN} sim-coder ssh --stdio coder.{{workspace}}""#
+    )
+}
+
+fn tcp(sim: &scaletestd::sim::Sim) -> String {
+    format!(
+        r#"phases = ["create", "build", "agent", "ssh", "pty", "delete"]
+[scenario.ssh]
+transport = "tcp"
+address = "{}"
+user = "{{workspace}}""#,
+        sim.ssh_addr()
+    )
+}
+
+/// Proxy processes of ours still running (the stand-in's argv names our workspaces).
+fn proxies_left() -> Vec<String> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,stat,args"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("sim-coder ssh --stdio") && !l.contains(" Z"))
+        .map(str::to_string)
+        .collect()
+}
+
+async fn no_proxies_left() {
+    for _ in 0..50 {
+        if proxies_left().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("proxy processes left: {:?}", proxies_left());
+}
+
+fn once(cfg_text: &str) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("scaletestd-ssh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.toml", rand_name()));
+    std::fs::write(&path, cfg_text).unwrap();
+    let out = Command::new(BIN)
+        .args(["once", "--config"])
+        .arg(&path)
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn rand_name() -> String {
+    format!("{:x}", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(1);
+    h.finish()
+}
+
+fn file(sim: &scaletestd::sim::Sim, count: u32, scenario_extra: &str) -> String {
+    format!(
+        "[coder]\nurl = \"{}\"\n\n[[scenario]]\nname = \"ssh\"\ntemplate = \"docker\"\ncount = {count}\nconcurrency = 10\nrun_command = \"echo hello-ssh\"\nexpect_output = \"hello-ssh\"\n{scenario_extra}\n",
+        sim.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_workspaces_over_each_transport() {
+    let sim = start(fast_sim()).await;
+    for (name, extra) in [("proxy-command", proxy("")), ("tcp", tcp(&sim))] {
+        let (code, stdout) = tokio::task::block_in_place(|| once(&file(&sim, 30, &extra)));
+        assert_eq!(code, 0, "{name}: {stdout}");
+        assert_eq!(
+            stdout.lines().next(),
+            Some("30 workspaces: 30 succeeded, 0 failed"),
+            "{name}"
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ssh ") && l.contains(" 30 ")),
+            "{name}: {stdout}"
+        );
+        assert!(
+            stdout.lines().any(|l| l.starts_with("ssh.handshake ")),
+            "{name}: {stdout}"
+        );
+        assert_eq!(
+            stdout.lines().any(|l| l.starts_with("ssh.proxy_startup ")),
+            name == "proxy-command",
+            "{stdout}"
+        );
+    }
+    assert!(settle(&sim).await.is_empty());
+    no_proxies_left().await;
+}
+
+/// Runs `count` workspaces in-process; the report.
+async fn run_with(
+    sim: &scaletestd::sim::Sim,
+    count: u32,
+    extra: &str,
+) -> scaletestd::runner::RunReport {
+    let cfg = config(sim, count, count, extra);
+    run(&cfg).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_failures_are_classified_on_both_transports() {
+    let mut sc = fast_sim();
+    sc.seed = 11;
+    sc.failures.ssh_refuse = 0.2;
+    sc.failures.ssh_auth = 0.2;
+    sc.failures.ssh_stall = 0.2;
+    let sim = start(sc).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for extra in [proxy(""), tcp(&sim)] {
+        let r = run_with(&sim, 40, &extra).await;
+        let ledger_name = |w: &scaletestd::runner::WorkspaceReport| w.name.clone();
+        let cfg = &sim.app.state.cfg;
+        for w in &r.workspaces {
+            let name = ledger_name(w);
+            let expected = if cfg.inject("ssh_refuse", &name, 0.2) {
+                Some(Reason::ConnectError)
+            } else if cfg.inject("ssh_stall", &name, 0.2) {
+                Some(Reason::Timeout)
+            } else if cfg.inject("ssh_auth", &name, 0.2) {
+                Some(Reason::AuthError)
+            } else {
+                None
+            };
+            let got = w.failure().map(|(p, r, _)| (p, r));
+            assert_eq!(
+                got,
+                expected.map(|r| (Phase::Ssh, r)),
+                "{name}: {:?}",
+                w.failure()
+            );
+        }
+        seen.extend(r.failures_by_phase().into_keys());
+        assert!(
+            r.workspaces
+                .iter()
+                .all(|w| w.record(Phase::Delete).is_some_and(|d| d.ok)),
+            "delete still ran"
+        );
+    }
+    for reason in [Reason::ConnectError, Reason::Timeout, Reason::AuthError] {
+        assert!(
+            seen.contains(&(Phase::Ssh, reason)),
+            "80 workspaces at 20% each include {reason}: {seen:?}"
+        );
+    }
+    assert!(settle(&sim).await.is_empty());
+    no_proxies_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_proxies_and_outputs_fail_with_the_right_reason() {
+    let sim = start(fast_sim()).await;
+    let cases: Vec<(String, Reason, &str)> = vec![
+        // A proxy command that does not exist: its stderr is in the error.
+        (
+            r#"phases = ["create", "build", "agent", "ssh", "delete"]
+[scenario.ssh]
+proxy_command = "/nonexistent/coder ssh --stdio coder.{workspace}""#
+                .into(),
+            Reason::ConnectError,
+            "not found",
+        ),
+        // A proxy that dies mid-session (the command outlives it).
+        (
+            proxy("timeout 1 ")
+                .replace("\"pty\", ", "")
+                .replace("echo hello-ssh", "sleep 3; echo hello-ssh"),
+            Reason::ConnectError,
+            "closed",
+        ),
+        // Something that is not SSH behind the proxy.
+        (
+            r#"phases = ["create", "build", "agent", "ssh", "delete"]
+[scenario.ssh]
+proxy_command = "printf 'SSH-2.0-x\r\n'; head -c 4096 /dev/urandom; sleep 4""#
+                .into(),
+            Reason::ProtocolError,
+            "handshake",
+        ),
+    ];
+    for (extra, reason, words) in cases {
+        let mut cfg = config(&sim, 2, 2, &extra);
+        if extra.contains("timeout 1 ") {
+            cfg.scenarios[0].run_command = "sleep 3; echo hello-ssh".into();
+        }
+        let r = run(&cfg).await;
+        for w in &r.workspaces {
+            let (phase, got, msg) = w
+                .failure()
+                .unwrap_or_else(|| panic!("{extra}: expected a failure"));
+            assert_eq!((phase, got), (Phase::Ssh, reason), "{extra}: {msg}");
+            assert!(msg.contains(words), "{extra}: {msg}");
+        }
+    }
+    // Output that does not match: the first bytes seen are in the error.
+    let mut cfg = config(&sim, 2, 2, &tcp(&sim));
+    cfg.scenarios[0].expect_output = "goodbye".into();
+    let r = run(&cfg).await;
+    let (phase, reason, msg) = r.workspaces[0].failure().unwrap();
+    assert_eq!((phase, reason), (Phase::Ssh, Reason::OutputMismatch));
+    assert!(msg.contains("hello-42"), "{msg}");
+    assert!(settle(&sim).await.is_empty());
+    no_proxies_left().await;
+    let s = report::summary_line(&r);
+    assert!(s.contains("2 ssh: output_mismatch"), "{s}");
+}
