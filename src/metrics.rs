@@ -128,6 +128,12 @@ pub struct TraceExemplar {
 #[derive(Clone)]
 pub struct Buckets(&'static [f64]);
 
+impl Buckets {
+    pub fn of(b: &'static [f64]) -> Buckets {
+        Buckets(b)
+    }
+}
+
 impl MetricConstructor<Histogram> for Buckets {
     fn new_metric(&self) -> Histogram {
         Histogram::new(self.0.iter().copied())

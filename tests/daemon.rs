@@ -49,7 +49,7 @@ async fn two_scheduled_runs_show_up_exactly_in_metrics() {
     write_config(
         &cfg,
         sim.url().as_str(),
-        &scenario("m", "stm", &cron_at(&[2, 6]), 10),
+        &scenario("m", "stm", &cron_at(&[4, 9]), 10),
     );
     let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
 
@@ -350,7 +350,7 @@ async fn status_page_shows_failed_workspaces_with_error_and_trace_link() {
     write_config(
         &cfg,
         sim.url().as_str(),
-        &scenario("p", "stp", &cron_at(&[1]), 3),
+        &scenario("p", "stp", &cron_at(&[4]), 3),
     );
     let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
     d.wait_for(Duration::from_secs(30), |s| {

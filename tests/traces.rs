@@ -457,7 +457,7 @@ async fn a_dead_collector_changes_no_result_and_exemplars_name_exported_traces()
         sim.url().as_str(),
         &format!(
             "[[scenario]]\nname = \"ex\"\nworkspace_prefix = \"stx\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 3\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n",
-            cron_at(&[1, 3])
+            cron_at(&[4, 8])
         ),
     );
     let text = std::fs::read_to_string(&cfgd).unwrap().replace(
@@ -496,7 +496,7 @@ async fn spans_the_collector_never_got_are_counted() {
         sim.url().as_str(),
         &format!(
             "[[scenario]]\nname = \"dr\"\nworkspace_prefix = \"std\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 2\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n",
-            cron_at(&[1])
+            cron_at(&[4])
         ),
     );
     let text = std::fs::read_to_string(&cfgd).unwrap().replace(

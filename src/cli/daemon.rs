@@ -28,6 +28,9 @@ pub struct DemoArgs {
     /// Where the simulator listens (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub sim_listen: SocketAddr,
+    /// Where the simulator serves coderd's own Prometheus metrics (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sim_metrics_listen: SocketAddr,
     /// The demo scenario's schedule (cron with seconds).
     #[arg(long, default_value = "*/30 * * * * *")]
     pub schedule: String,
@@ -150,6 +153,9 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
         None => demo_sim(),
     };
     let mut sim_cfg = sim_cfg;
+    sim_cfg
+        .metrics_listen
+        .get_or_insert(args.sim_metrics_listen);
     if sim_cfg.tracing.otlp_endpoint.is_none() {
         sim_cfg.tracing.otlp_endpoint = Env::from_process().otlp_endpoint;
     }
@@ -172,6 +178,7 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
         }
     };
     eprintln!("Coder simulator on {}", sim.url());
+    eprintln!("coderd metrics on http://{}/metrics", sim.metrics_addr());
     eprintln!(
         "demo scenario: {} workspaces on schedule \"{}\"",
         args.count, args.schedule

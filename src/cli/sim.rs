@@ -14,6 +14,9 @@ pub struct Args {
     /// Address of the simulated agents' SSH server (default: the API's host, any port).
     #[arg(long)]
     pub ssh_listen: Option<SocketAddr>,
+    /// Address of coderd's own Prometheus metrics (Coder's CODER_PROMETHEUS_ADDRESS).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// The simulator's knobs (TOML): latencies, provisioners, failure rates.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -41,6 +44,9 @@ pub async fn run(args: Args) -> u8 {
     if args.ssh_listen.is_some() {
         cfg.ssh_listen = args.ssh_listen;
     }
+    if args.metrics_listen.is_some() {
+        cfg.metrics_listen = args.metrics_listen;
+    }
     if cfg.tracing.otlp_endpoint.is_none() {
         cfg.tracing.otlp_endpoint = crate::config::Env::from_process().otlp_endpoint;
     }
@@ -56,6 +62,7 @@ pub async fn run(args: Args) -> u8 {
         sim.url(),
         sim.ssh_addr()
     );
+    eprintln!("coderd metrics on http://{}/metrics", sim.metrics_addr());
     super::signal().await;
     sim.stop().await;
     EXIT_OK

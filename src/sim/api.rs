@@ -148,12 +148,32 @@ pub fn route_of(req: &Request) -> String {
 }
 
 async fn count(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+    let route = route_of(&req);
     *app.counts
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .entry(route_of(&req))
+        .entry(route.clone())
         .or_default() += 1;
+    let (method, path) = route
+        .split_once(' ')
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .unwrap_or_default();
+    let m = &app.state.metrics;
+    let labels = super::metrics::MethodPath {
+        method: method.clone(),
+        path: path.clone(),
+    };
+    m.concurrent.get_or_create(&labels).inc();
+    let start = Instant::now();
     let mut resp = next.run(req).await;
+    m.concurrent.get_or_create(&labels).dec();
+    m.latencies
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    let code = resp.status().as_u16().to_string();
+    m.requests
+        .get_or_create(&super::metrics::Processed { code, method, path })
+        .inc();
     if let Ok(v) = HeaderValue::from_str(&app.state.cfg.version) {
         resp.headers_mut().insert("X-Coder-Build-Version", v);
     }

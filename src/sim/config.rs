@@ -32,6 +32,8 @@ pub struct SimConfig {
     pub pty_max_runtime: HumanDuration,
     /// Where the SSH server listens; default: the API's host, any free port.
     pub ssh_listen: Option<std::net::SocketAddr>,
+    /// Where coderd's Prometheus metrics are served; default: the API's host, any free port.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub latency: Latencies,
     pub failures: Failures,
     pub tracing: SimTracing,
@@ -74,6 +76,7 @@ impl Default for SimConfig {
             ping_interval: HumanDuration(Duration::from_secs(15)),
             pty_max_runtime: HumanDuration(Duration::from_secs(300)),
             ssh_listen: None,
+            metrics_listen: None,
             latency: Latencies::default(),
             failures: Failures::default(),
             tracing: SimTracing::default(),

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod pty;
 pub mod ssh;
 pub mod trace;
@@ -25,6 +26,7 @@ pub struct Sim {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    metrics_addr: SocketAddr,
 }
 
 impl Sim {
@@ -50,16 +52,42 @@ impl Sim {
             .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
         let ssh_listener = tokio::net::TcpListener::bind(ssh_listen).await?;
         let ssh_addr = ssh_listener.local_addr()?;
+        let metrics_listen = cfg
+            .metrics_listen
+            .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_listen).await?;
+        let metrics_addr = metrics_listener.local_addr()?;
         let state = world::State::new(cfg);
         let app = api::App::new(state.clone(), token.to_string(), tracer, ssh_addr);
         let router = api::router(app.clone());
         let stop = CancellationToken::new();
         tokio::spawn(ssh::serve(
-            state,
+            state.clone(),
             token.to_string(),
             ssh_listener,
             stop.clone(),
         ));
+        {
+            let state = state.clone();
+            let stop = stop.clone();
+            let handler = move || {
+                let state = state.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        state.metrics.encode(),
+                    )
+                }
+            };
+            let app = axum::Router::new()
+                .route("/", axum::routing::get(handler.clone()))
+                .route("/metrics", axum::routing::get(handler));
+            tokio::spawn(async move {
+                let _ = axum::serve(metrics_listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            });
+        }
         let s = stop.clone();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, router)
@@ -74,7 +102,13 @@ impl Sim {
             stop,
             task,
             provider,
+            metrics_addr,
         })
+    }
+
+    /// Where coderd's own Prometheus metrics are served (Coder's `CODER_PROMETHEUS_ADDRESS`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Where the simulated agents' SSH server listens.

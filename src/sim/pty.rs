@@ -19,6 +19,8 @@ use uuid::Uuid;
 use super::api::{App, error};
 use crate::coder::{ReconnectingPtyRequest, WorkspaceAgentLifecycle, WorkspaceAgentStatus};
 
+const ROUTE: &str = "/api/v2/workspaceagents/{workspaceagent}/pty";
+
 #[derive(Deserialize)]
 pub struct PtyQuery {
     #[serde(default)]
@@ -78,9 +80,12 @@ pub async fn handler(
             drop(socket); // no close frame: the client sees the connection cut
             return;
         }
+        let gauge = st.metrics.websockets.get_or_create(&crate::sim::metrics::Path { path: ROUTE.into() }).clone();
+        gauge.inc();
         if tokio::time::timeout(max, session(socket, &q.command)).await.is_err() {
             tracing::debug!(workspace = %workspace.name, "web terminal command hit pty_max_runtime");
         }
+        gauge.dec();
     })
     .into_response()
 }

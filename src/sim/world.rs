@@ -93,6 +93,8 @@ pub struct Identity {
 
 pub struct State {
     pub cfg: SimConfig,
+    /// coderd's own Prometheus series.
+    pub metrics: super::metrics::CoderdMetrics,
     pub id: Identity,
     pub world: Mutex<World>,
     provisioners: Arc<Semaphore>,
@@ -144,6 +146,7 @@ impl State {
         }];
         Arc::new(State {
             provisioners: Arc::new(Semaphore::new(cfg.provisioners.max(1))),
+            metrics: super::metrics::CoderdMetrics::new(cfg.provisioners.max(1)),
             cfg,
             id: Identity {
                 user,
@@ -400,6 +403,7 @@ impl State {
         };
         let worker = Uuid::new_v4();
         let started = Utc::now();
+        self.metrics.jobs_running(1);
         let mut transition = WorkspaceTransition::Start;
         let mut name = String::new();
         let mut job_id = Uuid::nil();
@@ -460,6 +464,7 @@ impl State {
         drop(permit);
 
         let done = Utc::now();
+        self.job_metrics(&name, transition, canceled, failed, done - started);
         let agents = if transition == WorkspaceTransition::Start && !canceled && !failed {
             (0..self.cfg.agents_per_workspace.max(1))
                 .map(|i| new_agent(i, done))
@@ -573,6 +578,10 @@ impl State {
         if timeout {
             return;
         }
+        self.metrics
+            .agents_up
+            .get_or_create(&self.agents_up_labels(&name))
+            .inc();
         tokio::time::sleep(lat.agent_startup.sample()).await;
         let error = self.cfg.inject(
             "agent_start_error",
@@ -642,6 +651,9 @@ impl State {
         if let Some(l) = w.ledger.get_mut(&e.ws.name) {
             l.deleted = true;
         }
+        self.metrics
+            .agents_up
+            .remove(&self.agents_up_labels(&e.ws.name));
         w.deleted.insert(
             ws_id,
             Grave {
@@ -658,6 +670,61 @@ impl State {
         let ws = &w.live.get(w.agent_owner.get(&agent)?)?.ws;
         let a = ws.latest_build.agents().find(|a| a.id == agent)?.clone();
         Some((ws.clone(), a))
+    }
+
+    fn agents_up_labels(&self, workspace: &str) -> super::metrics::AgentsUp {
+        super::metrics::AgentsUp {
+            template_name: self.id.template.name.clone(),
+            template_version: "v1".into(),
+            username: self.id.user.username.clone(),
+            workspace_name: workspace.to_string(),
+        }
+    }
+
+    /// coderd's job series for a finished job.
+    fn job_metrics(
+        &self,
+        name: &str,
+        transition: WorkspaceTransition,
+        canceled: bool,
+        failed: bool,
+        took: chrono::Duration,
+    ) {
+        use super::metrics::{Builds, JobTiming};
+        self.metrics.jobs_running(-1);
+        let status = if canceled {
+            "canceled"
+        } else if failed {
+            "failed"
+        } else {
+            "success"
+        };
+        self.metrics
+            .job_timings
+            .get_or_create(&JobTiming {
+                provisioner: "terraform".into(),
+                status: status.into(),
+            })
+            .observe(took.to_std().unwrap_or_default().as_secs_f64());
+        let transition = match transition {
+            WorkspaceTransition::Start => "START",
+            WorkspaceTransition::Stop => "STOP",
+            WorkspaceTransition::Delete => "DELETE",
+        };
+        let labels = Builds {
+            status: if status == "success" {
+                "success"
+            } else {
+                "failed"
+            }
+            .into(),
+            template_name: self.id.template.name.clone(),
+            template_version: "v1".into(),
+            workspace_name: name.to_string(),
+            workspace_owner: self.id.user.username.clone(),
+            workspace_transition: transition.into(),
+        };
+        self.metrics.builds.get_or_create(&labels).inc();
     }
 
     pub fn note_pty_drop(&self, name: &str) {

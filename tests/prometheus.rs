@@ -1,0 +1,302 @@
+//! The dashboards and the rules against a real Prometheus (Debian's `prometheus`, installed by
+//! the test command): it scrapes `scaletestd demo` and the simulator's coderd metrics with the
+//! rules loaded; then every PromQL expression of every dashboard panel and every rule is
+//! evaluated through Prometheus's HTTP API, and must neither error nor return no series.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scaletestd");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get_json(url: &str) -> serde_json::Value {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+}
+
+async fn query(prom: &str, q: &str) -> serde_json::Value {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", q)
+        .finish();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{prom}/api/v1/query"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+}
+
+async fn series(prom: &str, q: &str) -> Result<usize, String> {
+    let v = query(prom, q).await;
+    if v["status"] != "success" {
+        return Err(format!("{}: {}", v["errorType"], v["error"]));
+    }
+    Ok(v["data"]["result"].as_array().map_or(0, |a| a.len()))
+}
+
+/// An alert's condition as a query that returns its subject series whatever their values:
+/// comparisons become `bool` comparisons and `absent(x)` becomes `x`.
+fn condition_series(expr: &str) -> String {
+    let mut e = expr.trim().to_string();
+    if let Some(inner) = e.strip_prefix("absent(").and_then(|r| r.strip_suffix(')')) {
+        e = inner.to_string();
+    }
+    for op in [" >= ", " <= ", " == ", " != ", " > ", " < "] {
+        e = e.replace(op, &format!("{}bool ", op));
+    }
+    e
+}
+
+/// A panel expression with the dashboard's variables filled in.
+fn substitute(expr: &str) -> String {
+    expr.replace("$scenario", "demo")
+        .replace("$__rate_interval", "20s")
+        .replace("$__interval", "10s")
+        .replace("$__range", "5m")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_and_rule_returns_series_from_a_real_prometheus() {
+    let (daemon_port, coderd_port, prom_port) = (free_port(), free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("scaletestd-prom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _demo = Kill(
+        Command::new(BIN)
+            .args(["demo", "--schedule", "*/3 * * * * *", "--count", "3"])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{daemon_port}"))
+            .arg("--sim-metrics-listen")
+            .arg(format!("127.0.0.1:{coderd_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {ROOT}/alerts/scaletestd.rules.yml
+scrape_configs:
+  - job_name: scaletestd
+    static_configs:
+      - targets: ["127.0.0.1:{daemon_port}"]
+  - job_name: coder
+    static_configs:
+      - targets: ["127.0.0.1:{coderd_port}"]
+"#
+        ),
+    )
+    .unwrap();
+    let prom = format!("127.0.0.1:{prom_port}");
+    let _prometheus = Kill(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={prom}"))
+            .arg("--enable-feature=exemplar-storage")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect(
+                "prometheus is installed (the test command installs Debian's prometheus package)",
+            ),
+    );
+
+    let t = Instant::now();
+    loop {
+        let ready = reqwest::get(format!("http://{prom}/-/ready"))
+            .await
+            .map(|r| r.status().is_success());
+        if ready.unwrap_or(false) {
+            break;
+        }
+        let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "prometheus did not become ready:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Two runs, one of them fully successful, seen by Prometheus (bounded wait).
+    let t = Instant::now();
+    loop {
+        let runs = query(&prom, "sum(scaletest_runs_total)").await;
+        let ok = query(&prom, "sum(scaletest_runs_total{result=\"success\"})").await;
+        let n = |v: &serde_json::Value| {
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        if n(&runs) >= 2.0 && n(&ok) >= 1.0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "no two runs within 90 s: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Every panel query of every dashboard.
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(format!("{ROOT}/dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let vars: Vec<&str> = dash["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert!(
+            vars.contains(&"datasource") && vars.contains(&"scenario"),
+            "{}",
+            path.display()
+        );
+        for p in dash["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                assert_eq!(
+                    t["datasource"]["uid"],
+                    "${datasource}",
+                    "{}: {}",
+                    path.display(),
+                    p["title"]
+                );
+                let q = substitute(t["expr"].as_str().unwrap());
+                checked += 1;
+                match series(&prom, &q).await {
+                    Ok(0) => failures.push(format!("{}: no series: {q}", p["title"])),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("{}: {e}: {q}", p["title"])),
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "{checked} panel queries");
+
+    // Every rule, as Prometheus loaded it.
+    let rules = get_json(&format!("http://{prom}/api/v1/rules")).await;
+    let mut alerts = 0;
+    for g in rules["data"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            let name = r["name"].as_str().unwrap();
+            if r["health"] != "ok" {
+                failures.push(format!(
+                    "rule {name}: health {} {}",
+                    r["health"], r["lastError"]
+                ));
+            }
+            let q = r["query"].as_str().unwrap();
+            let q = if r["type"] == "alerting" {
+                alerts += 1;
+                for k in ["summary", "description", "runbook_url"] {
+                    assert!(r["annotations"][k].is_string(), "alert {name} lacks {k}");
+                }
+                assert!(
+                    r["labels"]["severity"].is_string(),
+                    "alert {name} lacks a severity"
+                );
+                condition_series(q)
+            } else {
+                q.to_string()
+            };
+            match series(&prom, &q).await {
+                Ok(0) => failures.push(format!("rule {name}: no series: {q}")),
+                Ok(_) => {}
+                Err(e) => failures.push(format!("rule {name}: {e}: {q}")),
+            }
+        }
+    }
+    assert!(alerts >= 9, "{alerts} alerts");
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Exemplars reached Prometheus's exemplar storage with their trace ids.
+    let now = chrono::Utc::now().timestamp();
+    let url = format!(
+        "http://{prom}/api/v1/query_exemplars?query=scaletest_phase_duration_seconds_bucket&start={}&end={}",
+        now - 600,
+        now + 10
+    );
+    let ex = get_json(&url).await;
+    let ids: Vec<String> = ex["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["exemplars"].as_array().unwrap().iter())
+        .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_string))
+        .collect();
+    assert!(!ids.is_empty(), "exemplars stored: {ex}");
+    assert!(
+        ids.iter()
+            .all(|i| i.len() == 32 && i.chars().all(|c| c.is_ascii_hexdigit()))
+    );
+}
+
+#[test]
+fn promtool_checks_and_unit_tests_the_rules() {
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(format!("{ROOT}/alerts/scaletestd.rules.yml"))
+        .output()
+        .expect("promtool is installed (the test command installs Debian's prometheus package)");
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && out.contains("SUCCESS"),
+        "{out}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let test = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(format!("{ROOT}/alerts/tests/scaletestd_test.yml"))
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(
+        test.status.success() && out.contains("SUCCESS") && !out.contains("FAILED"),
+        "{out}"
+    );
+}
