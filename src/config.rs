@@ -134,6 +134,52 @@ struct RawScenario {
     wait: WaitMode,
     jitter: Option<HumanDuration>,
     ssh: Option<Spanned<RawSsh>>,
+    #[serde(default)]
+    kind: ScenarioKind,
+    sessions_per_workspace: Option<Spanned<u32>>,
+    transports: Option<Spanned<Vec<Transport>>>,
+    bytes_per_tick: Option<Spanned<u32>>,
+    tick_interval: Option<HumanDuration>,
+    echo: Option<bool>,
+}
+
+/// What a scenario does with its workspaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScenarioKind {
+    /// Create, use and delete `count` workspaces on every scheduled run.
+    #[default]
+    Lifecycle,
+    /// Keep `count` workspaces running with sessions open, sending traffic all the time.
+    Traffic,
+}
+
+/// A way into a workspace for traffic sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Pty,
+    Ssh,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Pty => "pty",
+            Transport::Ssh => "ssh",
+        }
+    }
+}
+
+/// The traffic of a `kind = "traffic"` scenario.
+#[derive(Debug, Clone)]
+pub struct TrafficConfig {
+    pub sessions_per_workspace: u32,
+    pub transports: Vec<Transport>,
+    pub bytes_per_tick: u32,
+    pub tick_interval: Duration,
+    /// Wait for each tick's bytes to come back (and time it); off: send only.
+    pub echo: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -267,6 +313,8 @@ pub struct Scenario {
     /// A random delay from 0 to this before each scheduled run, to spread load.
     pub jitter: Duration,
     pub ssh: SshConfig,
+    pub kind: ScenarioKind,
+    pub traffic: TrafficConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -663,6 +711,53 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
         app: pick(t.app, d.app),
         delete: pick(t.delete, d.delete),
     };
+    let traffic = TrafficConfig {
+        sessions_per_workspace: match &s.sessions_per_workspace {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1000 => {
+                return Err(ConfigError::at(
+                    src,
+                    Some(n.span()),
+                    "sessions_per_workspace: expected 1 to 1000",
+                ));
+            }
+            Some(n) => *n.get_ref(),
+            None => 1,
+        },
+        transports: match s.transports {
+            Some(t) if t.get_ref().is_empty() => {
+                return Err(ConfigError::at(
+                    src,
+                    Some(t.span()),
+                    "transports: expected at least one of \"pty\", \"ssh\"",
+                ));
+            }
+            Some(t) => t.into_inner(),
+            None => vec![Transport::Pty],
+        },
+        bytes_per_tick: match &s.bytes_per_tick {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1 << 20 => {
+                return Err(ConfigError::at(
+                    src,
+                    Some(n.span()),
+                    "bytes_per_tick: expected 1 to 1048576",
+                ));
+            }
+            Some(n) => *n.get_ref(),
+            None => 1024,
+        },
+        tick_interval: s
+            .tick_interval
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_millis(100)),
+        echo: s.echo.unwrap_or(true),
+    };
+    if s.kind == ScenarioKind::Traffic && traffic.tick_interval < Duration::from_millis(1) {
+        return Err(ConfigError::at(
+            src,
+            Some(s.name.span()),
+            "tick_interval: expected at least 1ms",
+        ));
+    }
     let expect_output = s.expect_output.unwrap_or_else(|| {
         // With the default command, expect what it prints.
         if s.run_command == default_command() {
@@ -686,6 +781,8 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
         wait: s.wait,
         jitter: s.jitter.map(|j| j.0).unwrap_or_default(),
         ssh: ssh_config(src, s.ssh)?,
+        kind: s.kind,
+        traffic,
     })
 }
 

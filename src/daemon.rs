@@ -45,6 +45,8 @@ pub struct Daemon {
     runs: TaskTracker,
     /// Called with every finished run (tests, the demo's console).
     on_run: Option<OnRun>,
+    /// Live statistics of traffic scenarios, for the status page.
+    pub traffic: Mutex<std::collections::BTreeMap<String, Arc<crate::traffic::TrafficStats>>>,
 }
 
 /// What `run` needs beyond the configuration.
@@ -161,6 +163,48 @@ impl Daemon {
         }
     }
 
+    /// Keeps a traffic scenario's pool up until shutdown (retrying its set-up while Coder
+    /// cannot be reached), then deletes it.
+    async fn keep_traffic(self: &Arc<Self>, sc: Scenario) {
+        let stats = Arc::new(crate::traffic::TrafficStats::default());
+        self.traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sc.name.clone(), stats.clone());
+        let mut attempt = 0;
+        let ctx = loop {
+            let cfg = self.config();
+            let started = crate::traffic::context(
+                &self.client(),
+                &sc,
+                cfg.coder.organization.as_deref(),
+                self.metrics.clone(),
+                self.stop.child_token(),
+                self.abort.child_token(),
+            )
+            .await;
+            match started {
+                Ok(ctx) => break ctx,
+                Err(e) => {
+                    tracing::warn!(scenario = %sc.name, reason = %e.reason, error = %e.message, "cannot start the traffic pool; retrying");
+                    attempt += 1;
+                    let wait = crate::coder::backoff(
+                        Duration::from_secs(1),
+                        Duration::from_secs(60),
+                        attempt,
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
+            }
+        };
+        let slice = self.shard.slice(sc.count);
+        let reports = crate::traffic::run(ctx, slice, self.metrics.clone(), stats).await;
+        tracing::info!(scenario = %sc.name, workspaces = reports.len(), "traffic pool deleted");
+    }
+
     /// Deletes the scenario's leftovers (of this shard) and sets the orphan gauge.
     pub async fn sweep(&self, sc: &Scenario) {
         let client = self.client();
@@ -205,13 +249,16 @@ pub async fn run(cfg: Config, opts: Options) -> u8 {
         abort: CancellationToken::new(),
         runs: TaskTracker::new(),
         on_run: opts.on_run,
+        traffic: Default::default(),
     });
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz and the status page");
-    eprintln!("scaletestd listening on http://{addr}/ (metrics on /metrics)");
+    crate::cli::say(format_args!(
+        "scaletestd listening on http://{addr}/ (metrics on /metrics)"
+    ));
     let server_stop = CancellationToken::new();
     let server = {
         let stop = server_stop.clone();
@@ -227,6 +274,16 @@ pub async fn run(cfg: Config, opts: Options) -> u8 {
     // The start-up sweep: whatever an earlier process left.
     for sc in d.config().scenarios.clone() {
         d.sweep(&sc).await;
+    }
+
+    for sc in d
+        .config()
+        .scenarios
+        .iter()
+        .filter(|s| s.kind == crate::config::ScenarioKind::Traffic)
+    {
+        let (dd, sc) = (d.clone(), sc.clone());
+        d.runs.spawn(async move { dd.keep_traffic(sc).await });
     }
 
     let mut sched = match schedule(&d).await {
@@ -269,7 +326,9 @@ pub async fn run(cfg: Config, opts: Options) -> u8 {
     tracing::info!(grace = %humantime::format_duration(grace), "stopping: canceling phases and deleting what this process created");
     tokio::spawn(async {
         crate::cli::signal().await;
-        eprintln!("second signal: exiting now; the next start-up sweep deletes what is left");
+        crate::cli::say(format_args!(
+            "second signal: exiting now; the next start-up sweep deletes what is left"
+        ));
         std::process::exit(1);
     });
     d.stop.cancel();
@@ -292,6 +351,9 @@ async fn schedule(d: &Arc<Daemon>) -> Result<JobScheduler, String> {
         .await
         .map_err(|e| format!("cannot start the scheduler: {e}"))?;
     for sc in &d.config().scenarios {
+        if sc.kind == crate::config::ScenarioKind::Traffic {
+            continue; // runs all the time, started above
+        }
         let Some(cron) = &sc.schedule else {
             tracing::warn!(scenario = %sc.name, "no schedule: this scenario runs only with `scaletestd once`");
             continue;

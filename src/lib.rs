@@ -25,3 +25,4 @@ pub mod ssh;
 pub mod status;
 pub mod sweep;
 pub mod telemetry;
+pub mod traffic;

@@ -383,6 +383,30 @@ impl Metrics {
                 result: s(result),
             });
         }
+        if sc.kind == crate::config::ScenarioKind::Traffic {
+            for t in &sc.traffic.transports {
+                let tl = TransportLabels {
+                    scenario: s(name),
+                    transport: s(t.as_str()),
+                };
+                let _ = self.traffic_sessions.get_or_create(&tl);
+                let _ = self.traffic_latency.get_or_create(&tl);
+                for direction in ["sent", "received"] {
+                    let _ = self.traffic_bytes.get_or_create(&DirectionLabels {
+                        scenario: s(name),
+                        transport: s(t.as_str()),
+                        direction: s(direction),
+                    });
+                }
+                for reason in Reason::ALL {
+                    let _ = self.traffic_errors.get_or_create(&TrafficErrorLabels {
+                        scenario: s(name),
+                        transport: s(t.as_str()),
+                        reason: s(reason),
+                    });
+                }
+            }
+        }
         let _ = self.run_duration.get_or_create(&label);
         let _ = self.in_flight.get_or_create(&label);
         let _ = self.last_run.get_or_create(&label);

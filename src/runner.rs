@@ -164,17 +164,47 @@ impl RunReport {
     }
 }
 
-/// What every walk of a run shares.
-struct RunCtx {
-    client: Client,
-    scenario: Scenario,
-    blueprint: Blueprint,
-    run_id: String,
-    observer: Arc<dyn RunObserver>,
+/// What every walk of a run (or a traffic pool) shares.
+pub struct RunCtx {
+    pub(crate) client: Client,
+    pub(crate) scenario: Scenario,
+    pub(crate) blueprint: Blueprint,
+    pub(crate) run_id: String,
+    pub(crate) observer: Arc<dyn RunObserver>,
     /// Cancels phases (shutdown); never cancels `delete`.
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     /// Cancels everything, deletes included (the grace period ran out).
-    abort: CancellationToken,
+    pub(crate) abort: CancellationToken,
+}
+
+impl RunCtx {
+    pub(crate) fn new(
+        client: Client,
+        scenario: Scenario,
+        blueprint: Blueprint,
+        run_id: String,
+        observer: Arc<dyn RunObserver>,
+        stop: CancellationToken,
+        abort: CancellationToken,
+    ) -> RunCtx {
+        RunCtx {
+            client,
+            scenario,
+            blueprint,
+            run_id,
+            observer,
+            stop,
+            abort,
+        }
+    }
+
+    /// `<prefix>-<run>-<n>`.
+    pub(crate) fn workspace_name(&self, index: u32) -> String {
+        format!(
+            "{}-{}-{}",
+            self.scenario.workspace_prefix, self.run_id, index
+        )
+    }
 }
 
 /// Resolves the template and checks the scenario's parameters against the template's.
@@ -365,7 +395,7 @@ async fn run_inner(st: Start<'_>, run_span: tracing::Span) -> RunReport {
     for index in slice.first..slice.first + slice.count {
         let ctx = ctx.clone();
         let permits = permits.clone();
-        let name = format!("{}-{}-{}", scenario.workspace_prefix, ctx.run_id, index);
+        let name = ctx.workspace_name(index);
         let span = info_span!(
             parent: &run_span,
             "scaletest.workspace",
@@ -403,6 +433,31 @@ async fn run_inner(st: Start<'_>, run_span: tracing::Span) -> RunReport {
 
 /// One workspace, phase by phase, ending with `delete` once it exists.
 async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
+    match bring_up(ctx, index, name).await {
+        Ok(up) => tear_down(ctx, up).await,
+        Err(report) => report,
+    }
+}
+
+/// A workspace that went through its phases and is still there.
+pub(crate) struct Up {
+    pub report: WorkspaceReport,
+    pub id: Uuid,
+    pub owner: String,
+    /// The first agent, when the scenario waited for agents.
+    pub agent: Option<(Uuid, String)>,
+    /// Whether every phase so far succeeded.
+    pub ok: bool,
+    updates: Updates,
+}
+
+/// Creates a workspace and walks it through the scenario's phases up to (not including)
+/// `delete`. `Err` when it was never created (nothing to delete).
+pub(crate) async fn bring_up(
+    ctx: &RunCtx,
+    index: u32,
+    name: String,
+) -> Result<Up, WorkspaceReport> {
     let s = &ctx.scenario;
     let mut report = WorkspaceReport {
         index,
@@ -416,9 +471,8 @@ async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
     if ctx.stop.is_cancelled() {
         // Never started: nothing was created, nothing to report as a failure of Coder.
         report.phases.push(skipped(Phase::Create));
-        return report;
+        return Err(report);
     }
-
     ctx.observer.workspace_started(&s.name, &name);
     let created = timed(
         ctx,
@@ -429,41 +483,61 @@ async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
     )
     .await;
     let Some(workspace) = created else {
-        report.ok = false;
         ctx.observer.workspace_done(&s.name, &report);
-        return report;
+        return Err(report);
     };
     report.id = Some(workspace.id);
     tracing::Span::current().record("workspace.id", tracing::field::display(workspace.id));
     let mut updates = Updates::new(&ctx.client, workspace.id, s.wait);
     updates.latest = Some(workspace.clone());
+    let walked = walk_running(ctx, &mut report, &mut updates).await;
+    Ok(Up {
+        report,
+        id: workspace.id,
+        owner: workspace.owner_name.clone(),
+        ok: walked.is_ok(),
+        agent: walked.ok().flatten(),
+        updates,
+    })
+}
 
-    let mut ok = walk_running(ctx, &mut report, &mut updates).await;
-
+/// Deletes a workspace that [`bring_up`] made, and reports it.
+pub(crate) async fn tear_down(ctx: &RunCtx, up: Up) -> WorkspaceReport {
+    let Up {
+        mut report,
+        id,
+        ok,
+        mut updates,
+        ..
+    } = up;
     let deleted = timed(
         ctx,
         &mut report,
         (Phase::Delete, phase_span(Phase::Delete)),
         &ctx.abort,
-        phases::delete::run(&ctx.client, workspace.id, Some(&mut updates)),
+        phases::delete::run(&ctx.client, id, Some(&mut updates)),
     )
     .await;
-    ok &= deleted.is_some();
-    report.ok = ok;
-    if !ok {
+    report.ok = ok && deleted.is_some();
+    if !report.ok {
         tracing::Span::current().record("otel.status_code", "ERROR");
     }
-    ctx.observer.workspace_done(&s.name, &report);
+    ctx.observer.workspace_done(&ctx.scenario.name, &report);
     report
 }
 
-/// The phases between create and delete; false when one failed.
-async fn walk_running(ctx: &RunCtx, report: &mut WorkspaceReport, updates: &mut Updates) -> bool {
+/// The phases between create and delete: `Err` when one failed, else the first agent (when
+/// the scenario waits for agents).
+async fn walk_running(
+    ctx: &RunCtx,
+    report: &mut WorkspaceReport,
+    updates: &mut Updates,
+) -> Result<Option<(Uuid, String)>, ()> {
     let s = &ctx.scenario;
     let stop = &ctx.stop;
     let has = |p: Phase| s.phases.contains(&p);
     if !has(Phase::Build) {
-        return true;
+        return Ok(None);
     }
     let build_id = updates.latest.as_ref().map(|w| w.latest_build.id);
     let build_span = phase_span(Phase::Build);
@@ -480,7 +554,7 @@ async fn walk_running(ctx: &RunCtx, report: &mut WorkspaceReport, updates: &mut 
         .await
         .is_none()
         {
-            break 'walk false;
+            break 'walk Err(());
         }
         let mut agents = Vec::new();
         if has(Phase::Agent) {
@@ -496,12 +570,13 @@ async fn walk_running(ctx: &RunCtx, report: &mut WorkspaceReport, updates: &mut 
             .await
             {
                 Some(a) => agents = a,
-                None => break 'walk false,
+                None => break 'walk Err(()),
             }
         }
         let Some((agent, agent_name)) = agents.first().cloned() else {
-            break 'walk true;
+            break 'walk Ok(None);
         };
+        let agent_name_kept = agent_name.clone();
         if has(Phase::Ssh) {
             let target = crate::ssh::Target {
                 workspace: report.name.clone(),
@@ -525,7 +600,7 @@ async fn walk_running(ctx: &RunCtx, report: &mut WorkspaceReport, updates: &mut 
                         phases::ssh::record(rec, &t);
                     }
                 }
-                None => break 'walk false,
+                None => break 'walk Err(()),
             }
         }
         if has(Phase::Pty) {
@@ -534,10 +609,10 @@ async fn walk_running(ctx: &RunCtx, report: &mut WorkspaceReport, updates: &mut 
                 .await
                 .is_none()
             {
-                break 'walk false;
+                break 'walk Err(());
             }
         }
-        true
+        Ok(Some((agent, agent_name_kept)))
     };
     // Where the build spent its time, once its job has finished (failed builds too).
     let start_job = updates

@@ -251,14 +251,32 @@ fn classify(e: &russh::Error) -> Reason {
     }
 }
 
-/// Runs `command` over SSH and checks its output contains `expect`.
-pub async fn run(
+/// An SSH session with `command` started on an exec channel; the proxy command, if any,
+/// lives as long as this.
+pub struct Exec {
+    session: russh::client::Handle<HostKeys>,
+    pub channel: russh::Channel<russh::client::Msg>,
+    transport: Transport,
+}
+
+impl Exec {
+    /// Ends the session and the proxy command.
+    pub async fn close(self) {
+        let _ = self
+            .session
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        drop(self.transport);
+    }
+}
+
+/// Connects, authenticates and starts `command` on an exec channel.
+pub async fn open_exec(
     cfg: &SshConfig,
     target: &Target,
     coder: &CoderEnv,
     command: &str,
-    expect: &str,
-) -> Result<SshTimings, PhaseError> {
+) -> Result<(Exec, SshTimings), PhaseError> {
     let start = Instant::now();
     let user = target.expand(&cfg.user);
     let mut t = connect(cfg, target, coder).await?;
@@ -332,7 +350,7 @@ pub async fn run(
             .map(|(s, f)| f.duration_since(s)),
     };
 
-    let mut channel = session
+    let channel = session
         .channel_open_session()
         .await
         .map_err(|e| PhaseError::new(classify(&e), format!("cannot open an SSH session: {e}")))?;
@@ -340,6 +358,26 @@ pub async fn run(
         .exec(true, command)
         .await
         .map_err(|e| PhaseError::new(classify(&e), format!("exec failed: {e}")))?;
+    Ok((
+        Exec {
+            session,
+            channel,
+            transport: t,
+        },
+        timings,
+    ))
+}
+
+/// Runs `command` over SSH and checks its output contains `expect`.
+pub async fn run(
+    cfg: &SshConfig,
+    target: &Target,
+    coder: &CoderEnv,
+    command: &str,
+    expect: &str,
+) -> Result<SshTimings, PhaseError> {
+    let (mut ex, timings) = open_exec(cfg, target, coder, command).await?;
+    let channel = &mut ex.channel;
     let mut out = Vec::new();
     let mut code = None;
     while let Some(msg) = channel.wait().await {
@@ -353,10 +391,7 @@ pub async fn run(
             out.drain(..out.len() - (1 << 20));
         }
     }
-    let _ = session
-        .disconnect(russh::Disconnect::ByApplication, "", "en")
-        .await;
-    drop(t); // kills the proxy command, if any
+    ex.close().await; // and kills the proxy command, if any
     let seen = || String::from_utf8_lossy(&out[..out.len().min(200)]).into_owned();
     if code.is_none() && out.is_empty() {
         return Err(PhaseError::new(

@@ -20,8 +20,11 @@ impl Drop for SimProcess {
     }
 }
 
+/// A fresh path per call: the tests of this file run in parallel.
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scaletestd-cli-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("scaletestd-cli-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }

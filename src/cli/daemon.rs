@@ -177,12 +177,15 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
             return (EXIT_USAGE, None);
         }
     };
-    eprintln!("Coder simulator on {}", sim.url());
-    eprintln!("coderd metrics on http://{}/metrics", sim.metrics_addr());
-    eprintln!(
+    super::say(format_args!(
+        "Coder simulator on {}; coderd metrics on http://{}/metrics",
+        sim.url(),
+        sim.metrics_addr()
+    ));
+    super::say(format_args!(
         "demo scenario: {} workspaces on schedule \"{}\"",
         args.count, args.schedule
-    );
+    ));
     let code = daemon::run(
         cfg.clone(),
         Options {

@@ -132,6 +132,13 @@ async fn dispatch(cli: Cli) -> u8 {
     code
 }
 
+/// Writes a line to stderr, ignoring a closed pipe: a long-running command must not die
+/// because whoever started it stopped reading (`eprintln!` would panic).
+pub(crate) fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Loads the configuration or prints why not (exit 2).
 pub(crate) fn load_config(path: &std::path::Path) -> Result<crate::config::Config, u8> {
     crate::config::Config::load(path, &crate::config::Env::from_process()).map_err(|e| {

@@ -88,6 +88,13 @@ pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
         },
         None => &cfg.scenarios[0],
     };
+    if scenario.kind == crate::config::ScenarioKind::Traffic {
+        eprintln!(
+            "error: scenario {:?} is a traffic scenario: it runs continuously under `scaletestd run`",
+            scenario.name
+        );
+        return EXIT_USAGE;
+    }
     let mut scenario = scenario.clone();
     if let Some(n) = args.count {
         if n == 0 {

@@ -57,12 +57,12 @@ pub async fn run(args: Args) -> u8 {
             return EXIT_USAGE;
         }
     };
-    eprintln!(
-        "Coder simulator listening on {} (organization \"coder\", template \"docker\"); agents' SSH on {}",
+    super::say(format_args!(
+        "Coder simulator listening on {} (organization \"coder\", template \"docker\"); agents' SSH on {}; coderd metrics on http://{}/metrics",
         sim.url(),
-        sim.ssh_addr()
-    );
-    eprintln!("coderd metrics on http://{}/metrics", sim.metrics_addr());
+        sim.ssh_addr(),
+        sim.metrics_addr()
+    ));
     super::signal().await;
     sim.stop().await;
     EXIT_OK

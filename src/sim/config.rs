@@ -37,6 +37,8 @@ pub struct SimConfig {
     pub latency: Latencies,
     pub failures: Failures,
     pub tracing: SimTracing,
+    /// Faults in long-lived terminal and SSH sessions.
+    pub sessions: super::faults::SessionFaults,
 }
 
 /// The simulator's own tracing, as coderd's with `CODER_TRACE_ENABLE`.
@@ -80,6 +82,7 @@ impl Default for SimConfig {
             latency: Latencies::default(),
             failures: Failures::default(),
             tracing: SimTracing::default(),
+            sessions: Default::default(),
         }
     }
 }

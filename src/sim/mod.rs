@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod api;
 pub mod config;
+pub mod faults;
 pub mod metrics;
 pub mod pty;
 pub mod ssh;

@@ -82,7 +82,7 @@ pub async fn handler(
         }
         let gauge = st.metrics.websockets.get_or_create(&crate::sim::metrics::Path { path: ROUTE.into() }).clone();
         gauge.inc();
-        if tokio::time::timeout(max, session(socket, &q.command)).await.is_err() {
+        if tokio::time::timeout(max, session(socket, &q.command, &st)).await.is_err() {
             tracing::debug!(workspace = %workspace.name, "web terminal command hit pty_max_runtime");
         }
         gauge.dec();
@@ -90,7 +90,8 @@ pub async fn handler(
     .into_response()
 }
 
-async fn session(mut socket: WebSocket, command: &str) {
+async fn session(mut socket: WebSocket, command: &str, st: &crate::sim::world::State) {
+    let mut faults = crate::sim::faults::Session::new(&st.cfg.sessions, &st.injected);
     let mut cmd = tokio::process::Command::new("sh");
     if command.is_empty() {
         cmd.arg("-i");
@@ -122,11 +123,21 @@ async fn session(mut socket: WebSocket, command: &str) {
         tokio::select! {
             n = stdout.read(&mut out_buf), if out_open => match n {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => if socket.send(Message::Binary(crlf(&out_buf[..n]).into())).await.is_err() { return },
+                Ok(n) => {
+                    if faults.before_output().await.is_err() {
+                        return; // cut: no close frame
+                    }
+                    if socket.send(Message::Binary(crlf(&out_buf[..n]).into())).await.is_err() { return }
+                }
             },
             n = stderr.read(&mut err_buf), if err_open => match n {
                 Ok(0) | Err(_) => err_open = false,
-                Ok(n) => if socket.send(Message::Binary(crlf(&err_buf[..n]).into())).await.is_err() { return },
+                Ok(n) => {
+                    if faults.before_output().await.is_err() {
+                        return;
+                    }
+                    if socket.send(Message::Binary(crlf(&err_buf[..n]).into())).await.is_err() { return }
+                }
             },
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Binary(b))) => write_input(&mut stdin, &b).await,

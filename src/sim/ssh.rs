@@ -246,7 +246,9 @@ impl russh::server::Handler for Conn {
         self.children.insert(channel, tx);
         let handle = session.handle();
         let max = self.state.cfg.pty_max_runtime.0;
+        let state = self.state.clone();
         tokio::spawn(async move {
+            let mut faults = super::faults::Session::new(&state.cfg.sessions, &state.injected);
             let mut stdin = child.stdin.take();
             let mut stdout = child.stdout.take().expect("piped");
             let mut stderr = child.stderr.take().expect("piped");
@@ -257,11 +259,17 @@ impl russh::server::Handler for Conn {
                     tokio::select! {
                         n = stdout.read(&mut ob), if out_open => match n {
                             Ok(0) | Err(_) => out_open = false,
-                            Ok(n) => if handle.data(channel, ob[..n].to_vec()).await.is_err() { return },
+                            Ok(n) => {
+                                if faults.before_output().await.is_err() {
+                                    let _ = handle.close(channel).await; // cut: no exit status
+                                    return false;
+                                }
+                                if handle.data(channel, ob[..n].to_vec()).await.is_err() { return false }
+                            }
                         },
                         n = stderr.read(&mut eb), if err_open => match n {
                             Ok(0) | Err(_) => err_open = false,
-                            Ok(n) => if handle.extended_data(channel, 1, eb[..n].to_vec()).await.is_err() { return },
+                            Ok(n) => if handle.extended_data(channel, 1, eb[..n].to_vec()).await.is_err() { return false },
                         },
                         input = rx.recv(), if stdin.is_some() => match input {
                             Some(bytes) => {
@@ -275,8 +283,11 @@ impl russh::server::Handler for Conn {
                         },
                     }
                 }
+                true
             };
-            if tokio::time::timeout(max, run).await.is_err() {
+            // Only a command that ended by itself gets an exit status; a cut or a timeout
+            // drops it (kill_on_drop) and leaves the channel without one.
+            if !matches!(tokio::time::timeout(max, run).await, Ok(true)) {
                 return;
             }
             let code = child

@@ -95,6 +95,8 @@ pub struct State {
     pub cfg: SimConfig,
     /// coderd's own Prometheus series.
     pub metrics: super::metrics::CoderdMetrics,
+    /// Session faults injected so far.
+    pub injected: super::faults::Injected,
     pub id: Identity,
     pub world: Mutex<World>,
     provisioners: Arc<Semaphore>,
@@ -147,6 +149,7 @@ impl State {
         Arc::new(State {
             provisioners: Arc::new(Semaphore::new(cfg.provisioners.max(1))),
             metrics: super::metrics::CoderdMetrics::new(cfg.provisioners.max(1)),
+            injected: Default::default(),
             cfg,
             id: Identity {
                 user,

@@ -1,0 +1,244 @@
+//! Sustained traffic against the simulator: 20 workspaces × 2 sessions × 2 transports at a
+//! 100 ms tick, echo accounting, injected latency, faults and recovery, and shutdown.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use scaletestd::metrics::Metrics;
+use scaletestd::phases::Reason;
+use scaletestd::traffic::{self, TrafficStats};
+use tokio_util::sync::CancellationToken;
+
+/// The tests of this file measure latency: they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn traffic_config(sim: &scaletestd::sim::Sim, count: u32) -> scaletestd::config::Config {
+    config(
+        sim,
+        count,
+        count,
+        &format!(
+            r#"kind = "traffic"
+phases = ["create", "build", "agent", "delete"]
+sessions_per_workspace = 2
+transports = ["pty", "ssh"]
+bytes_per_tick = 256
+tick_interval = "100ms"
+[scenario.ssh]
+transport = "tcp"
+address = "{}"
+user = "{{workspace}}""#,
+            sim.ssh_addr()
+        ),
+    )
+}
+
+struct Running {
+    stop: CancellationToken,
+    stats: Arc<TrafficStats>,
+    metrics: Arc<Metrics>,
+    task: tokio::task::JoinHandle<Vec<scaletestd::runner::WorkspaceReport>>,
+}
+
+async fn start_pool(cfg: &scaletestd::config::Config) -> Running {
+    let sc = &cfg.scenarios[0];
+    let metrics = Metrics::new();
+    metrics.declare(sc);
+    let stop = CancellationToken::new();
+    let ctx = traffic::context(
+        &client(cfg),
+        sc,
+        None,
+        metrics.clone(),
+        stop.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let stats = Arc::new(TrafficStats::default());
+    let slice = scaletestd::runner::Slice {
+        first: 1,
+        count: sc.count,
+    };
+    let task = tokio::spawn(traffic::run(ctx, slice, metrics.clone(), stats.clone()));
+    Running {
+        stop,
+        stats,
+        metrics,
+        task,
+    }
+}
+
+fn open_now(stats: &TrafficStats) -> i64 {
+    stats.snapshot().values().map(|s| s.open_now).sum()
+}
+
+/// The value of a `scaletest_traffic_*` sample in the exposition.
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eighty_sessions_echo_every_byte_with_the_injected_latency() {
+    let _one = SERIAL.lock().await;
+    let mut sc = fast_sim();
+    sc.sessions.latency = ms(20);
+    let sim = start(sc).await;
+    let cfg = traffic_config(&sim, 20);
+    let pool = start_pool(&cfg).await;
+    let t = Instant::now();
+    while open_now(&pool.stats) < 80 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "sessions open: {}",
+            open_now(&pool.stats)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    pool.stop.cancel();
+    let reports = tokio::time::timeout(Duration::from_secs(60), pool.task)
+        .await
+        .expect("the pool stops")
+        .unwrap();
+    assert_eq!(reports.len(), 20);
+    assert!(
+        reports.iter().all(|r| r.ok),
+        "every pool workspace was deleted cleanly"
+    );
+    assert!(
+        settle(&sim).await.is_empty(),
+        "nothing left in the simulator"
+    );
+
+    let text = pool.metrics.encode(false);
+    for (name, s) in pool.stats.snapshot() {
+        assert_eq!(s.sessions_opened, 40, "{name}: 20 workspaces × 2 sessions");
+        assert!(s.errors.is_empty(), "{name}: {:?}", s.errors);
+        assert!(
+            s.ticks >= 40 * 30,
+            "{name}: {} ticks in ~4 s at 10/s per session",
+            s.ticks
+        );
+        assert_eq!(
+            s.bytes_sent, s.bytes_echoed,
+            "{name}: every byte sent came back"
+        );
+        assert_eq!(
+            s.bytes_sent,
+            s.ticks * 257,
+            "{name}: 256 bytes and a newline per tick"
+        );
+        let p50 = s.percentile(0.5).unwrap();
+        assert!(
+            (0.020..0.025).contains(&p50),
+            "{name}: p50 {p50:.4}s vs 20 ms injected"
+        );
+        let count = sample(
+            &text,
+            &format!(
+                "scaletest_traffic_latency_seconds_count{{scenario=\"test\",transport=\"{name}\"}}"
+            ),
+        );
+        assert_eq!(
+            count, s.ticks as f64,
+            "{name}: histogram count equals ticks completed"
+        );
+        let sent = sample(
+            &text,
+            &format!(
+                "scaletest_traffic_bytes_total{{scenario=\"test\",transport=\"{name}\",direction=\"sent\"}}"
+            ),
+        );
+        let received = sample(
+            &text,
+            &format!(
+                "scaletest_traffic_bytes_total{{scenario=\"test\",transport=\"{name}\",direction=\"received\"}}"
+            ),
+        );
+        assert_eq!(sent, received, "{name}");
+        assert_eq!(sent, s.bytes_sent as f64);
+        println!(
+            "{name}: {} ticks, p50 {:.2} ms, p99 {:.2} ms, late {}",
+            s.ticks,
+            p50 * 1e3,
+            s.percentile(0.99).unwrap() * 1e3,
+            s.late_ticks
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "scaletest_traffic_sessions{scenario=\"test\",transport=\"pty\"}"
+        ),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalls_and_disconnects_are_counted_by_reason_and_recover() {
+    let _one = SERIAL.lock().await;
+    let mut sc = fast_sim();
+    sc.sessions.disconnect_rate = 0.3;
+    sc.sessions.stall_rate = 0.15;
+    sc.sessions.stall_for = scaletestd::config::HumanDuration(Duration::from_secs(7));
+    let sim = start(sc).await;
+    let cfg = traffic_config(&sim, 5);
+    let pool = start_pool(&cfg).await;
+    let t = Instant::now();
+    // Until both kinds of fault were seen and sessions were reopened after them (bounded).
+    loop {
+        let snap = pool.stats.snapshot();
+        let errors = |r: Reason| {
+            snap.values()
+                .map(|s| s.errors.get(&r).copied().unwrap_or(0))
+                .sum::<u64>()
+        };
+        let reopened = snap.values().map(|s| s.sessions_opened).sum::<u64>() > 20;
+        if errors(Reason::ConnectError) > 0 && errors(Reason::Timeout) > 0 && reopened {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "faults not seen: {snap:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ticks_before: u64 = pool.stats.snapshot().values().map(|s| s.ticks).sum();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ticks_after: u64 = pool.stats.snapshot().values().map(|s| s.ticks).sum();
+    assert!(
+        ticks_after > ticks_before,
+        "traffic goes on after the faults"
+    );
+    let injected = &sim.app.state.injected;
+    let disconnects = injected
+        .disconnects
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let stalls = injected.stalls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(disconnects > 0 && stalls > 0);
+    let text = pool.metrics.encode(false);
+    let errs = |transport: &str, reason: &str| {
+        sample(
+            &text,
+            &format!(
+                "scaletest_traffic_errors_total{{scenario=\"test\",transport=\"{transport}\",reason=\"{reason}\"}}"
+            ),
+        )
+    };
+    assert!(errs("pty", "connect_error") + errs("ssh", "connect_error") > 0.0);
+    assert!(errs("pty", "timeout") + errs("ssh", "timeout") > 0.0);
+    pool.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(60), pool.task)
+        .await
+        .expect("the pool stops")
+        .unwrap();
+    assert!(settle(&sim).await.is_empty());
+}
