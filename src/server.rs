@@ -78,6 +78,13 @@ async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
         coder_url: cfg.coder.url.as_str(),
         coder_up: d.metrics.coder_up.get() == 1,
         trace_link: cfg.telemetry.trace_link.as_deref(),
+        traffic: d
+            .traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, st)| (name.clone(), st.snapshot()))
+            .collect(),
     };
     Html(status::render(&d.history, &info))
 }

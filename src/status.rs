@@ -56,6 +56,11 @@ pub struct PageInfo<'a> {
     pub coder_url: &'a str,
     pub coder_up: bool,
     pub trace_link: Option<&'a str>,
+    /// Live traffic of `kind = "traffic"` scenarios.
+    pub traffic: Vec<(
+        String,
+        BTreeMap<&'static str, crate::traffic::TransportStats>,
+    )>,
 }
 
 /// Our trace (linked when a template is set), and Coder's when it is another trace.
@@ -200,6 +205,35 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
             }
             s.push_str("</table>");
         }
+    }
+    for (name, by) in &info.traffic {
+        let _ = write!(
+            s,
+            "<h2>{} (traffic)</h2><table><tr><th>transport</th><th>open sessions</th><th>opened</th><th>ticks</th><th>late ticks</th><th>bytes sent</th><th>bytes echoed</th><th>echo p50</th><th>echo p99</th><th>errors</th></tr>",
+            esc(name)
+        );
+        for (t, st) in by {
+            let ms = |q| {
+                st.percentile(q)
+                    .map(|v| format!("{:.1} ms", v * 1e3))
+                    .unwrap_or_default()
+            };
+            let errors: Vec<String> = st.errors.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            let _ = write!(
+                s,
+                "<tr><td>{t}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                st.open_now,
+                st.sessions_opened,
+                st.ticks,
+                st.late_ticks,
+                st.bytes_sent,
+                st.bytes_echoed,
+                ms(0.5),
+                ms(0.99),
+                esc(&errors.join(", "))
+            );
+        }
+        s.push_str("</table>");
     }
     s.push_str("</body></html>\n");
     s

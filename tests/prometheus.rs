@@ -67,7 +67,7 @@ fn condition_series(expr: &str) -> String {
 
 /// A panel expression with the dashboard's variables filled in.
 fn substitute(expr: &str) -> String {
-    expr.replace("$scenario", "demo")
+    expr.replace("$scenario", "demo.*")
         .replace("$__rate_interval", "20s")
         .replace("$__interval", "10s")
         .replace("$__range", "5m")

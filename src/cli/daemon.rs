@@ -122,6 +122,24 @@ expect_output = "hello from"
 transport = "proxy-command"
 proxy_command = {proxy}
 
+# Sustained traffic: two workspaces kept running, one web terminal and one SSH session each,
+# 64 bytes echoed every second.
+[[scenario]]
+name = "demo-traffic"
+kind = "traffic"
+workspace_prefix = "demo-traffic"
+template = "docker"
+count = 2
+phases = ["create", "build", "agent", "delete"]
+sessions_per_workspace = 1
+transports = ["pty", "ssh"]
+bytes_per_tick = 64
+tick_interval = "1s"
+
+[scenario.ssh]
+transport = "proxy-command"
+proxy_command = {proxy}
+
 [scenario.timeouts]
 build = "2m"
 agent = "1m"
