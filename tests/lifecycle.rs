@@ -67,8 +67,8 @@ async fn injected_failures_are_counted_per_phase_and_reason_exactly() {
     let mut sc = fast_sim();
     sc.seed = 42;
     sc.failures.build = 0.2;
-    sc.failures.agent_timeout = 0.1;
-    sc.failures.pty_drop = 0.1;
+    sc.failures.agent_timeout = 0.2;
+    sc.failures.pty_drop = 0.2;
     let sim = start(sc).await;
     let cfg = config(&sim, 60, 30, "");
     let r = run(&cfg).await;

@@ -88,16 +88,16 @@ async fn our_spans_and_coders_spans_form_one_tree() {
     let (endpoint, got) = otlp::grpc().await;
     let mut sc = traced_sim(&endpoint);
     sc.seed = 3;
-    sc.failures.build = 0.3;
+    sc.failures.build = 0.5;
     let sim = start(sc).await;
     let dir = tmpdir("traces-tree");
-    let cfg = once_config(&dir, sim.url().as_str(), &endpoint, 10, true);
+    let cfg = once_config(&dir, sim.url().as_str(), &endpoint, 20, true);
     let (code, stdout, stderr) = once(&cfg, &[]);
     let injected = sim.ledger().iter().filter(|l| l.build_failed).count();
     assert!(injected > 0, "seed 3 fails some builds");
     assert_eq!(code, 1, "{stdout}");
     assert!(
-        stdout.starts_with(&format!("10 workspaces: {} succeeded", 10 - injected)),
+        stdout.starts_with(&format!("20 workspaces: {} succeeded", 20 - injected)),
         "{stdout}"
     );
 
@@ -120,12 +120,12 @@ async fn our_spans_and_coders_spans_form_one_tree() {
         run.span.parent_span_id.iter().all(|b| *b == 0),
         "the run span is a root"
     );
-    assert_eq!(run.attr("workspace.count").as_deref(), Some("10"));
+    assert_eq!(run.attr("workspace.count").as_deref(), Some("20"));
     let workspaces: Vec<_> = ours
         .iter()
         .filter(|g| g.name() == "scaletest.workspace")
         .collect();
-    assert_eq!(workspaces.len(), 10);
+    assert_eq!(workspaces.len(), 20);
     assert!(
         workspaces
             .iter()
@@ -144,11 +144,11 @@ async fn our_spans_and_coders_spans_form_one_tree() {
     );
     assert_eq!(
         phases.iter().filter(|p| p.name() == "phase.create").count(),
-        10
+        20
     );
     assert_eq!(
         phases.iter().filter(|p| p.name() == "phase.delete").count(),
-        10
+        20
     );
 
     // A failed phase carries its reason.
@@ -171,7 +171,7 @@ async fn our_spans_and_coders_spans_form_one_tree() {
 
     // Every client span has exactly one coderd server span as its child, in the same trace.
     let clients: Vec<_> = ours.iter().filter(|g| g.kind() == CLIENT).collect();
-    assert!(clients.len() >= 10 * 5, "{} client spans", clients.len());
+    assert!(clients.len() >= 20 * 5, "{} client spans", clients.len());
     for c in &clients {
         let children: Vec<_> = theirs
             .iter()
@@ -235,7 +235,7 @@ async fn our_spans_and_coders_spans_form_one_tree() {
         }
     }
     let applies: Vec<_> = ours.iter().filter(|g| g.name() == "build.apply").collect();
-    assert_eq!(applies.len(), 10);
+    assert_eq!(applies.len(), 20);
     for a in &applies {
         let pair = (
             a.span.start_time_unix_nano as i64,
@@ -249,11 +249,11 @@ async fn our_spans_and_coders_spans_form_one_tree() {
     }
     assert_eq!(
         ours.iter().filter(|g| g.name() == "build.queue").count(),
-        10
+        20
     );
     assert_eq!(
         ours.iter().filter(|g| g.name() == "agent.connect").count(),
-        10 - injected
+        20 - injected
     );
 
     // Log lines carry trace and span ids of the trace they belong to.
@@ -280,7 +280,7 @@ async fn without_propagation_client_spans_link_to_coders_trace() {
     sc.failures.build = 0.5;
     let sim = start(sc).await;
     let dir = tmpdir("traces-nopropagate");
-    let cfg = once_config(&dir, sim.url().as_str(), &endpoint, 6, false);
+    let cfg = once_config(&dir, sim.url().as_str(), &endpoint, 16, false);
     let json = dir.join("out.json");
     let out = Command::new(BIN)
         .args(["once", "--config"])
