@@ -324,111 +324,81 @@ pub async fn run(
         coder.url = %client.base_url(),
         otel.status_code = Empty,
     );
-    let ctx = Start {
-        client,
-        scenario,
-        organization,
-        slice,
-        observer,
-        stop,
-        abort,
-        run_id,
-    };
-    run_inner(ctx, run_span.clone()).instrument(run_span).await
-}
-
-/// The arguments of a run, passed whole into its span.
-struct Start<'a> {
-    client: &'a Client,
-    scenario: &'a Scenario,
-    organization: Option<&'a str>,
-    slice: Slice,
-    observer: Arc<dyn RunObserver>,
-    stop: CancellationToken,
-    abort: CancellationToken,
-    run_id: String,
-}
-
-async fn run_inner(st: Start<'_>, run_span: tracing::Span) -> RunReport {
-    let Start {
-        client,
-        scenario,
-        organization,
-        slice,
-        observer,
-        stop,
-        abort,
-        run_id,
-    } = st;
-    let started_at = Utc::now();
-    let clock = Instant::now();
-    let mut report = RunReport {
-        scenario: scenario.name.clone(),
-        run_id: run_id.clone(),
-        started_at,
-        elapsed: Duration::ZERO,
-        setup_error: None,
-        aborted: false,
-        workspaces: Vec::new(),
-    };
-    let blueprint = match prepare(client, scenario, organization).await {
-        Ok(b) => b,
-        Err(e) => {
-            run_span.record("otel.status_code", "ERROR");
-            tracing::error!(scenario = %scenario.name, reason = %e.reason, error = %e.message, "the run could not start");
-            report.setup_error = Some(e);
-            report.elapsed = clock.elapsed();
-            return report;
-        }
-    };
-    let ctx = Arc::new(RunCtx {
-        client: client.clone(),
-        scenario: scenario.clone(),
-        blueprint,
-        run_id,
-        observer,
-        stop: stop.clone(),
-        abort,
-    });
-    let permits = Arc::new(Semaphore::new(scenario.concurrency as usize));
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in slice.first..slice.first + slice.count {
-        let ctx = ctx.clone();
-        let permits = permits.clone();
-        let name = ctx.workspace_name(index);
-        let span = info_span!(
-            parent: &run_span,
-            "scaletest.workspace",
-            otel.name = "scaletest.workspace",
-            workspace.name = %name,
-            workspace.id = Empty,
-            template.name = %ctx.blueprint.template_name,
-            otel.status_code = Empty,
-        );
-        tasks.spawn(
-            async move {
-                let _permit = permits
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                walk(&ctx, index, name).await
+    // The whole run happens inside its span.
+    let span = run_span.clone();
+    async move {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let mut report = RunReport {
+            scenario: scenario.name.clone(),
+            run_id: run_id.clone(),
+            started_at,
+            elapsed: Duration::ZERO,
+            setup_error: None,
+            aborted: false,
+            workspaces: Vec::new(),
+        };
+        let blueprint = match prepare(client, scenario, organization).await {
+            Ok(b) => b,
+            Err(e) => {
+                run_span.record("otel.status_code", "ERROR");
+                tracing::error!(scenario = %scenario.name, reason = %e.reason, error = %e.message, "the run could not start");
+                report.setup_error = Some(e);
+                report.elapsed = clock.elapsed();
+                return report;
             }
-            .instrument(span),
-        );
-    }
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(w) => report.workspaces.push(w),
-            Err(e) => tracing::error!(error = %e, "a workspace task panicked"),
+        };
+        let ctx = Arc::new(RunCtx {
+            client: client.clone(),
+            scenario: scenario.clone(),
+            blueprint,
+            run_id,
+            observer,
+            stop: stop.clone(),
+            abort,
+        });
+        let permits = Arc::new(Semaphore::new(scenario.concurrency as usize));
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in slice.first..slice.first + slice.count {
+            let ctx = ctx.clone();
+            let permits = permits.clone();
+            let name = ctx.workspace_name(index);
+            let span = info_span!(
+                parent: &run_span,
+                "scaletest.workspace",
+                otel.name = "scaletest.workspace",
+                workspace.name = %name,
+                workspace.id = Empty,
+                template.name = %ctx.blueprint.template_name,
+                otel.status_code = Empty,
+            );
+            tasks.spawn(
+                async move {
+                    let _permit = permits
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed");
+                    walk(&ctx, index, name).await
+                }
+                .instrument(span),
+            );
         }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(w) => report.workspaces.push(w),
+                Err(e) => tracing::error!(error = %e, "a workspace task panicked"),
+            }
+        }
+        report.workspaces.sort_by_key(|w| w.index);
+        report.aborted = stop.is_cancelled();
+        report.elapsed = clock.elapsed();
+        if report.result() != RunResult::Success {
+            run_span.record("otel.status_code", "ERROR");
+        }
+        report
     }
-    report.workspaces.sort_by_key(|w| w.index);
-    report.aborted = stop.is_cancelled();
-    report.elapsed = clock.elapsed();
-    if report.result() != RunResult::Success {
-        run_span.record("otel.status_code", "ERROR");
-    }
-    report
+    .instrument(span)
+    .await
 }
 
 /// One workspace, phase by phase, ending with `delete` once it exists.

@@ -20,6 +20,22 @@ pub mod world;
 pub use config::SimConfig;
 pub use world::Ledger;
 
+/// Runs a workspace command for real: `sh -c COMMAND`, or an interactive `sh` when empty,
+/// with piped stdio, killed when dropped.
+pub fn shell(command: &str) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new("sh");
+    if command.is_empty() {
+        cmd.arg("-i");
+    } else {
+        cmd.arg("-c").arg(command);
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
 /// A running simulator.
 pub struct Sim {
     pub addr: SocketAddr,

@@ -5,7 +5,6 @@
 //! it; input frames are Coder's JSON `ReconnectingPTYRequest`s. A command is bounded by
 //! `pty_max_runtime`. An injected drop cuts the connection without a close frame.
 
-use std::process::Stdio;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -92,18 +91,7 @@ pub async fn handler(
 
 async fn session(mut socket: WebSocket, command: &str, st: &crate::sim::world::State) {
     let mut faults = crate::sim::faults::Session::new(&st.cfg.sessions, &st.injected);
-    let mut cmd = tokio::process::Command::new("sh");
-    if command.is_empty() {
-        cmd.arg("-i");
-    } else {
-        cmd.arg("-c").arg(command);
-    }
-    let child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
+    let child = super::shell(command);
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {

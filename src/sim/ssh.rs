@@ -10,7 +10,6 @@
 //! `cat` echoes. Injected per workspace: refusal, auth failure, stalls.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -226,14 +225,7 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data).into_owned();
-        let child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
+        let child = super::shell(&command);
         let mut child = match child {
             Ok(c) => c,
             Err(_) => {
