@@ -110,7 +110,8 @@ async fn dispatch(cli: Cli) -> u8 {
         },
         ..Default::default()
     };
-    let telemetry = match crate::telemetry::init(&filter, cli.log_format, &export) {
+    let secret = cfg.as_ref().map(|c| c.coder.token.clone());
+    let telemetry = match crate::telemetry::init(&filter, cli.log_format, &export, secret) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");

@@ -113,12 +113,45 @@ fn exporter(endpoint: &str, protocol: &str) -> Result<opentelemetry_otlp::SpanEx
     built.map_err(|e| format!("cannot set up OTLP export to {endpoint}: {e}"))
 }
 
+/// Stderr, with a secret removed from everything written: libraries log what they like at
+/// trace level (tungstenite logs whole handshake requests, headers included).
+#[derive(Clone)]
+struct ScrubbedStderr(Option<crate::secret::Secret>);
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        match &self.0 {
+            Some(secret)
+                if !secret.expose().is_empty() && contains(buf, secret.expose().as_bytes()) =>
+            {
+                err.write_all(secret.scrub(&String::from_utf8_lossy(buf)).as_bytes())?;
+            }
+            _ => err.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Log targets capped below trace whatever the filter says: they log request headers.
+const HEADER_LOGGERS: &[&str] = &["tungstenite::handshake=debug", "tokio_tungstenite=debug"];
+
 /// Builds the tracer provider and installs the global subscriber, tracer provider and W3C
-/// propagator. Later calls in the same process keep the first subscriber.
+/// propagator. Later calls in the same process keep the first subscriber. `secret` (the
+/// session token) is removed from every log line.
 pub fn init(
     log_filter: &str,
     format: LogFormat,
     export: &TraceExport,
+    secret: Option<crate::secret::Secret>,
 ) -> Result<Telemetry, String> {
     let provider = provider("scaletestd", export)?;
     let tracer = provider.tracer("scaletestd");
@@ -127,18 +160,22 @@ pub fn init(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
 
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter));
+    for d in HEADER_LOGGERS {
+        filter = filter.add_directive(d.parse().expect("valid directives"));
+    }
+    let writer = move || ScrubbedStderr(secret.clone());
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
             .event_format(WithTraceIds {
                 inner: tracing_subscriber::fmt::format(),
                 json: false,
             })
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
             .event_format(WithTraceIds {
                 inner: tracing_subscriber::fmt::format()
                     .json()

@@ -35,10 +35,15 @@ pub fn tmpdir(test: &str) -> PathBuf {
 
 /// Starts `scaletestd <args>` and waits (bounded) until it says where it listens.
 pub fn spawn(args: &[&str], token: &str) -> DaemonProcess {
+    spawn_logging(args, token, "info,tokio_cron_scheduler=warn")
+}
+
+/// [`spawn`] with a log filter (`RUST_LOG`).
+pub fn spawn_logging(args: &[&str], token: &str, filter: &str) -> DaemonProcess {
     let mut child = Command::new(BIN)
         .args(args)
         .env("CODER_SESSION_TOKEN", token)
-        .env("RUST_LOG", "info,tokio_cron_scheduler=warn")
+        .env("RUST_LOG", filter)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
