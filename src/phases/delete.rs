@@ -8,13 +8,13 @@ use uuid::Uuid;
 use crate::coder::watch::Updates;
 use crate::coder::{
     ApiError, Client, CreateWorkspaceBuildRequest, ProvisionerJob, ProvisionerJobStatus,
-    WorkspaceTransition,
+    WorkspaceBuild, WorkspaceTransition,
 };
 use crate::phases::{PhaseError, Reason};
 
 const POLL_EVERY: Duration = Duration::from_millis(500);
-/// Attempts at posting the delete build while another build is still active (409).
-const CONFLICT_ATTEMPTS: u32 = 5;
+/// Attempts at posting the delete build (another build still active, or a transient error).
+const DELETE_ATTEMPTS: u32 = 6;
 
 /// Deletes the workspace. `updates` is the walk's follower, if it has one.
 pub async fn run(
@@ -31,23 +31,8 @@ pub async fn run(
         }
     };
 
-    let mut attempt = 0;
-    let build = loop {
-        cancel_active(client, workspace).await?;
-        let req = CreateWorkspaceBuildRequest {
-            transition: WorkspaceTransition::Delete,
-            orphan: false,
-        };
-        match client.create_build(workspace, &req).await {
-            Ok(b) => break b,
-            Err(e) if e.is_not_found() => return Ok(()), // already gone
-            Err(e) if e.status() == Some(409) && attempt < CONFLICT_ATTEMPTS => {
-                attempt += 1;
-                tokio::time::sleep(POLL_EVERY).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let build = post_delete(client, workspace).await?;
+    let Some(build) = build else { return Ok(()) }; // already gone
 
     // Follow the delete build; the stream may end or error once the workspace is gone, so
     // fall back to the build itself then.
@@ -90,6 +75,73 @@ pub async fn run(
                 ws.latest_build.status
             ),
         )),
+    }
+}
+
+/// Posts the delete build, cancelling an active build first. A POST is not retried by the
+/// client, but a delete is safe to retry once we know no delete build exists yet: after a
+/// 5xx, a 429 or a lost connection, look at the workspace and follow its delete build if the
+/// POST went through after all. `None`: the workspace is gone.
+async fn post_delete(
+    client: &Client,
+    workspace: Uuid,
+) -> Result<Option<WorkspaceBuild>, PhaseError> {
+    let mut attempt = 0;
+    loop {
+        let transient = |r: Reason| {
+            matches!(
+                r,
+                Reason::Http5xx | Reason::RateLimited | Reason::ConnectError | Reason::Timeout
+            )
+        };
+        if let Err(e) = cancel_active(client, workspace).await {
+            if !transient(e.reason) || attempt >= DELETE_ATTEMPTS {
+                return Err(e);
+            }
+            attempt += 1;
+            tokio::time::sleep(crate::coder::backoff(
+                POLL_EVERY,
+                Duration::from_secs(5),
+                attempt,
+            ))
+            .await;
+            continue;
+        }
+        let req = CreateWorkspaceBuildRequest {
+            transition: WorkspaceTransition::Delete,
+            orphan: false,
+        };
+        let err = match client.create_build(workspace, &req).await {
+            Ok(b) => return Ok(Some(b)),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => e,
+        };
+        let transient = transient(err.reason());
+        if !(transient || err.status() == Some(409)) || attempt >= DELETE_ATTEMPTS {
+            return Err(err.into());
+        }
+        attempt += 1;
+        if transient {
+            match client.workspace(workspace).await {
+                Err(e) if e.is_not_found() => return Ok(None),
+                Ok(ws)
+                    if ws.latest_build.transition == WorkspaceTransition::Delete
+                        && !matches!(
+                            ws.latest_build.job.status,
+                            ProvisionerJobStatus::Canceled | ProvisionerJobStatus::Failed
+                        ) =>
+                {
+                    return Ok(Some(ws.latest_build));
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(crate::coder::backoff(
+            POLL_EVERY,
+            Duration::from_secs(5),
+            attempt,
+        ))
+        .await;
     }
 }
 

@@ -264,6 +264,10 @@ async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse
             resp.headers_mut()
                 .insert(k, HeaderValue::from_str(&v).expect("digits"));
         }
+        if let Some(secs) = app.state.cfg.retry_after {
+            resp.headers_mut()
+                .insert("Retry-After", HeaderValue::from(secs));
+        }
         return resp;
     }
     let mut resp = next.run(req).await;

@@ -26,6 +26,9 @@ pub struct SimConfig {
     pub agents_per_workspace: usize,
     /// Requests per minute per endpoint (Coder's default is 512); 0 disables.
     pub rate_limit: u32,
+    /// Seconds to put in a `Retry-After` on 429s, as a proxy in front of Coder might (Coder
+    /// itself sends none).
+    pub retry_after: Option<u64>,
     /// Interval of the watch stream's pings (Coder: 15 s).
     pub ping_interval: HumanDuration,
     /// Longest a web-terminal or SSH command may run.
@@ -75,6 +78,7 @@ impl Default for SimConfig {
             provisioners: 10,
             agents_per_workspace: 1,
             rate_limit: 512,
+            retry_after: None,
             ping_interval: HumanDuration(Duration::from_secs(15)),
             pty_max_runtime: HumanDuration(Duration::from_secs(300)),
             ssh_listen: None,
