@@ -16,6 +16,14 @@ use tokio_util::sync::CancellationToken;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn traffic_config(sim: &scaletestd::sim::Sim, count: u32) -> scaletestd::config::Config {
+    traffic_config_with(sim, count, 2)
+}
+
+fn traffic_config_with(
+    sim: &scaletestd::sim::Sim,
+    count: u32,
+    sessions: u32,
+) -> scaletestd::config::Config {
     config(
         sim,
         count,
@@ -23,7 +31,7 @@ fn traffic_config(sim: &scaletestd::sim::Sim, count: u32) -> scaletestd::config:
         &format!(
             r#"kind = "traffic"
 phases = ["create", "build", "agent", "delete"]
-sessions_per_workspace = 2
+sessions_per_workspace = {sessions}
 transports = ["pty", "ssh"]
 bytes_per_tick = 256
 tick_interval = "100ms"
@@ -136,11 +144,10 @@ async fn eighty_sessions_echo_every_byte_with_the_injected_latency() {
             s.ticks * 257,
             "{name}: 256 bytes and a newline per tick"
         );
+        // 80 sessions and their `cat`s on two cores add load of their own: the injected
+        // latency must show; the 5 ms bound is checked on a light pool below.
         let p50 = s.percentile(0.5).unwrap();
-        assert!(
-            (0.020..0.025).contains(&p50),
-            "{name}: p50 {p50:.4}s vs 20 ms injected"
-        );
+        assert!(p50 >= 0.020, "{name}: p50 {p50:.4}s, 20 ms injected");
         let count = sample(
             &text,
             &format!(
@@ -241,4 +248,57 @@ async fn stalls_and_disconnects_are_counted_by_reason_and_recover() {
         .expect("the pool stops")
         .unwrap();
     assert!(settle(&sim).await.is_empty());
+}
+
+/// p50 echo latency per transport of a light pool (4 workspaces, 8 sessions) with `injected`.
+async fn light_pool_p50(injected: u64) -> std::collections::BTreeMap<&'static str, f64> {
+    let mut sc = fast_sim();
+    sc.sessions.latency = ms(injected);
+    let sim = start(sc).await;
+    let cfg = traffic_config_with(&sim, 4, 1);
+    let pool = start_pool(&cfg).await;
+    let t = Instant::now();
+    while open_now(&pool.stats) < 8 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "sessions open: {}",
+            open_now(&pool.stats)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pool.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(60), pool.task)
+        .await
+        .expect("the pool stops")
+        .unwrap();
+    assert!(settle(&sim).await.is_empty());
+    pool.stats
+        .snapshot()
+        .into_iter()
+        .map(|(t, s)| (t, s.percentile(0.5).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_latency_shows_within_5ms_at_p50() {
+    let _one = SERIAL.lock().await;
+    // The machine's own round trip, then the same with 20 ms injected: the difference is
+    // what the histogram attributes to the injection.
+    let base = light_pool_p50(0).await;
+    let with = light_pool_p50(20).await;
+    for (t, p50) in &with {
+        let added = p50 - base[t];
+        println!(
+            "{t}: p50 {:.2} ms with 20 ms injected, {:.2} ms without: {:.2} ms added",
+            p50 * 1e3,
+            base[t] * 1e3,
+            added * 1e3
+        );
+        assert!(
+            (added - 0.020).abs() < 0.005,
+            "{t}: {:.2} ms added for 20 ms injected",
+            added * 1e3
+        );
+    }
 }
