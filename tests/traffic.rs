@@ -302,3 +302,59 @@ async fn injected_latency_shows_within_5ms_at_p50() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_whose_agent_disconnects_is_replaced() {
+    let _one = SERIAL.lock().await;
+    let sim = start(fast_sim()).await;
+    let cfg = traffic_config_with(&sim, 2, 1);
+    let pool = start_pool(&cfg).await;
+    let t = Instant::now();
+    while open_now(&pool.stats) < 4 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "sessions open: {}",
+            open_now(&pool.stats)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let victim = sim.live_workspaces()[0].clone();
+    assert!(sim.app.state.disconnect_agents(&victim));
+    // Sessions fail, cannot reopen, the workspace is deleted and a new one takes its place.
+    let t = Instant::now();
+    loop {
+        let live = sim.live_workspaces();
+        let replaced = pool
+            .stats
+            .replaced
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if replaced == 1 && !live.contains(&victim) && live.len() == 2 && open_now(&pool.stats) == 4
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "replaced {replaced}, live {live:?}, open {}",
+            open_now(&pool.stats)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let snap = pool.stats.snapshot();
+    assert!(
+        snap.values()
+            .any(|s| s.errors.contains_key(&Reason::ConnectError)),
+        "{snap:?}"
+    );
+    let ticks: u64 = snap.values().map(|s| s.ticks).sum();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        pool.stats.snapshot().values().map(|s| s.ticks).sum::<u64>() > ticks,
+        "traffic flows on the replacement"
+    );
+    pool.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(60), pool.task)
+        .await
+        .expect("the pool stops")
+        .unwrap();
+    assert!(settle(&sim).await.is_empty());
+}

@@ -81,8 +81,14 @@ pub async fn handler(
         }
         let gauge = st.metrics.websockets.get_or_create(&crate::sim::metrics::Path { path: ROUTE.into() }).clone();
         gauge.inc();
-        if tokio::time::timeout(max, session(socket, &q.command, &st)).await.is_err() {
-            tracing::debug!(workspace = %workspace.name, "web terminal command hit pty_max_runtime");
+        let gone = st.agent_gone(&workspace.name);
+        tokio::select! {
+            r = tokio::time::timeout(max, session(socket, &q.command, &st)) => {
+                if r.is_err() {
+                    tracing::debug!(workspace = %workspace.name, "web terminal command hit pty_max_runtime");
+                }
+            }
+            _ = gone.cancelled() => {} // the agent went away: the connection drops
         }
         gauge.dec();
     })

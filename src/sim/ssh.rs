@@ -116,6 +116,7 @@ async fn connection(
         target,
         children: HashMap::new(),
         cut: cut.clone(),
+        workspace: None,
     };
     let session = async {
         if let Ok(session) = russh::server::run_stream(config, stream, handler).await {
@@ -175,13 +176,18 @@ struct Conn {
     children: HashMap<ChannelId, mpsc::Sender<Vec<u8>>>,
     /// Notified to cut the connection.
     cut: Arc<tokio::sync::Notify>,
+    /// The workspace this connection reached, once known.
+    workspace: Option<String>,
 }
 
 impl Conn {
     async fn auth(&mut self, user: &str) -> Result<Auth, russh::Error> {
         let name = self.target.clone().unwrap_or_else(|| user.to_string());
         match admit(&self.state, &name) {
-            Admit::Ok => Ok(Auth::Accept),
+            Admit::Ok => {
+                self.workspace = Some(name);
+                Ok(Auth::Accept)
+            }
             Admit::Refuse => {
                 self.cut.notify_one();
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -239,6 +245,11 @@ impl russh::server::Handler for Conn {
         let handle = session.handle();
         let max = self.state.cfg.pty_max_runtime.0;
         let state = self.state.clone();
+        let gone = self
+            .workspace
+            .as_deref()
+            .map(|w| state.agent_gone(w))
+            .unwrap_or_default();
         tokio::spawn(async move {
             let mut faults = super::faults::Session::new(&state.cfg.sessions, &state.injected);
             let mut stdin = child.stdin.take();
@@ -279,7 +290,14 @@ impl russh::server::Handler for Conn {
             };
             // Only a command that ended by itself gets an exit status; a cut or a timeout
             // drops it (kill_on_drop) and leaves the channel without one.
-            if !matches!(tokio::time::timeout(max, run).await, Ok(true)) {
+            let ended = tokio::select! {
+                r = tokio::time::timeout(max, run) => matches!(r, Ok(true)),
+                _ = gone.cancelled() => {
+                    let _ = handle.close(channel).await; // the agent went away
+                    false
+                }
+            };
+            if !ended {
                 return;
             }
             let code = child

@@ -44,6 +44,8 @@ pub struct WsEntry {
     /// deleted, which ends their streams after the final state.
     pub tx: watch::Sender<Arc<Workspace>>,
     pub cancel: HashMap<Uuid, CancellationToken>,
+    /// Cancelled when the workspace's agents disconnect: their sessions end with them.
+    pub agent_gone: CancellationToken,
 }
 
 impl World {
@@ -219,6 +221,7 @@ impl State {
                     timings: HashMap::new(),
                     tx,
                     cancel: HashMap::from([(build.id, cancel)]),
+                    agent_gone: CancellationToken::new(),
                 },
             );
             w.queue.push_back((build.id, ws_id));
@@ -673,6 +676,42 @@ impl State {
         let ws = &w.live.get(w.agent_owner.get(&agent)?)?.ws;
         let a = ws.latest_build.agents().find(|a| a.id == agent)?.clone();
         Some((ws.clone(), a))
+    }
+
+    /// Disconnects the workspace's agents, as when its VM dies or loses the network: status
+    /// `disconnected`, open terminal and SSH sessions cut, new ones refused.
+    pub fn disconnect_agents(&self, workspace: &str) -> bool {
+        let Some(id) = self.lock().names.get(workspace).copied() else {
+            return false;
+        };
+        let now = Utc::now();
+        let mut gone = None;
+        self.update(id, |w, id| {
+            if let Some(e) = w.live.get_mut(&id) {
+                gone = Some(e.agent_gone.clone());
+                let ids: Vec<Uuid> = e.ws.latest_build.agents().map(|a| a.id).collect();
+                for a in ids {
+                    mutate_agent(e, a, |a| {
+                        a.status = WorkspaceAgentStatus::Disconnected;
+                        a.disconnected_at = Some(now);
+                    });
+                }
+            }
+        });
+        self.metrics
+            .agents_up
+            .remove(&self.agents_up_labels(workspace));
+        gone.map(|g| g.cancel()).is_some()
+    }
+
+    /// The token cancelled when the workspace's agents disconnect.
+    pub fn agent_gone(&self, workspace: &str) -> CancellationToken {
+        let w = self.lock();
+        w.names
+            .get(workspace)
+            .and_then(|id| w.live.get(id))
+            .map(|e| e.agent_gone.clone())
+            .unwrap_or_default()
     }
 
     fn agents_up_labels(&self, workspace: &str) -> super::metrics::AgentsUp {
