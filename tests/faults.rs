@@ -57,21 +57,8 @@ async fn a_429_storm_honours_a_proxys_retry_after() {
     let sim = start(sc).await;
     let cfg = config(&sim, 6, 6, r#"phases = ["create", "delete"]"#);
     let client = client(&cfg);
-    let s = &cfg.scenarios[0];
     let t = Instant::now();
-    let r = scaletestd::runner::run(
-        &client,
-        s,
-        None,
-        scaletestd::runner::Slice {
-            first: 1,
-            count: s.count,
-        },
-        std::sync::Arc::new(scaletestd::runner::NoObserver),
-        Default::default(),
-        Default::default(),
-    )
-    .await;
+    let r = run_with(&cfg, &client).await;
     let creates = sim.request_count("POST /api/v2/users/{user}/workspaces");
     // Each create: at most one try and four retries, each retry after the proxy's second.
     assert!(creates > 3 && creates <= 6 * 5, "{creates}");

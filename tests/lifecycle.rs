@@ -217,22 +217,9 @@ async fn rate_limited_requests_are_retried_and_counted() {
     let sim = start(sc).await;
     let cfg = config(&sim, 20, 20, r#"phases = ["create", "delete"]"#);
     let client = client(&cfg);
-    let s = &cfg.scenarios[0];
     // A short window would take a minute to reset; the client's retries must carry at least
     // some workspaces through, and every 429 it saw must be a counted retry or failure.
-    let r = scaletestd::runner::run(
-        &client,
-        s,
-        None,
-        scaletestd::runner::Slice {
-            first: 1,
-            count: s.count,
-        },
-        std::sync::Arc::new(scaletestd::runner::NoObserver),
-        Default::default(),
-        Default::default(),
-    )
-    .await;
+    let r = run_with(&cfg, &client).await;
     let creates = sim.request_count("POST /api/v2/users/{user}/workspaces");
     let limited = r
         .workspaces

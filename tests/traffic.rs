@@ -80,6 +80,19 @@ async fn start_pool(cfg: &scaletestd::config::Config) -> Running {
     }
 }
 
+/// Waits (bounded) until `n` sessions are open.
+async fn wait_open(stats: &TrafficStats, n: i64, within_secs: u64) {
+    let t = Instant::now();
+    while open_now(stats) < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(within_secs),
+            "sessions open: {}",
+            open_now(stats)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn open_now(stats: &TrafficStats) -> i64 {
     stats.snapshot().values().map(|s| s.open_now).sum()
 }
@@ -101,15 +114,7 @@ async fn eighty_sessions_echo_every_byte_with_the_injected_latency() {
     let sim = start(sc).await;
     let cfg = traffic_config(&sim, 20);
     let pool = start_pool(&cfg).await;
-    let t = Instant::now();
-    while open_now(&pool.stats) < 80 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "sessions open: {}",
-            open_now(&pool.stats)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_open(&pool.stats, 80, 60).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     pool.stop.cancel();
     let reports = tokio::time::timeout(Duration::from_secs(60), pool.task)
@@ -257,15 +262,7 @@ async fn light_pool_p50(injected: u64) -> std::collections::BTreeMap<&'static st
     let sim = start(sc).await;
     let cfg = traffic_config_with(&sim, 4, 1);
     let pool = start_pool(&cfg).await;
-    let t = Instant::now();
-    while open_now(&pool.stats) < 8 {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "sessions open: {}",
-            open_now(&pool.stats)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_open(&pool.stats, 8, 30).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     pool.stop.cancel();
     tokio::time::timeout(Duration::from_secs(60), pool.task)
@@ -309,15 +306,7 @@ async fn a_workspace_whose_agent_disconnects_is_replaced() {
     let sim = start(fast_sim()).await;
     let cfg = traffic_config_with(&sim, 2, 1);
     let pool = start_pool(&cfg).await;
-    let t = Instant::now();
-    while open_now(&pool.stats) < 4 {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "sessions open: {}",
-            open_now(&pool.stats)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_open(&pool.stats, 4, 30).await;
     let victim = sim.live_workspaces()[0].clone();
     assert!(sim.app.state.disconnect_agents(&victim));
     // Sessions fail, cannot reopen, the workspace is deleted and a new one takes its place.

@@ -92,9 +92,14 @@ pub fn client(cfg: &Config) -> scaletestd::coder::Client {
 }
 
 pub async fn run(cfg: &Config) -> RunReport {
+    run_with(cfg, &client(cfg)).await
+}
+
+/// [`run`] with a given client (to look at its retries afterwards).
+pub async fn run_with(cfg: &Config, client: &scaletestd::coder::Client) -> RunReport {
     let s = &cfg.scenarios[0];
     runner::run(
-        &client(cfg),
+        client,
         s,
         None,
         Slice {
