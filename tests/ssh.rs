@@ -237,3 +237,59 @@ proxy_command = "printf 'SSH-2.0-x\r\n'; head -c 4096 /dev/urandom; sleep 4""#
     let s = report::summary_line(&r);
     assert!(s.contains("2 ssh: output_mismatch"), "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_hosts_are_checked_and_identity_files_used() {
+    let mut sc = fast_sim();
+    sc.ssh_require_key = true;
+    let sim = start(sc).await;
+    let dir = std::env::temp_dir().join(format!("scaletestd-ssh-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = sim.ssh_addr().port();
+    let known = |key: &str| {
+        let path = dir.join(format!("known_hosts-{}", key.len() % 97));
+        std::fs::write(&path, format!("[127.0.0.1]:{port} {key}\n")).unwrap();
+        path
+    };
+    let right = known(sim.ssh_host_key());
+    let other = scaletestd::sim::ssh::host_key()
+        .public_key()
+        .to_openssh()
+        .unwrap();
+    let wrong = dir.join("known_hosts-wrong");
+    std::fs::write(&wrong, format!("[127.0.0.1]:{port} {other}\n")).unwrap();
+    let identity = dir.join("id_ed25519");
+    let key = scaletestd::sim::ssh::host_key();
+    std::fs::write(
+        &identity,
+        key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+
+    let ssh = |known_hosts: Option<&std::path::Path>, identity: Option<&std::path::Path>| {
+        let mut extra = tcp(&sim).replace("\"ssh\", \"pty\"", "\"ssh\"");
+        if let Some(k) = known_hosts {
+            extra.push_str(&format!("\nknown_hosts = {:?}", k.display().to_string()));
+        }
+        if let Some(i) = identity {
+            extra.push_str(&format!("\nidentity_file = {:?}", i.display().to_string()));
+        }
+        config(&sim, 2, 2, &extra)
+    };
+    // The right host key and a key the server takes: success.
+    let r = run(&ssh(Some(&right), Some(&identity))).await;
+    assert_eq!(r.failed(), 0, "{}", report::summary_line(&r));
+    // The server takes keys only: without an identity file, `none` is refused.
+    let r = run(&ssh(Some(&right), None)).await;
+    let (phase, reason, msg) = r.workspaces[0].failure().expect("refused");
+    assert_eq!((phase, reason), (Phase::Ssh, Reason::AuthError), "{msg}");
+    assert!(msg.contains("with none"), "{msg}");
+    // A host key other than the one recorded: refused before authenticating.
+    let r = run(&ssh(Some(&wrong), Some(&identity))).await;
+    let (phase, reason, msg) = r.workspaces[0].failure().expect("refused");
+    assert_eq!((phase, reason), (Phase::Ssh, Reason::AuthError), "{msg}");
+    assert!(msg.contains("handshake"), "{msg}");
+    assert!(settle(&sim).await.is_empty());
+}

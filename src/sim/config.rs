@@ -35,6 +35,8 @@ pub struct SimConfig {
     pub pty_max_runtime: HumanDuration,
     /// Where the SSH server listens; default: the API's host, any free port.
     pub ssh_listen: Option<std::net::SocketAddr>,
+    /// Refuse auth `none` and take keys only (an sshd of the template's own).
+    pub ssh_require_key: bool,
     /// Where coderd's Prometheus metrics are served; default: the API's host, any free port.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub latency: Latencies,
@@ -82,6 +84,7 @@ impl Default for SimConfig {
             ping_interval: HumanDuration(Duration::from_secs(15)),
             pty_max_runtime: HumanDuration(Duration::from_secs(300)),
             ssh_listen: None,
+            ssh_require_key: false,
             metrics_listen: None,
             latency: Latencies::default(),
             failures: Failures::default(),

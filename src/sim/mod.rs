@@ -44,6 +44,7 @@ pub struct Sim {
     task: tokio::task::JoinHandle<()>,
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     metrics_addr: SocketAddr,
+    ssh_host_key: String,
 }
 
 impl Sim {
@@ -78,10 +79,16 @@ impl Sim {
         let app = api::App::new(state.clone(), token.to_string(), tracer, ssh_addr);
         let router = api::router(app.clone());
         let stop = CancellationToken::new();
+        let host_key = ssh::host_key();
+        let ssh_host_key = host_key
+            .public_key()
+            .to_openssh()
+            .map_err(std::io::Error::other)?;
         tokio::spawn(ssh::serve(
             state.clone(),
             token.to_string(),
             ssh_listener,
+            host_key,
             stop.clone(),
         ));
         {
@@ -120,12 +127,18 @@ impl Sim {
             task,
             provider,
             metrics_addr,
+            ssh_host_key,
         })
     }
 
     /// Where coderd's own Prometheus metrics are served (Coder's `CODER_PROMETHEUS_ADDRESS`).
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// The SSH server's public host key, OpenSSH format (`ssh-ed25519 AAAA…`).
+    pub fn ssh_host_key(&self) -> &str {
+        &self.ssh_host_key
     }
 
     /// Where the simulated agents' SSH server listens.

@@ -22,6 +22,14 @@ use tokio_util::sync::CancellationToken;
 use super::world::State;
 use crate::coder::{WorkspaceAgentStatus, WorkspaceStatus};
 
+/// A fresh host key per simulator, as each Coder agent makes its own.
+pub fn host_key() -> russh::keys::PrivateKey {
+    let seed: [u8; 32] = rand::random();
+    russh::keys::PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
+        &seed,
+    ))
+}
+
 /// The first line the stdio helper writes.
 pub const PREAMBLE: &str = "SCALETESTD-SIM ";
 
@@ -29,13 +37,9 @@ pub async fn serve(
     state: Arc<State>,
     token: String,
     listener: tokio::net::TcpListener,
+    key: russh::keys::PrivateKey,
     stop: CancellationToken,
 ) {
-    // A fresh host key per simulator, as each Coder agent makes its own.
-    let seed: [u8; 32] = rand::random();
-    let key = russh::keys::PrivateKey::from(
-        russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed),
-    );
     let config = Arc::new(russh::server::Config {
         keys: vec![key],
         auth_rejection_time: Duration::from_millis(5),
@@ -197,12 +201,20 @@ impl Conn {
             Admit::NotRunning | Admit::AuthFail => Ok(Auth::reject()),
         }
     }
+
+    /// `ssh_require_key`: like an sshd that takes keys only (Coder's agent takes `none`).
+    fn key_required(&self) -> bool {
+        self.state.cfg.ssh_require_key
+    }
 }
 
 impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        if self.key_required() {
+            return Ok(Auth::reject());
+        }
         self.auth(user).await
     }
 
