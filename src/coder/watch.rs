@@ -140,10 +140,6 @@ impl Updates {
             },
         };
     }
-    pub fn is_polling(&self) -> bool {
-        matches!(self.source, Source::Poll { .. })
-    }
-
     /// The next state. `poll_every` is the interval used when polling.
     pub async fn next(&mut self, poll_every: Duration) -> Result<Workspace, ApiError> {
         loop {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Path, Query, Request, State as Ax};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response as AxResponse};
@@ -636,8 +636,7 @@ struct ListQuery {
 }
 
 /// `GET /workspaces?q=owner:me name:<text>`: Coder's search, for the filters we use.
-async fn list(Ax(app): Ax<Shared>, Query(q): Query<ListQuery>, headers: HeaderMap) -> AxResponse {
-    let _ = headers;
+async fn list(Ax(app): Ax<Shared>, Query(q): Query<ListQuery>) -> AxResponse {
     let mut owner: Option<String> = None;
     let mut name: Option<String> = None;
     for term in q.q.split_whitespace() {

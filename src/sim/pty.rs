@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::api::{App, error};
-use crate::coder::{ReconnectingPtyRequest, WorkspaceAgentLifecycle, WorkspaceAgentStatus};
+use crate::coder::{ReconnectingPtyRequest, WorkspaceAgentStatus};
 
 const ROUTE: &str = "/api/v2/workspaceagents/{workspaceagent}/pty";
 
@@ -62,12 +62,6 @@ pub async fn handler(
             ),
         );
     }
-    let _ = (
-        q.reconnect,
-        q.width,
-        q.height,
-        a.lifecycle_state == WorkspaceAgentLifecycle::Ready,
-    );
     let st = app.state.clone();
     let drop_it = st
         .cfg

@@ -123,7 +123,8 @@ impl std::io::Write for ScrubbedStderr {
         let mut err = std::io::stderr().lock();
         match &self.0 {
             Some(secret)
-                if !secret.expose().is_empty() && contains(buf, secret.expose().as_bytes()) =>
+                if !secret.expose().is_empty()
+                    && crate::phases::contains(buf, secret.expose().as_bytes()) =>
             {
                 err.write_all(secret.scrub(&String::from_utf8_lossy(buf)).as_bytes())?;
             }
@@ -135,10 +136,6 @@ impl std::io::Write for ScrubbedStderr {
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Log targets capped below trace whatever the filter says: they log request headers.
