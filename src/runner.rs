@@ -480,6 +480,9 @@ pub(crate) async fn tear_down(ctx: &RunCtx, up: Up) -> WorkspaceReport {
         mut updates,
         ..
     } = up;
+    if !ok {
+        updates.reset();
+    }
     let deleted = timed(
         ctx,
         &mut report,

@@ -24,6 +24,9 @@ pub enum SseError {
 #[derive(Debug)]
 pub struct Parser {
     buf: Vec<u8>,
+    /// Bytes of `buf` already searched for a newline: a long line arriving in many chunks
+    /// is scanned once, not once per chunk.
+    scanned: usize,
     kind: Option<String>,
     data: Option<String>,
     max: usize,
@@ -34,6 +37,7 @@ impl Parser {
     pub fn new(max: usize) -> Self {
         Parser {
             buf: Vec::new(),
+            scanned: 0,
             kind: None,
             data: None,
             max,
@@ -45,8 +49,9 @@ impl Parser {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
         let mut start = 0;
-        while let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let end = start + nl;
+        let mut from = self.scanned;
+        while let Some(nl) = self.buf[from..].iter().position(|&b| b == b'\n') {
+            let end = from + nl;
             let mut line = &self.buf[start..end];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
@@ -55,11 +60,13 @@ impl Parser {
                 .map_err(|_| SseError::NotUtf8)?
                 .to_string();
             start = end + 1;
+            from = start;
             if let Some(ev) = self.line(&line)? {
                 events.push(ev);
             }
         }
         self.buf.drain(..start);
+        self.scanned = self.buf.len();
         if self.buf.len() > self.max {
             return Err(SseError::TooLarge(self.max));
         }

@@ -110,6 +110,7 @@ enum Source {
 pub struct Updates {
     client: Client,
     id: Uuid,
+    mode: WaitMode,
     source: Source,
     reopened: bool,
     /// The most recent state seen.
@@ -122,6 +123,7 @@ impl Updates {
         Updates {
             client: client.clone(),
             id,
+            mode,
             source: Source::Unopened(mode),
             reopened: false,
             latest: None,
@@ -140,6 +142,14 @@ impl Updates {
             },
         };
     }
+    /// Drops the stream so that the next wait opens a new one. Called after a phase failed
+    /// while following it: that stream may be the one that stalled or lied, and delete must
+    /// not inherit it.
+    pub fn reset(&mut self) {
+        self.source = Source::Unopened(self.mode);
+        self.reopened = false;
+    }
+
     /// The next state. `poll_every` is the interval used when polling.
     pub async fn next(&mut self, poll_every: Duration) -> Result<Workspace, ApiError> {
         loop {

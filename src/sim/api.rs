@@ -41,6 +41,9 @@ pub struct App {
     pub token: String,
     pub counts: Mutex<HashMap<String, u64>>,
     limiter: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Cancelled when the simulated coderd crashes: upgraded connections (web terminals)
+    /// live outside the HTTP server's tasks and end on it.
+    connections: Mutex<tokio_util::sync::CancellationToken>,
 }
 
 impl App {
@@ -57,7 +60,22 @@ impl App {
             ssh_addr,
             counts: Default::default(),
             limiter: Default::default(),
+            connections: Default::default(),
         })
+    }
+
+    /// A token cancelled at the next crash.
+    pub fn until_crash(&self) -> tokio_util::sync::CancellationToken {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Cuts every upgraded connection open now.
+    pub fn cut_connections(&self) {
+        let old = std::mem::take(&mut *self.connections.lock().unwrap_or_else(|p| p.into_inner()));
+        old.cancel();
     }
 }
 
@@ -509,19 +527,37 @@ async fn workspace(
 }
 
 /// `/watch`: a `ping`, the whole workspace, then the whole workspace on every change.
+/// Injected faults hit a workspace's first stream only: pings and never a state
+/// (`watch_silent`), or a malformed first state (`malformed`).
 async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
     let Some(id) = parse_id(&id) else {
         return resource_not_found();
     };
-    let rx = {
-        let w = app.state.lock();
-        match w.live.get(&id) {
-            Some(e) => e.tx.subscribe(),
+    let (rx, name, first) = {
+        let mut w = app.state.lock();
+        match w.live.get_mut(&id) {
+            Some(e) => {
+                e.watches += 1;
+                (e.tx.subscribe(), e.ws.name.clone(), e.watches == 1)
+            }
             None => return resource_not_found(),
         }
     };
-    let ping = app.state.cfg.ping_interval.0;
-    Sse::new(events(rx))
+    let cfg = &app.state.cfg;
+    let fault = if !first {
+        None
+    } else if cfg.inject("watch_silent", &name, cfg.failures.watch_silent) {
+        app.state.note_stall(&name, "watch");
+        Some(StreamFault::Silent)
+    } else if cfg.inject("malformed", &name, cfg.failures.malformed) {
+        let kind = MALFORMATIONS[cfg.pick("malformation", &name, MALFORMATIONS.len())];
+        app.state.note_malformed(&name, kind);
+        Some(StreamFault::Malformed(kind))
+    } else {
+        None
+    };
+    let ping = cfg.ping_interval.0;
+    Sse::new(events(rx, fault))
         .keep_alive(
             KeepAlive::new()
                 .interval(ping)
@@ -530,16 +566,58 @@ async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
         .into_response()
 }
 
+/// What a faulty stream does instead of telling the truth.
+#[derive(Debug, Clone, Copy)]
+enum StreamFault {
+    Silent,
+    Malformed(&'static str),
+}
+
+/// The malformations `failures.malformed` chooses from.
+pub const MALFORMATIONS: [&str; 4] = ["truncated", "wrong_type", "unknown_enum", "huge"];
+
+/// A workspace's JSON spoilt in the named way.
+fn malform(ws: &Workspace, kind: &str) -> String {
+    let mut v = serde_json::to_value(ws).expect("workspaces serialize");
+    match kind {
+        "truncated" => {
+            let s = v.to_string();
+            let mut half = s.len() / 2;
+            while !s.is_char_boundary(half) {
+                half -= 1;
+            }
+            return s[..half].to_string();
+        }
+        "wrong_type" => v["id"] = serde_json::json!(42),
+        "unknown_enum" => v["latest_build"]["job"]["status"] = serde_json::json!("exploding"),
+        _ => v["padding"] = serde_json::json!("x".repeat(5 << 20)),
+    }
+    v.to_string()
+}
+
 fn events(
     mut rx: tokio::sync::watch::Receiver<Arc<Workspace>>,
+    fault: Option<StreamFault>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     async_stream(move |tx| async move {
         if tx.send(Event::default().event("ping")).await.is_err() {
             return;
         }
+        if let Some(StreamFault::Silent) = fault {
+            // Only the keep-alive's pings from now on, until the client goes away.
+            tx.closed().await;
+            return;
+        }
+        let mut malformed = match fault {
+            Some(StreamFault::Malformed(kind)) => Some(kind),
+            _ => None,
+        };
         loop {
             let ws = rx.borrow_and_update().clone();
-            let data = serde_json::to_string(&*ws).expect("workspaces serialize");
+            let data = match malformed.take() {
+                Some(kind) => malform(&ws, kind),
+                None => serde_json::to_string(&*ws).expect("workspaces serialize"),
+            };
             if tx
                 .send(Event::default().event("data").data(data))
                 .await

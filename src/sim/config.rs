@@ -177,6 +177,17 @@ pub struct Failures {
     pub ssh_auth: f64,
     /// The SSH server accepts the connection and never answers (`timeout`).
     pub ssh_stall: f64,
+    /// The workspace's first watch stream sends pings and never a state (`timeout` in
+    /// build): a coderd whose pubsub subscription was lost behind a live connection.
+    pub watch_silent: f64,
+    /// The start build's apply never finishes until canceled (`timeout` in build).
+    pub build_stuck: f64,
+    /// The web terminal accepts the connection and never prints (`timeout` in pty).
+    pub pty_silent: f64,
+    /// The first state on the workspace's first watch stream is malformed: truncated JSON,
+    /// a field of the wrong type, an unknown enum value or a 5 MiB event, chosen per
+    /// workspace (`protocol_error` in build).
+    pub malformed: f64,
 }
 
 impl SimConfig {
@@ -205,6 +216,11 @@ impl SimConfig {
     /// Whether the failure of kind `what` is injected for workspace `name`.
     pub fn inject(&self, what: &str, name: &str, rate: f64) -> bool {
         rate > 0.0 && unit_hash(self.seed, what, name) < rate
+    }
+
+    /// One of `n` choices for workspace `name`, fixed by the seed.
+    pub fn pick(&self, what: &str, name: &str, n: usize) -> usize {
+        ((unit_hash(self.seed, what, name) * n as f64) as usize).min(n.saturating_sub(1))
     }
 }
 

@@ -40,8 +40,11 @@ pub fn shell(command: &str) -> std::io::Result<tokio::process::Child> {
 pub struct Sim {
     pub addr: SocketAddr,
     pub app: Arc<api::App>,
+    /// Stops everything: the API, the SSH server and the metrics listener.
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    router: axum::Router,
+    /// The API's accept loop and its connections, and what stops them.
+    http: (CancellationToken, tokio::task::JoinHandle<()>),
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     metrics_addr: SocketAddr,
     ssh_host_key: String,
@@ -112,19 +115,14 @@ impl Sim {
                     .await;
             });
         }
-        let s = stop.clone();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { s.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "simulator server failed");
-            }
-        });
+        let http_stop = stop.child_token();
+        let task = tokio::spawn(serve_http(listener, router.clone(), http_stop.clone()));
         Ok(Sim {
             addr,
             app,
             stop,
-            task,
+            router,
+            http: (http_stop, task),
             provider,
             metrics_addr,
             ssh_host_key,
@@ -180,8 +178,40 @@ impl Sim {
             .unwrap_or(0)
     }
 
-    /// Stops serving: open event streams and terminals are cut after a moment, as when a
-    /// real coderd goes away.
+    /// Coder goes away: the API stops listening and every open connection is cut, event
+    /// streams and terminals included, without a goodbye. The world (workspaces, builds in
+    /// progress, agents) is kept, as a database is across a coderd restart.
+    pub async fn crash(&mut self) {
+        self.http.0.cancel();
+        let task = &mut self.http.1;
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut *task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+        self.app.cut_connections();
+    }
+
+    /// Coder comes back on the same address with the same world.
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let http_stop = self.stop.child_token();
+        let task = tokio::spawn(serve_http(listener, self.router.clone(), http_stop.clone()));
+        self.http = (http_stop, task);
+        Ok(())
+    }
+
     /// Exports every server span made so far (blocking; call from `spawn_blocking`).
     pub fn flush_spans(&self) {
         if let Some(p) = &self.provider {
@@ -198,12 +228,43 @@ impl Sim {
             .await;
         }
         self.stop.cancel();
-        let mut task = self.task;
+        self.app.cut_connections();
+        let mut task = self.http.1;
         if tokio::time::timeout(std::time::Duration::from_millis(500), &mut task)
             .await
             .is_err()
         {
             task.abort();
         }
+    }
+}
+
+/// Serves the API until `stop`; then every connection still open is aborted (dropping the
+/// set), which is what tells a crash from a graceful shutdown. Our own accept loop, because
+/// `axum::serve` detaches connections where nothing can cut them.
+async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, stop: CancellationToken) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let sock = tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            a = listener.accept() => match a {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "simulator cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = sock.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        conns.spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                .with_upgrades()
+                .await;
+        });
     }
 }

@@ -66,11 +66,31 @@ pub async fn handler(
     let drop_it = st
         .cfg
         .inject("pty_drop", &workspace.name, st.cfg.failures.pty_drop);
+    let silent = st
+        .cfg
+        .inject("pty_silent", &workspace.name, st.cfg.failures.pty_silent);
     let max = st.cfg.pty_max_runtime.0;
-    ws.on_upgrade(move |socket| async move {
+    let crash = app.until_crash();
+    ws.on_upgrade(move |mut socket| async move {
         if drop_it {
             st.note_pty_drop(&workspace.name);
             drop(socket); // no close frame: the client sees the connection cut
+            return;
+        }
+        if silent {
+            // Accepted, and never a byte back: read (and ignore) until the client leaves.
+            st.note_stall(&workspace.name, "pty");
+            let read = tokio::time::timeout(max, async {
+                while let Some(Ok(m)) = socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            });
+            tokio::select! {
+                _ = read => {}
+                _ = crash.cancelled() => {}
+            }
             return;
         }
         let gauge = st.metrics.websockets.get_or_create(&crate::sim::metrics::Path { path: ROUTE.into() }).clone();
@@ -83,6 +103,7 @@ pub async fn handler(
                 }
             }
             _ = gone.cancelled() => {} // the agent went away: the connection drops
+            _ = crash.cancelled() => {} // coderd went away
         }
         gauge.dec();
     })

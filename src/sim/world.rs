@@ -33,6 +33,10 @@ pub struct Ledger {
     pub agent_timeout: bool,
     pub agent_start_error: bool,
     pub pty_dropped: bool,
+    /// `watch`, `build` or `pty`: where an injected stall was served.
+    pub stalled: Option<&'static str>,
+    /// Which malformation the watch stream served.
+    pub malformed: Option<&'static str>,
     pub deleted: bool,
 }
 
@@ -46,6 +50,8 @@ pub struct WsEntry {
     pub cancel: HashMap<Uuid, CancellationToken>,
     /// Cancelled when the workspace's agents disconnect: their sessions end with them.
     pub agent_gone: CancellationToken,
+    /// Watch streams opened so far: injected stream faults hit the first one only.
+    pub watches: u32,
 }
 
 impl World {
@@ -222,6 +228,7 @@ impl State {
                     tx,
                     cancel: HashMap::from([(build.id, cancel)]),
                     agent_gone: CancellationToken::new(),
+                    watches: 0,
                 },
             );
             w.queue.push_back((build.id, ws_id));
@@ -433,6 +440,11 @@ impl State {
         } else {
             lat.apply
         };
+        let stuck = transition == WorkspaceTransition::Start
+            && self.cfg.inject("build_stuck", &name, self.cfg.failures.build_stuck);
+        if stuck {
+            self.note_stall(&name, "build");
+        }
         let mut timings = Vec::new();
         let mut canceled = false;
         for (stage, latency) in [
@@ -442,8 +454,13 @@ impl State {
             (TimingStage::Apply, apply),
         ] {
             let t0 = Utc::now();
+            let wait = if stuck && stage == TimingStage::Apply {
+                Duration::from_secs(86_400) // until canceled
+            } else {
+                latency.sample()
+            };
             tokio::select! {
-                _ = tokio::time::sleep(latency.sample()) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = cancel.cancelled() => { canceled = true; }
             }
             timings.push(ProvisionerTiming {
@@ -772,6 +789,18 @@ impl State {
     pub fn note_pty_drop(&self, name: &str) {
         if let Some(l) = self.lock().ledger.get_mut(name) {
             l.pty_dropped = true;
+        }
+    }
+
+    pub fn note_stall(&self, name: &str, what: &'static str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.stalled = Some(what);
+        }
+    }
+
+    pub fn note_malformed(&self, name: &str, what: &'static str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.malformed = Some(what);
         }
     }
 }
