@@ -107,7 +107,10 @@ delete = "3s"
 fn outcomes(r: &scaletestd::runner::RunReport) -> BTreeMap<String, (Phase, Reason)> {
     r.workspaces
         .iter()
-        .filter_map(|w| w.failure().map(|(p, reason, _)| (w.name.clone(), (p, reason))))
+        .filter_map(|w| {
+            w.failure()
+                .map(|(p, reason, _)| (w.name.clone(), (p, reason)))
+        })
         .collect()
 }
 
@@ -133,7 +136,13 @@ async fn stalls_end_at_their_phase_timeout_and_delete_still_runs() {
             Some("pty") => Some((Phase::Pty, Reason::Timeout)),
             _ => None,
         };
-        assert_eq!(got.get(&l.name).copied(), want, "{}: {:?}", l.name, l.stalled);
+        assert_eq!(
+            got.get(&l.name).copied(),
+            want,
+            "{}: {:?}",
+            l.name,
+            l.stalled
+        );
         if let Some((phase, _)) = want {
             // It ended at its phase's timeout, not before.
             let w = r.workspaces.iter().find(|w| w.name == l.name).unwrap();
@@ -181,4 +190,124 @@ async fn malformed_watch_events_are_protocol_errors_and_delete_still_runs() {
     }
     assert!(settle(&sim).await.is_empty());
     println!("malformed {kinds:?}: {}", report::summary_line(&r));
+}
+
+/// A server answering every request with the next of `bodies` (status 200, JSON), and how
+/// the client took each: every one must be a `protocol_error` naming the path, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_answers_table() {
+    // A real workspace from the simulator, to spoil in each way.
+    let sim = start(fast_sim()).await;
+    let cfg = config(&sim, 1, 1, "");
+    let c = client(&cfg);
+    let template = c.template_by_name("coder", "docker").await.unwrap();
+    let ws = c
+        .create_workspace(&scaletestd::coder::CreateWorkspaceRequest {
+            template_id: Some(template.id),
+            name: "malformed-source".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let good = serde_json::to_value(&ws).unwrap();
+    let spoilt = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v.to_string()
+    };
+    let huge = "x".repeat(17 << 20);
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("truncated JSON", good.to_string()[..100].into(), false),
+        ("empty body", vec![], false),
+        ("null", b"null".to_vec(), false),
+        (
+            "HTML page",
+            b"<html><body>Sign in</body></html>".to_vec(),
+            false,
+        ),
+        (
+            "id of the wrong type",
+            spoilt(&|v| v["id"] = 42.into()).into(),
+            false,
+        ),
+        (
+            "build number as a string",
+            spoilt(&|v| v["latest_build"]["build_number"] = "seven".into()).into(),
+            false,
+        ),
+        (
+            "unknown job status",
+            spoilt(&|v| v["latest_build"]["job"]["status"] = "exploding".into()).into(),
+            false,
+        ),
+        (
+            "unknown transition",
+            spoilt(&|v| v["latest_build"]["transition"] = "levitate".into()).into(),
+            false,
+        ),
+        (
+            "latest_build missing",
+            spoilt(&|v| {
+                v.as_object_mut().unwrap().remove("latest_build");
+            })
+            .into(),
+            false,
+        ),
+        ("17 MiB with a length", huge.clone().into(), false),
+        ("17 MiB chunked", huge.into(), true),
+    ];
+    let bodies: std::sync::Arc<Vec<(Vec<u8>, bool)>> =
+        std::sync::Arc::new(cases.iter().map(|(_, b, c)| (b.clone(), *c)).collect());
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().fallback({
+        let (bodies, next) = (bodies.clone(), next.clone());
+        move || {
+            let (bodies, next) = (bodies.clone(), next.clone());
+            async move {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (body, chunked) = bodies[i].clone();
+                let body = if chunked {
+                    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                        body.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+                    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+                } else {
+                    axum::body::Body::from(body)
+                };
+                ([("content-type", "application/json")], body)
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let fake = scaletestd::coder::Client::new(
+        url.parse().unwrap(),
+        cfg.coder.token.clone(),
+        Default::default(),
+    );
+    for (what, _, _) in &cases {
+        let err = fake
+            .workspace(ws.id)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(err.reason(), Reason::ProtocolError, "{what}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("/api/v2/workspaces/{}", ws.id)),
+            "{what}: {msg}"
+        );
+        assert!(!msg.contains(TOKEN), "{what}: the token leaked");
+        assert!(
+            msg.len() < 2000,
+            "{what}: an error message of {} bytes",
+            msg.len()
+        );
+    }
+    assert_eq!(
+        next.load(std::sync::atomic::Ordering::SeqCst),
+        cases.len(),
+        "one request each: protocol errors are not retried"
+    );
+    println!("{} malformed answers, each a protocol_error", cases.len());
 }

@@ -242,7 +242,11 @@ impl Sim {
 /// Serves the API until `stop`; then every connection still open is aborted (dropping the
 /// set), which is what tells a crash from a graceful shutdown. Our own accept loop, because
 /// `axum::serve` detaches connections where nothing can cut them.
-async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, stop: CancellationToken) {
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let sock = tokio::select! {

@@ -441,7 +441,9 @@ impl State {
             lat.apply
         };
         let stuck = transition == WorkspaceTransition::Start
-            && self.cfg.inject("build_stuck", &name, self.cfg.failures.build_stuck);
+            && self
+                .cfg
+                .inject("build_stuck", &name, self.cfg.failures.build_stuck);
         if stuck {
             self.note_stall(&name, "build");
         }
