@@ -240,13 +240,13 @@ fn default_command() -> String {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawTimeouts {
-    create: Option<HumanDuration>,
-    build: Option<HumanDuration>,
-    agent: Option<HumanDuration>,
-    ssh: Option<HumanDuration>,
-    pty: Option<HumanDuration>,
-    app: Option<HumanDuration>,
-    delete: Option<HumanDuration>,
+    create: Option<Spanned<HumanDuration>>,
+    build: Option<Spanned<HumanDuration>>,
+    agent: Option<Spanned<HumanDuration>>,
+    ssh: Option<Spanned<HumanDuration>>,
+    pty: Option<Spanned<HumanDuration>>,
+    app: Option<Spanned<HumanDuration>>,
+    delete: Option<Spanned<HumanDuration>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -701,15 +701,24 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
     }
     let d = Timeouts::default();
     let t = &s.timeouts;
-    let pick = |v: Option<HumanDuration>, def: Duration| v.map(|x| x.0).unwrap_or(def);
+    // A zero timeout would fail every phase at once: refuse it where it was written.
+    let pick = |v: &Option<Spanned<HumanDuration>>, def: Duration| match v {
+        Some(x) if x.get_ref().0.is_zero() => Err(ConfigError::at(
+            src,
+            Some(x.span()),
+            "a timeout of zero: expected a duration of more than zero, such as \"90s\"",
+        )),
+        Some(x) => Ok(x.get_ref().0),
+        None => Ok(def),
+    };
     let timeouts = Timeouts {
-        create: pick(t.create, d.create),
-        build: pick(t.build, d.build),
-        agent: pick(t.agent, d.agent),
-        ssh: pick(t.ssh, d.ssh),
-        pty: pick(t.pty, d.pty),
-        app: pick(t.app, d.app),
-        delete: pick(t.delete, d.delete),
+        create: pick(&t.create, d.create)?,
+        build: pick(&t.build, d.build)?,
+        agent: pick(&t.agent, d.agent)?,
+        ssh: pick(&t.ssh, d.ssh)?,
+        pty: pick(&t.pty, d.pty)?,
+        app: pick(&t.app, d.app)?,
+        delete: pick(&t.delete, d.delete)?,
     };
     let traffic = TrafficConfig {
         sessions_per_workspace: match &s.sessions_per_workspace {

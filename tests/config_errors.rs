@@ -43,9 +43,11 @@ fn the_good_file_is_accepted() {
     );
 }
 
-#[test]
-fn each_mistake_names_line_column_and_expectation() {
-    let cases: &[(&str, &str, &str, &str)] = &[
+/// (replace, with, expected location, expected words).
+type Case = (&'static str, &'static str, &'static str, &'static str);
+
+fn cases() -> &'static [Case] {
+    &[
         // (replace, with, expected location, expected words)
         ("count = 10", "count = 0", "cfg.toml:7:9", "from 1 to 99999"),
         (
@@ -103,12 +105,116 @@ fn each_mistake_names_line_column_and_expectation() {
             "cfg.toml:9:10",
             "must end with \"delete\"",
         ),
-    ];
-    for (from, to, at, words) in cases {
+        (
+            "schedule = \"0 */15 * * * *\"",
+            "schedule = \"0 61 * * * *\"",
+            "cfg.toml:10:12",
+            "invalid schedule",
+        ),
+        (
+            "schedule = \"0 */15 * * * *\"",
+            "schedule = \"every tuesday\"",
+            "cfg.toml:10:12",
+            "invalid schedule",
+        ),
+        (
+            "build = \"15m\"",
+            "build = \"-5s\"",
+            "cfg.toml:13:9",
+            "expected a duration",
+        ),
+        (
+            "build = \"15m\"",
+            "build = 15",
+            "cfg.toml:13:9",
+            "invalid type",
+        ),
+        (
+            "build = \"15m\"",
+            "build = \"0s\"",
+            "cfg.toml:13:9",
+            "more than zero",
+        ),
+        (
+            "count = 10",
+            "count = 100000",
+            "cfg.toml:7:9",
+            "from 1 to 99999",
+        ),
+        ("count = 10", "count = -3", "cfg.toml:7:9", "invalid value"),
+        ("count = 10", "count = 2.5", "cfg.toml:7:9", "invalid type"),
+        (
+            "concurrency = 5",
+            "concurrency = 0",
+            "cfg.toml:8:15",
+            "from 1 to count (10)",
+        ),
+        (
+            "name = \"s\"",
+            "name = \"s\"\nworkspace_prefix = \"Bad_Prefix!\"",
+            "cfg.toml:6:20",
+            "invalid workspace_prefix",
+        ),
+        (
+            "phases = [",
+            "phases = \"create\"\nx = [",
+            "cfg.toml:9:10",
+            "invalid type",
+        ),
+        (
+            "template = \"docker\"",
+            "template = \"docker",
+            "cfg.toml:6:",
+            "",
+        ),
+        (
+            "[coder]",
+            "[coder]\nurl = \"http://a\"",
+            "cfg.toml:3:1",
+            "duplicate key",
+        ),
+        (
+            "[scenario.timeouts]",
+            "[scenario.timeouts]\nteleport = \"1s\"",
+            "cfg.toml:13:1",
+            "unknown field `teleport`",
+        ),
+    ]
+}
+
+#[test]
+fn each_mistake_names_line_column_and_expectation() {
+    for (from, to, at, words) in cases() {
         let e = broken(from, to);
         assert!(e.starts_with(at), "{to:?}: {e}");
         assert!(e.contains(words), "{to:?}: {e}");
     }
+}
+
+/// The same mistakes through the real binary: exit 2, the file's path with line and column
+/// on stderr, and nothing run.
+#[test]
+fn the_binary_refuses_each_with_exit_2() {
+    let dir = std::env::temp_dir().join(format!("scaletestd-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cfg.toml");
+    for (from, to, at, words) in cases() {
+        std::fs::write(&path, GOOD.replacen(from, to, 1)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_scaletestd"))
+            .args(["once", "--config", path.to_str().unwrap()])
+            .env("CODER_SESSION_TOKEN", "tok")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to:?}: {err}");
+        let want = format!("{}{}", path.display(), at.trim_start_matches("cfg.toml"));
+        assert!(err.contains(&want), "{to:?}: wanted {want} in {err}");
+        assert!(err.contains(words), "{to:?}: {err}");
+    }
+    println!(
+        "{} broken configurations, each refused with exit 2",
+        cases().len()
+    );
 }
 
 #[test]
