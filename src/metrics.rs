@@ -626,6 +626,8 @@ struct Process {
     cpu: Counter<f64, AtomicU64>,
     start: FGauge,
     threads: Gauge,
+    /// Tasks alive in the async runtime: a leak of tasks shows here before it shows in RSS.
+    tasks: Gauge,
 }
 
 impl Process {
@@ -637,6 +639,7 @@ impl Process {
             cpu: Counter::default(),
             start: Gauge::default(),
             threads: Gauge::default(),
+            tasks: Gauge::default(),
         };
         r.register(
             "process_resident_memory_bytes",
@@ -664,6 +667,11 @@ impl Process {
             p.start.clone(),
         );
         r.register("process_threads", "Number of OS threads", p.threads.clone());
+        r.register(
+            "scaletest_runtime_tasks",
+            "Tasks alive in scaletestd's async runtime",
+            p.tasks.clone(),
+        );
         p.start.set(unix_now());
         p
     }
@@ -679,6 +687,9 @@ impl Process {
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
             self.fds.set(dir.count() as i64);
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(rt.metrics().num_alive_tasks() as i64);
         }
     }
 }
