@@ -52,6 +52,10 @@ impl Parser {
         let mut from = self.scanned;
         while let Some(nl) = self.buf[from..].iter().position(|&b| b == b'\n') {
             let end = from + nl;
+            // The same bound whether the line came in one chunk or many.
+            if end - start > self.max {
+                return Err(SseError::TooLarge(self.max));
+            }
             let mut line = &self.buf[start..end];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
