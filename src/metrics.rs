@@ -588,7 +588,8 @@ fn unix_now() -> f64 {
 /// `# UNIT`, and counter families named with their `_total` suffix as classic parsers expect.
 pub fn to_classic_text(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
-    for line in om.lines() {
+    let mut lines = om.lines().peekable();
+    while let Some(line) = lines.next() {
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
@@ -601,8 +602,12 @@ pub fn to_classic_text(om: &str) -> String {
         }
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            // HELP comes before TYPE: look ahead by name in the OpenMetrics text.
-            if om.contains(&format!("# TYPE {name} counter\n")) {
+            // HELP comes right before its TYPE: look at the next line.
+            let counter = lines
+                .peek()
+                .and_then(|l| l.strip_prefix("# TYPE "))
+                .is_some_and(|t| t.strip_suffix(" counter") == Some(name));
+            if counter {
                 out.push_str(&format!("# HELP {name}_total {help}\n"));
                 continue;
             }

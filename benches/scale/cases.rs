@@ -1,0 +1,254 @@
+//! The cases, each run in a child process (`SCALE_BENCH_CASE`), and the orchestration that
+//! runs them one after another against one simulator process and gathers their figures.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use scaletestd::coder::{ApiObserver, Client, ClientOptions};
+use scaletestd::config::{Config, Env};
+use scaletestd::metrics::Metrics;
+use scaletestd::phases::Phase;
+use scaletestd::runner::{self, Slice};
+
+use crate::report::{Table, pct};
+use crate::sim::SimProcess;
+use crate::*;
+
+/// Counts API requests, and feeds the daemon's metrics as the daemon does.
+struct Counting {
+    n: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl ApiObserver for Counting {
+    fn on_response(
+        &self,
+        method: &reqwest::Method,
+        route: &'static str,
+        code: Option<u16>,
+        elapsed: Duration,
+    ) {
+        self.n.fetch_add(1, Ordering::Relaxed);
+        self.metrics.on_response(method, route, code, elapsed);
+    }
+}
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("{k} is set by the orchestrator"))
+}
+
+/// One case, in this (child) process.
+pub async fn run_child(case: &str) -> Value {
+    let parts: Vec<&str> = case.split(':').collect();
+    let num = |i: usize| parts[i].parse::<u32>().expect("a number");
+    let out = match parts[0] {
+        "ours" => ours(parts[1], num(2), num(3), parts[4] == "full").await,
+        "raw" => raw::run(num(1), num(2), &env("SCALE_BENCH_URL"), &env("SCALE_BENCH_SSH")).await,
+        other => panic!("unknown case {other}"),
+    };
+    let (peak, _) = rss_mib("self");
+    let mut out = out;
+    out["peak_rss_mib"] = json!(peak);
+    out
+}
+
+/// scaletestd's runner, metrics and span export as the daemon runs them.
+async fn ours(mode: &str, n: u32, concurrency: u32, full: bool) -> Value {
+    let telemetry = scaletestd::telemetry::init(
+        "warn",
+        Default::default(),
+        &scaletestd::telemetry::TraceExport {
+            endpoint: Some(env("SCALE_BENCH_OTLP")),
+            protocol: Some("http/protobuf".into()),
+        },
+        None,
+    )
+    .expect("telemetry starts");
+    let phases = if full {
+        r#"["create", "build", "agent", "ssh", "pty", "delete"]"#
+    } else {
+        r#"["create", "build", "agent", "delete"]"#
+    };
+    let text = format!(
+        r#"[coder]
+url = "{url}"
+request_timeout = "120s"
+
+[[scenario]]
+name = "bench"
+workspace_prefix = "b{prefix}"
+template = "docker"
+count = {n}
+concurrency = {concurrency}
+phases = {phases}
+wait = "{mode}"
+run_command = "echo bench-ok"
+expect_output = "bench-ok"
+
+[scenario.timeouts]
+create = "10m"
+build = "10m"
+agent = "10m"
+delete = "10m"
+
+[scenario.ssh]
+transport = "tcp"
+address = "{ssh}"
+user = "{{workspace}}"
+"#,
+        url = env("SCALE_BENCH_URL"),
+        ssh = env("SCALE_BENCH_SSH"),
+        prefix = &mode[..1],
+    );
+    let envs = Env {
+        coder_session_token: Some(TOKEN.into()),
+        ..Default::default()
+    };
+    let cfg = Config::parse("bench.toml", &text, &envs).expect("the bench configuration");
+    let s = &cfg.scenarios[0];
+    let metrics = Metrics::new();
+    metrics.declare(s);
+    let counting = Arc::new(Counting {
+        n: AtomicU64::new(0),
+        metrics: metrics.clone(),
+    });
+    let client = Client::observed(
+        cfg.coder.url.clone(),
+        cfg.coder.token.clone(),
+        ClientOptions {
+            request_timeout: cfg.coder.request_timeout,
+            max_retries: cfg.coder.max_retries,
+            ..Default::default()
+        },
+        counting.clone(),
+    );
+    let (_, rss0) = rss_mib("self");
+    let cpu0 = cpu_seconds("self");
+    let t = Instant::now();
+    let report = runner::run(
+        &client,
+        s,
+        None,
+        Slice { first: 1, count: n },
+        metrics.clone(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    )
+    .await;
+    let wall = t.elapsed();
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    let cpu = cpu_seconds("self") - cpu0;
+
+    // Timing error two ways: against the latency injected, and against Coder's own
+    // timestamps of when the build finished and the agent was ready.
+    let (mut build_inj, mut build_coder, mut agent_inj, mut agent_coder) =
+        (vec![], vec![], vec![], vec![]);
+    for w in &report.workspaces {
+        let end = |p: Phase| {
+            w.phases
+                .iter()
+                .find(|r| r.phase == p && r.ok)
+                .map(|r| (r.duration, r.started_at + r.duration))
+        };
+        let stage_end = |stage: &str| {
+            w.build_stages
+                .iter()
+                .filter(|s| s.stage == stage)
+                .map(|s| s.ended_at)
+                .max()
+        };
+        if let (Some((d, at)), Some(truth)) = (end(Phase::Build), stage_end("apply")) {
+            build_inj.push(ms(d) - BUILD_MS as f64);
+            build_coder.push((at - truth).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
+        if let (Some((d, at)), Some(truth)) = (end(Phase::Agent), stage_end("agent_startup")) {
+            agent_inj.push(ms(d) - AGENT_MS as f64);
+            agent_coder.push((at - truth).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
+    }
+    json!({
+        "ok": report.succeeded(),
+        "n": n,
+        "wall_s": wall.as_secs_f64(),
+        "cpu_s": cpu,
+        "requests": counting.n.load(Ordering::Relaxed),
+        "rss_start_mib": rss0,
+        "build_inj": [pct(&build_inj, 50.0), pct(&build_inj, 99.0)],
+        "build_coder": [pct(&build_coder, 50.0), pct(&build_coder, 99.0)],
+        "agent_inj": [pct(&agent_inj, 50.0), pct(&agent_inj, 99.0)],
+        "agent_coder": [pct(&agent_coder, 50.0), pct(&agent_coder, 99.0)],
+        "summary": scaletestd::report::summary_line(&report),
+    })
+}
+
+/// Runs a case in a child process against `sim`; its JSON line, or an error string.
+fn child(case: &str, sim: &SimProcess, otlp: &str, within: Duration) -> Value {
+    eprintln!("== {case}");
+    let mut c = Command::new(std::env::current_exe().expect("this binary"))
+        .env("SCALE_BENCH_CASE", case)
+        .env("SCALE_BENCH_URL", &sim.url)
+        .env("SCALE_BENCH_SSH", &sim.ssh)
+        .env("SCALE_BENCH_OTLP", otlp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the bench binary re-runs itself");
+    let t = Instant::now();
+    loop {
+        match c.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if t.elapsed() > within => {
+                let _ = c.kill();
+                let _ = c.wait();
+                return json!({"error": format!("did not finish within {within:?}")});
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let mut out = String::new();
+    use std::io::Read;
+    let _ = c.stdout.take().expect("piped").read_to_string(&mut out);
+    let v: Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| json!({"error": format!("no figures: {out}")}));
+    eprintln!("   {}", v["summary"].as_str().unwrap_or(""));
+    v
+}
+
+/// Every case, one after another; the table.
+pub async fn run_all(quick: bool) -> String {
+    let otlp = report::OtlpSink::start().await;
+    let sim = SimProcess::start();
+    let mut t = Table::default();
+    let sizes: &[u32] = if quick { &[100, 1000] } else { &[100, 1000, 10_000] };
+    let within = Duration::from_secs(600);
+
+    let accuracy: Vec<(u32, Value, Value)> = sizes
+        .iter()
+        .map(|&n| {
+            let watch = child(&format!("ours:watch:{n}:{n}:wait"), &sim, &otlp.url, within);
+            let poll = child(&format!("ours:poll:{n}:{n}:wait"), &sim, &otlp.url, within);
+            (n, watch, poll)
+        })
+        .collect();
+    t.accuracy(&accuracy);
+
+    let n = if quick { 300 } else { 1000 };
+    let concurrency = 100;
+    let ours = child(
+        &format!("ours:watch:{n}:{concurrency}:full"),
+        &sim,
+        &otlp.url,
+        within,
+    );
+    let floor = child(&format!("raw:{n}:{concurrency}"), &sim, &otlp.url, within);
+    let locust = crate::report::locust(&sim, concurrency, if quick { 20 } else { 40 });
+    t.capacity(n, concurrency, &ours, &floor, &accuracy, &locust);
+    t.scrape_time();
+    t.idle(&sim).await;
+    t.render()
+}

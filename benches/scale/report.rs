@@ -1,0 +1,450 @@
+//! The table, and the cases measured from the orchestrator itself: Locust, `/metrics`
+//! encoding, and the daemon's idle footprint.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sim::SimProcess;
+use crate::*;
+
+/// The `p`th percentile (nearest rank) of `v`; NaN when empty.
+pub fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
+}
+
+/// An OTLP/HTTP endpoint that takes every export and answers 200, so span export costs what
+/// it costs against a real collector.
+pub struct OtlpSink {
+    pub url: String,
+}
+
+impl OtlpSink {
+    pub async fn start() -> OtlpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}/v1/traces", listener.local_addr().expect("bound"));
+        let app = axum::Router::new().fallback(|| async {
+            ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        OtlpSink { url }
+    }
+}
+
+#[derive(Default)]
+pub struct Table {
+    out: String,
+}
+
+fn pair(v: &Value, key: &str) -> String {
+    match (v[key][0].as_f64(), v[key][1].as_f64()) {
+        (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+        _ => "—".into(),
+    }
+}
+
+fn per_lifecycle(v: &Value) -> f64 {
+    v["requests"].as_f64().unwrap_or(f64::NAN) / v["n"].as_f64().unwrap_or(f64::NAN)
+}
+
+impl Table {
+    pub fn accuracy(&mut self, rows: &[(u32, Value, Value)]) {
+        let o = &mut self.out;
+        let _ = writeln!(
+            o,
+            "### Accuracy: timing error in ms, p50 / p99 (build injected {BUILD_MS} ms, agent {AGENT_MS} ms)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| concurrent workspaces | waiting | build − injected | build − Coder's own end | agent − injected | agent − Coder's own end | API requests per lifecycle | succeeded | wall s | peak RSS MiB |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+        for (n, watch, poll) in rows {
+            for (mode, v) in [("events (watch)", watch), ("polling 500 ms / 1 s", poll)] {
+                if let Some(e) = v["error"].as_str() {
+                    let _ = writeln!(o, "| {n} | {mode} | {e} | | | | | | | |");
+                    continue;
+                }
+                let _ = writeln!(
+                    o,
+                    "| {n} | {mode} | {} | {} | {} | {} | {:.1} | {}/{n} | {:.1} | {:.0} |",
+                    pair(v, "build_inj"),
+                    pair(v, "build_coder"),
+                    pair(v, "agent_inj"),
+                    pair(v, "agent_coder"),
+                    per_lifecycle(v),
+                    v["ok"],
+                    v["wall_s"].as_f64().unwrap_or(0.0),
+                    v["peak_rss_mib"].as_f64().unwrap_or(0.0),
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\n\"Coder's own end\" compares when we saw the build finish (the agent ready) with the \
+             timestamp the server recorded for it: our own lateness. \"− injected\" also holds the \
+             simulator's own slowness under load.\n"
+        );
+    }
+
+    pub fn capacity(
+        &mut self,
+        n: u32,
+        concurrency: u32,
+        ours: &Value,
+        floor: &Value,
+        accuracy: &[(u32, Value, Value)],
+        locust: &Value,
+    ) {
+        let o = &mut self.out;
+        let cpu_per_1000 = |v: &Value| v["cpu_s"].as_f64().unwrap_or(f64::NAN) * 1000.0 / n as f64;
+        let (ours_cpu, raw_cpu) = (cpu_per_1000(ours), cpu_per_1000(floor));
+        let _ = writeln!(o, "### Capacity and overhead\n");
+        let _ = writeln!(o, "| figure | measured | target |");
+        let _ = writeln!(o, "|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| CPU-seconds per 1,000 full lifecycles (create, build, agent, SSH, PTY, delete; {n} at concurrency {concurrency}) | {ours_cpu:.2} s ({}) | — |",
+            ours["summary"].as_str().unwrap_or("")
+        );
+        let _ = writeln!(
+            o,
+            "| the raw client (same calls, no metrics, tracing or retries) | {raw_cpu:.2} s ({} ok) | floor |",
+            floor["ok"]
+        );
+        let _ = writeln!(
+            o,
+            "| scaletestd ÷ raw client, CPU per lifecycle | {:.2}× | ≤ 1.5× |",
+            ours_cpu / raw_cpu
+        );
+        let _ = writeln!(
+            o,
+            "| peak RSS, full lifecycles at concurrency {concurrency} | {:.0} MiB (raw client {:.0} MiB) | — |",
+            ours["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            floor["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        );
+        if let Some((big, w, _)) = accuracy.last() {
+            let _ = writeln!(
+                o,
+                "| peak RSS at {big} concurrent workspaces (events) | {:.0} MiB | < 512 MiB |",
+                w["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        let under5 = accuracy
+            .iter()
+            .filter(|(_, w, _)| {
+                let p99 = |k: &str| w[k][1].as_f64().unwrap_or(f64::INFINITY);
+                p99("build_coder") < 5.0 && p99("agent_coder") < 5.0
+            })
+            .map(|(n, _, _)| *n)
+            .max();
+        let _ = writeln!(
+            o,
+            "| largest tested concurrency with p99 error (vs Coder's timestamps) under 5 ms | {} | — |",
+            under5.map_or("none tested".to_string(), |n| n.to_string())
+        );
+        if let Some((_, w, p)) = accuracy.iter().find(|(n, _, _)| *n == 1000) {
+            let _ = writeln!(
+                o,
+                "| p99 timing error at 1,000 concurrent (build / agent vs Coder's end) | {:.1} / {:.1} ms | < 2 ms |",
+                w["build_coder"][1].as_f64().unwrap_or(f64::NAN),
+                w["agent_coder"][1].as_f64().unwrap_or(f64::NAN)
+            );
+            let _ = writeln!(
+                o,
+                "| API requests per lifecycle at 1,000: events vs polling | {:.1} vs {:.1} ({:.1}× fewer) | ≥ 10× fewer |",
+                per_lifecycle(w),
+                per_lifecycle(p),
+                per_lifecycle(p) / per_lifecycle(w)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n### Peer: Locust on the same create / wait / delete flow, {concurrency} users\n"
+        );
+        let _ = writeln!(
+            o,
+            "| tool | requests | CPU s | requests per CPU-second | peak RSS MiB | RSS per user KiB |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        if let Some((_, w, p)) = accuracy.iter().find(|(n, _, _)| *n == concurrency) {
+            for (name, v) in [("scaletestd, events", w), ("scaletestd, polling", p)] {
+                let req = v["requests"].as_f64().unwrap_or(f64::NAN);
+                let cpu = v["cpu_s"].as_f64().unwrap_or(f64::NAN);
+                let rss = v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    o,
+                    "| {name} | {req:.0} | {cpu:.2} | {:.0} | {rss:.0} | {:.0} |",
+                    req / cpu,
+                    rss * 1024.0 / concurrency as f64
+                );
+            }
+        }
+        match locust["error"].as_str() {
+            Some(e) => {
+                let _ = writeln!(o, "| Locust | {e} | | | | |");
+            }
+            None => {
+                let req = locust["requests"].as_f64().unwrap_or(f64::NAN);
+                let cpu = locust["cpu_s"].as_f64().unwrap_or(f64::NAN);
+                let rss = locust["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    o,
+                    "| Locust {} (polling, {} s) | {req:.0} | {cpu:.2} | {:.0} | {rss:.0} | {:.0} |",
+                    locust["version"].as_str().unwrap_or(""),
+                    locust["seconds"],
+                    req / cpu,
+                    rss * 1024.0 / concurrency as f64
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
+
+    /// `/metrics` with 20 scenarios' series, every phase, outcome and failure reason.
+    pub fn scrape_time(&mut self) {
+        use scaletestd::phases::{Phase, PhaseRecord, Reason};
+        use scaletestd::runner::RunObserver;
+        let mut text = String::from("[coder]\nurl = \"http://127.0.0.1:1\"\n");
+        for i in 0..20 {
+            let _ = write!(
+                text,
+                "[[scenario]]\nname = \"s{i}\"\nworkspace_prefix = \"p{i}\"\ntemplate = \"t\"\ncount = 10\n"
+            );
+        }
+        let env = scaletestd::config::Env {
+            coder_session_token: Some(TOKEN.into()),
+            ..Default::default()
+        };
+        let cfg = scaletestd::config::Config::parse("scrape.toml", &text, &env)
+            .expect("the scrape configuration");
+        let m = scaletestd::metrics::Metrics::new();
+        for s in &cfg.scenarios {
+            m.declare(s);
+            for phase in Phase::ALL {
+                for (i, reason) in std::iter::once(None)
+                    .chain(Reason::ALL.into_iter().map(Some))
+                    .enumerate()
+                {
+                    let record = PhaseRecord {
+                        phase,
+                        started_at: chrono::Utc::now(),
+                        duration: Duration::from_millis(10 + i as u64 * 37),
+                        ok: reason.is_none(),
+                        reason,
+                        error: reason.map(|r| r.as_str().to_string()),
+                        trace_id: Some(format!("{:032x}", i + 1)),
+                        coder_trace_id: None,
+                        sub_timings_ms: Default::default(),
+                    };
+                    m.phase_done(&s.name, "w", &record);
+                }
+            }
+        }
+        let time = |om: bool| {
+            let _ = m.encode(om);
+            let t = Instant::now();
+            let mut bytes = 0;
+            for _ in 0..50 {
+                bytes = m.encode(om).len();
+            }
+            (ms(t.elapsed()) / 50.0, bytes)
+        };
+        let ((text_ms, text_b), (om_ms, om_b)) = (time(false), time(true));
+        let series = m.encode(false).lines().filter(|l| !l.starts_with('#')).count();
+        let o = &mut self.out;
+        let _ = writeln!(o, "### `/metrics` with 20 scenarios, every phase, outcome and reason\n");
+        let _ = writeln!(o, "| format | series | bytes | encode time |");
+        let _ = writeln!(o, "|---|---|---|---|");
+        let _ = writeln!(o, "| Prometheus text 0.0.4 | {series} | {text_b} | {text_ms:.2} ms |");
+        let _ = writeln!(o, "| OpenMetrics (with exemplars) | {series} | {om_b} | {om_ms:.2} ms |\n");
+    }
+
+    /// The daemon between runs: one scheduled run of 50 full lifecycles, then 10 s of idle.
+    pub async fn idle(&mut self, sim: &SimProcess) {
+        let dir = std::env::temp_dir().join(format!("scaletestd-bench-idle-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let cfg = dir.join("idle.toml");
+        let at = chrono::Utc::now() + chrono::Duration::seconds(3);
+        use chrono::Timelike;
+        let _ = std::fs::write(
+            &cfg,
+            format!(
+                r#"[coder]
+url = "{url}"
+
+[server]
+listen = "127.0.0.1:0"
+
+[[scenario]]
+name = "idle"
+workspace_prefix = "bidle"
+schedule = "{s} {m} {h} * * *"
+template = "docker"
+count = 50
+concurrency = 50
+phases = ["create", "build", "agent", "ssh", "pty", "delete"]
+run_command = "echo ok"
+expect_output = "ok"
+
+[scenario.ssh]
+transport = "tcp"
+address = "{ssh}"
+user = "{{workspace}}"
+"#,
+                url = sim.url,
+                ssh = sim.ssh,
+                s = at.second(),
+                m = at.minute(),
+                h = at.hour()
+            ),
+        );
+        let mut d = Command::new(env!("CARGO_BIN_EXE_scaletestd"))
+            .args(["run", "--config", cfg.to_str().expect("UTF-8")])
+            .env("CODER_SESSION_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts");
+        let pid = d.id().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = d.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(" workspaces: ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let summary = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (cpu0, t) = (cpu_seconds(&pid), Instant::now());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let cpu = cpu_seconds(&pid) - cpu0;
+        let (peak, rss) = rss_mib(&pid);
+        let secs = t.elapsed().as_secs_f64();
+        let _ = d.kill();
+        let _ = d.wait();
+        let o = &mut self.out;
+        let _ = writeln!(o, "### The daemon idle between runs (release build)\n");
+        let _ = writeln!(o, "| figure | measured | target |");
+        let _ = writeln!(o, "|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| RSS after a run of 50 full lifecycles | {rss:.1} MiB (peak {peak:.1} MiB) | < 30 MiB |"
+        );
+        let _ = writeln!(
+            o,
+            "| CPU while idle | {:.2}% of a core over {secs:.0} s | ~0 |",
+            cpu / secs * 100.0
+        );
+        let run = summary.split(" workspaces: ").nth(1).unwrap_or("no run seen");
+        let _ = writeln!(o, "| the run before | 50 workspaces: {} | |\n", run.split(" scenario=").next().unwrap_or(run));
+    }
+
+    pub fn render(self) -> String {
+        let machine = machine();
+        format!("## Benchmark\n\nMachine: {machine}\n\n{}", self.out)
+    }
+}
+
+/// Locust running the same create / wait / delete flow (polling at Coder's harness
+/// intervals, as it has no event streams) with `users` users for `seconds`.
+pub fn locust(sim: &SimProcess, users: u32, seconds: u32) -> Value {
+    let version = Command::new("locust").arg("--version").output();
+    let Ok(version) = version else {
+        return serde_json::json!({"error": "locust not installed (scripts/bench installs it)"});
+    };
+    let version = String::from_utf8_lossy(&version.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    eprintln!("== locust {version}: {users} users for {seconds} s");
+    let dir = std::env::temp_dir().join(format!("scaletestd-bench-locust-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let csv = dir.join("locust");
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/locustfile.py");
+    let mut c = Command::new("locust")
+        .args([
+            "-f",
+            file.to_str().expect("UTF-8"),
+            "--headless",
+            "--only-summary",
+            "-u",
+            &users.to_string(),
+            "-r",
+            &users.to_string(),
+            "--run-time",
+            &format!("{seconds}s"),
+            "--host",
+            &sim.url,
+            "--csv",
+            csv.to_str().expect("UTF-8"),
+        ])
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("locust starts");
+    let pid = c.id().to_string();
+    let (mut cpu, mut peak) = (0.0, 0.0f64);
+    while c.try_wait().ok().flatten().is_none() {
+        cpu = cpu_seconds(&pid).max(cpu);
+        peak = peak.max(rss_mib(&pid).0);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stats = std::fs::read_to_string(format!("{}_stats.csv", csv.display())).unwrap_or_default();
+    // Columns: Type, Name, Request Count, Failure Count, ...
+    let count = |name: &str| {
+        stats
+            .lines()
+            .find(|l| l.split(',').nth(1) == Some(name))
+            .and_then(|l| l.split(',').nth(2))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    serde_json::json!({
+        "version": version,
+        "seconds": seconds,
+        "requests": count("Aggregated"),
+        "creates": count("create"),
+        "cpu_s": cpu,
+        "peak_rss_mib": peak,
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1048576.0);
+    format!(
+        "{cores} cores ({cpu}), {mem:.0} GiB, {} — the simulator, scaletestd and the peers share these cores",
+        chrono::Utc::now().format("%Y-%m-%d")
+    )
+}

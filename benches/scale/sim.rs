@@ -1,0 +1,97 @@
+//! The simulator in a process of its own (`scaletestd sim`), with the benchmark's fixed
+//! latencies, as many provisioners as workspaces (no queue) and no rate limit.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::*;
+
+pub struct SimProcess {
+    child: Child,
+    pub url: String,
+    pub ssh: String,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl SimProcess {
+    pub fn start() -> SimProcess {
+        let dir = std::env::temp_dir().join(format!("scaletestd-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let cfg = dir.join("sim.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"provisioners = 20000
+rate_limit = 0
+pty_max_runtime = "60s"
+
+[tracing]
+enabled = false
+
+[latency]
+api = "0ms"
+init = "{INIT_MS}ms"
+plan = "{PLAN_MS}ms"
+graph = "{GRAPH_MS}ms"
+apply = "{APPLY_MS}ms"
+destroy = "{DESTROY_MS}ms"
+agent_connect = "{CONNECT_MS}ms"
+agent_startup = "{STARTUP_MS}ms"
+"#
+            ),
+        )
+        .expect("the simulator's configuration is written");
+        let (api, ssh) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scaletestd"))
+            .args([
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{api}"),
+                "--ssh-listen",
+                &format!("127.0.0.1:{ssh}"),
+                "--config",
+                cfg.to_str().expect("a UTF-8 path"),
+            ])
+            .env("CODER_SESSION_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the simulator starts");
+        // Wait until it answers.
+        let url = format!("http://127.0.0.1:{api}");
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !line.contains("listening") {
+                    eprintln!("sim: {line}");
+                }
+            }
+        });
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", api)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        SimProcess {
+            child,
+            url,
+            ssh: format!("127.0.0.1:{ssh}"),
+        }
+    }
+}
