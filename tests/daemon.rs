@@ -125,6 +125,8 @@ async fn two_scheduled_runs_show_up_exactly_in_metrics() {
         20.0
     );
     assert_eq!(s.sum("scaletest_coder_up", &[]), 1.0);
+    // At `info`, 20 web terminals log nothing of their websocket handshakes.
+    assert!(!d.log().contains("tungstenite"), "{}", d.log());
     assert!(
         s.sum(
             "scaletest_coder_requests_duration_seconds",

@@ -48,7 +48,15 @@ pub async fn run_child(case: &str) -> Value {
     let num = |i: usize| parts[i].parse::<u32>().expect("a number");
     let out = match parts[0] {
         "ours" => ours(parts[1], num(2), num(3), parts[4] == "full").await,
-        "raw" => raw::run(num(1), num(2), &env("SCALE_BENCH_URL"), &env("SCALE_BENCH_SSH")).await,
+        "raw" => {
+            raw::run(
+                num(1),
+                num(2),
+                &env("SCALE_BENCH_URL"),
+                &env("SCALE_BENCH_SSH"),
+            )
+            .await
+        }
         other => panic!("unknown case {other}"),
     };
     let (peak, _) = rss_mib("self");
@@ -222,9 +230,13 @@ fn child(case: &str, sim: &SimProcess, otlp: &str, within: Duration) -> Value {
 /// Every case, one after another; the table.
 pub async fn run_all(quick: bool) -> String {
     let otlp = report::OtlpSink::start().await;
-    let sim = SimProcess::start();
+    let sim = SimProcess::start(crate::sim::FAST);
     let mut t = Table::default();
-    let sizes: &[u32] = if quick { &[100, 1000] } else { &[100, 1000, 10_000] };
+    let sizes: &[u32] = if quick {
+        &[100, 1000]
+    } else {
+        &[100, 1000, 10_000]
+    };
     let within = Duration::from_secs(600);
 
     let accuracy: Vec<(u32, Value, Value)> = sizes
@@ -247,7 +259,24 @@ pub async fn run_all(quick: bool) -> String {
     );
     let floor = child(&format!("raw:{n}:{concurrency}"), &sim, &otlp.url, within);
     let locust = crate::report::locust(&sim, concurrency, if quick { 20 } else { 40 });
-    t.capacity(n, concurrency, &ours, &floor, &accuracy, &locust);
+    drop(sim);
+    // Requests per lifecycle depend on how long builds take when polling: once more with
+    // durations like a real template's.
+    let slow = SimProcess::start(crate::sim::CODER_LIKE);
+    let m = if quick { 50 } else { 100 };
+    let long = (
+        m,
+        child(
+            &format!("ours:watch:{m}:{m}:wait"),
+            &slow,
+            &otlp.url,
+            within,
+        ),
+        child(&format!("ours:poll:{m}:{m}:wait"), &slow, &otlp.url, within),
+    );
+    drop(slow);
+    let sim = SimProcess::start(crate::sim::FAST);
+    t.capacity(n, concurrency, &ours, &floor, &accuracy, &locust, &long);
     t.scrape_time();
     t.idle(&sim).await;
     t.render()

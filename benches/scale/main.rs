@@ -37,7 +37,10 @@ fn main() {
             .build()
             .expect("a runtime");
         let out = rt.block_on(cases::run_child(&case));
-        println!("{}", serde_json::to_string(&out).expect("figures serialize"));
+        println!(
+            "{}",
+            serde_json::to_string(&out).expect("figures serialize")
+        );
         return;
     }
     // `cargo test --all-targets` builds and runs bench targets too: only `cargo bench`

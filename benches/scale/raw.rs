@@ -1,6 +1,7 @@
 //! The floor: the same calls as a full lifecycle (create, the watch stream until the build
 //! succeeds and the agent is ready, SSH exec, the web terminal, delete and its end on the
-//! stream) with no metrics, tracing, retries or classification. What any load generator must
+//! stream, and the same reads: build timings, the workspace before delete and after) with no
+//! metrics, tracing, retries or classification. What any load generator must
 //! spend at least.
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ async fn post(http: &reqwest::Client, url: &str, body: Value) -> Result<Value, S
 struct Watch {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: Vec<u8>,
+    /// The latest state seen.
+    last: Value,
 }
 
 impl Watch {
@@ -44,6 +47,7 @@ impl Watch {
         Ok(Watch {
             body: Box::pin(r.bytes_stream()),
             buf: Vec::new(),
+            last: Value::Null,
         })
     }
 
@@ -53,7 +57,8 @@ impl Watch {
             while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();
                 if let Some(data) = line.strip_prefix(b"data: ") {
-                    if let Ok(v) = serde_json::from_slice(data) {
+                    if let Ok(v) = serde_json::from_slice::<Value>(data) {
+                        self.last = v.clone();
                         return Some(v);
                     }
                 }
@@ -93,7 +98,9 @@ async fn ssh(addr: &str, user: &str) -> Result<(), String> {
         return Err("ssh auth refused".into());
     }
     let mut ch = s.channel_open_session().await.map_err(|e| e.to_string())?;
-    ch.exec(true, "echo bench-ok").await.map_err(|e| e.to_string())?;
+    ch.exec(true, "echo bench-ok")
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     while let Some(msg) = ch.wait().await {
         if let russh::ChannelMsg::Data { data } = msg {
@@ -166,8 +173,15 @@ async fn lifecycle(
             break agents[0]["id"].as_str().ok_or("no agent id")?.to_string();
         }
     };
+    let build = ws_build_id(&watch.last)?;
+    get(
+        http,
+        &format!("{base}/api/v2/workspacebuilds/{build}/timings"),
+    )
+    .await?;
     ssh(ssh_addr, &name).await?;
     pty(base, &agent).await?;
+    get(http, &format!("{base}/api/v2/workspaces/{id}")).await?;
     post(
         http,
         &format!("{base}/api/v2/workspaces/{id}/builds"),
@@ -180,14 +194,36 @@ async fn lifecycle(
             break;
         }
     }
+    // Gone (404 or 410): read but not judged.
+    let _ = get(http, &format!("{base}/api/v2/workspaces/{id}")).await;
     Ok(())
+}
+
+fn ws_build_id(ws: &Value) -> Result<String, String> {
+    Ok(ws["latest_build"]["id"]
+        .as_str()
+        .ok_or("no build id")?
+        .to_string())
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let r = http
+        .get(url)
+        .header(TOKEN_HEADER, TOKEN)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 pub async fn run(n: u32, concurrency: u32, base: &str, ssh_addr: &str) -> Value {
     let http = reqwest::Client::new();
     let t: Value = {
         let r = http
-            .get(format!("{base}/api/v2/organizations/coder/templates/docker"))
+            .get(format!(
+                "{base}/api/v2/organizations/coder/templates/docker"
+            ))
             .header(TOKEN_HEADER, TOKEN)
             .send()
             .await

@@ -35,7 +35,10 @@ impl OtlpSink {
             .expect("a port");
         let url = format!("http://{}/v1/traces", listener.local_addr().expect("bound"));
         let app = axum::Router::new().fallback(|| async {
-            ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+            (
+                [("content-type", "application/x-protobuf")],
+                Vec::<u8>::new(),
+            )
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
         OtlpSink { url }
@@ -106,6 +109,7 @@ impl Table {
         floor: &Value,
         accuracy: &[(u32, Value, Value)],
         locust: &Value,
+        (m, long_watch, long_poll): &(u32, Value, Value),
     ) {
         let o = &mut self.out;
         let cpu_per_1000 = |v: &Value| v["cpu_s"].as_f64().unwrap_or(f64::NAN) * 1000.0 / n as f64;
@@ -169,6 +173,15 @@ impl Table {
                 per_lifecycle(p) / per_lifecycle(w)
             );
         }
+        let _ = writeln!(
+            o,
+            "| API requests per lifecycle, {m} workspaces with a 30 s build and a 15 s agent start: events vs polling | {:.1} vs {:.1} ({:.1}× fewer; {} and {}) | ≥ 10× fewer |",
+            per_lifecycle(long_watch),
+            per_lifecycle(long_poll),
+            per_lifecycle(long_poll) / per_lifecycle(long_watch),
+            long_watch["summary"].as_str().unwrap_or("—"),
+            long_poll["summary"].as_str().unwrap_or("—"),
+        );
         let _ = writeln!(
             o,
             "\n### Peer: Locust on the same create / wait / delete flow, {concurrency} users\n"
@@ -262,18 +275,32 @@ impl Table {
             (ms(t.elapsed()) / 50.0, bytes)
         };
         let ((text_ms, text_b), (om_ms, om_b)) = (time(false), time(true));
-        let series = m.encode(false).lines().filter(|l| !l.starts_with('#')).count();
+        let series = m
+            .encode(false)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count();
         let o = &mut self.out;
-        let _ = writeln!(o, "### `/metrics` with 20 scenarios, every phase, outcome and reason\n");
+        let _ = writeln!(
+            o,
+            "### `/metrics` with 20 scenarios, every phase, outcome and reason\n"
+        );
         let _ = writeln!(o, "| format | series | bytes | encode time |");
         let _ = writeln!(o, "|---|---|---|---|");
-        let _ = writeln!(o, "| Prometheus text 0.0.4 | {series} | {text_b} | {text_ms:.2} ms |");
-        let _ = writeln!(o, "| OpenMetrics (with exemplars) | {series} | {om_b} | {om_ms:.2} ms |\n");
+        let _ = writeln!(
+            o,
+            "| Prometheus text 0.0.4 | {series} | {text_b} | {text_ms:.2} ms |"
+        );
+        let _ = writeln!(
+            o,
+            "| OpenMetrics (with exemplars) | {series} | {om_b} | {om_ms:.2} ms |\n"
+        );
     }
 
     /// The daemon between runs: one scheduled run of 50 full lifecycles, then 10 s of idle.
     pub async fn idle(&mut self, sim: &SimProcess) {
-        let dir = std::env::temp_dir().join(format!("scaletestd-bench-idle-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("scaletestd-bench-idle-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let cfg = dir.join("idle.toml");
         let at = chrono::Utc::now() + chrono::Duration::seconds(3);
@@ -328,7 +355,9 @@ user = "{{workspace}}"
                 }
             }
         });
-        let summary = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
+        let summary = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_default();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (cpu0, t) = (cpu_seconds(&pid), Instant::now());
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -350,8 +379,15 @@ user = "{{workspace}}"
             "| CPU while idle | {:.2}% of a core over {secs:.0} s | ~0 |",
             cpu / secs * 100.0
         );
-        let run = summary.split(" workspaces: ").nth(1).unwrap_or("no run seen");
-        let _ = writeln!(o, "| the run before | 50 workspaces: {} | |\n", run.split(" scenario=").next().unwrap_or(run));
+        let run = summary
+            .split(" workspaces: ")
+            .nth(1)
+            .unwrap_or("no run seen");
+        let _ = writeln!(
+            o,
+            "| the run before | 50 workspaces: {} | |\n",
+            run.split(" scenario=").next().unwrap_or(run)
+        );
     }
 
     pub fn render(self) -> String {

@@ -27,9 +27,22 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Latencies in ms: init, plan, graph, apply, destroy, agent connect, agent start-up.
+pub type Profile = [u64; 7];
+
+/// The benchmark's short fixed latencies (a 1 s build, a 0.8 s agent).
+pub const FAST: Profile = [
+    INIT_MS, PLAN_MS, GRAPH_MS, APPLY_MS, DESTROY_MS, CONNECT_MS, STARTUP_MS,
+];
+
+/// Durations like a real template's: a 30 s build, a 15 s agent start.
+pub const CODER_LIKE: Profile = [2000, 5000, 500, 22500, 5000, 5000, 10000];
+
 impl SimProcess {
-    pub fn start() -> SimProcess {
-        let dir = std::env::temp_dir().join(format!("scaletestd-bench-{}", std::process::id()));
+    pub fn start(p: Profile) -> SimProcess {
+        let [init, plan, graph, apply, destroy, connect, startup] = p;
+        let dir =
+            std::env::temp_dir().join(format!("scaletestd-bench-{}-{apply}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let cfg = dir.join("sim.toml");
         std::fs::write(
@@ -44,13 +57,13 @@ enabled = false
 
 [latency]
 api = "0ms"
-init = "{INIT_MS}ms"
-plan = "{PLAN_MS}ms"
-graph = "{GRAPH_MS}ms"
-apply = "{APPLY_MS}ms"
-destroy = "{DESTROY_MS}ms"
-agent_connect = "{CONNECT_MS}ms"
-agent_startup = "{STARTUP_MS}ms"
+init = "{init}ms"
+plan = "{plan}ms"
+graph = "{graph}ms"
+apply = "{apply}ms"
+destroy = "{destroy}ms"
+agent_connect = "{connect}ms"
+agent_startup = "{startup}ms"
 "#
             ),
         )

@@ -138,8 +138,18 @@ impl std::io::Write for ScrubbedStderr {
     }
 }
 
-/// Log targets capped below trace whatever the filter says: they log request headers.
-const HEADER_LOGGERS: &[&str] = &["tungstenite::handshake=debug", "tokio_tungstenite=debug"];
+/// Log targets whose trace level is dropped whatever the filter says: they log request
+/// headers, the session token among them.
+const HEADER_LOGGERS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
+/// Whether an event may be logged at all: not a header logger's trace. (A filter directive
+/// `target=debug` would not do: it *raises* those targets to debug under an `info` filter.)
+fn not_headers(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() != tracing::Level::TRACE
+        || !HEADER_LOGGERS
+            .iter()
+            .any(|t| meta.target() == *t || meta.target().starts_with(&format!("{t}::")))
+}
 
 /// Builds the tracer provider and installs the global subscriber, tracer provider and W3C
 /// propagator. Later calls in the same process keep the first subscriber. `secret` (the
@@ -157,11 +167,10 @@ pub fn init(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
 
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter));
-    for d in HEADER_LOGGERS {
-        filter = filter.add_directive(d.parse().expect("valid directives"));
-    }
+    use tracing_subscriber::filter::FilterExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter))
+        .and(tracing_subscriber::filter::filter_fn(not_headers));
     let writer = move || ScrubbedStderr(secret.clone());
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
