@@ -276,7 +276,15 @@ pub async fn run_all(quick: bool) -> String {
     );
     drop(slow);
     let sim = SimProcess::start(crate::sim::FAST);
-    t.capacity(n, concurrency, &ours, &floor, &accuracy, &locust, &long);
+    let capacity = report::Capacity {
+        n,
+        concurrency,
+        ours,
+        floor,
+        locust,
+        long,
+    };
+    t.capacity(&capacity, &accuracy);
     t.scrape_time();
     t.idle(&sim).await;
     t.render()

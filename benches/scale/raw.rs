@@ -56,11 +56,11 @@ impl Watch {
         loop {
             while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();
-                if let Some(data) = line.strip_prefix(b"data: ") {
-                    if let Ok(v) = serde_json::from_slice::<Value>(data) {
-                        self.last = v.clone();
-                        return Some(v);
-                    }
+                if let Some(data) = line.strip_prefix(b"data: ")
+                    && let Ok(v) = serde_json::from_slice::<Value>(data)
+                {
+                    self.last = v.clone();
+                    return Some(v);
                 }
             }
             match self.body.next().await {

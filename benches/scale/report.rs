@@ -45,6 +45,17 @@ impl OtlpSink {
     }
 }
 
+/// The capacity cases' figures: `n` full lifecycles at `concurrency`, ours and the raw
+/// client's; Locust's; and `m` workspaces with Coder-like durations, events and polling.
+pub struct Capacity {
+    pub n: u32,
+    pub concurrency: u32,
+    pub ours: Value,
+    pub floor: Value,
+    pub locust: Value,
+    pub long: (u32, Value, Value),
+}
+
 #[derive(Default)]
 pub struct Table {
     out: String,
@@ -101,16 +112,16 @@ impl Table {
         );
     }
 
-    pub fn capacity(
-        &mut self,
-        n: u32,
-        concurrency: u32,
-        ours: &Value,
-        floor: &Value,
-        accuracy: &[(u32, Value, Value)],
-        locust: &Value,
-        (m, long_watch, long_poll): &(u32, Value, Value),
-    ) {
+    pub fn capacity(&mut self, c: &Capacity, accuracy: &[(u32, Value, Value)]) {
+        let Capacity {
+            n,
+            concurrency,
+            ours,
+            floor,
+            locust,
+            long: (m, long_watch, long_poll),
+        } = c;
+        let (n, concurrency) = (*n, *concurrency);
         let o = &mut self.out;
         let cpu_per_1000 = |v: &Value| v["cpu_s"].as_f64().unwrap_or(f64::NAN) * 1000.0 / n as f64;
         let (ours_cpu, raw_cpu) = (cpu_per_1000(ours), cpu_per_1000(floor));
