@@ -1,7 +1,7 @@
 //! Soak: scheduled runs back to back against the simulator, with the daemon's RSS, open fds
 //! and live tasks sampled between runs. After warm-up none may grow beyond a small bound.
 //!
-//! 60 runs here; `SCALETESTD_FULL=1` (or `SCALETESTD_SOAK_RUNS=N`) for the full 300.
+//! 40 runs here; `SCALETESTD_FULL=1` (or `SCALETESTD_SOAK_RUNS=N`) for the full 300.
 
 mod common;
 
@@ -29,7 +29,7 @@ fn runs_wanted() -> usize {
     if std::env::var("SCALETESTD_FULL").is_ok_and(|v| v == "1") {
         300
     } else {
-        60
+        40
     }
 }
 
