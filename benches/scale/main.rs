@@ -3,7 +3,7 @@
 //! `cargo bench --bench scale` (or `scripts/bench`, which also installs Locust) starts the
 //! simulator as a separate process with fixed latencies, then runs each case in a child
 //! process of its own (so peak RSS and CPU belong to that case alone) and prints one table:
-//! accuracy at 100/1,000/10,000 concurrent workspaces, event-driven vs Coder's polling
+//! accuracy at 10 to 10,000 concurrent workspaces, event-driven vs Coder's polling
 //! intervals; CPU and memory per 1,000 full lifecycles against a raw client with no metrics or
 //! tracing; Locust on the same flow; `/metrics` encode time; the daemon's idle footprint.
 //!

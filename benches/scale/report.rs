@@ -167,7 +167,7 @@ impl Table {
         let _ = writeln!(
             o,
             "| largest tested concurrency with p99 error (vs Coder's timestamps) under 5 ms | {} | — |",
-            under5.map_or("none tested".to_string(), |n| n.to_string())
+            under5.map_or("none of those tested".to_string(), |n| n.to_string())
         );
         if let Some((_, w, p)) = accuracy.iter().find(|(n, _, _)| *n == 1000) {
             let _ = writeln!(
