@@ -699,7 +699,7 @@ impl Process {
     }
 }
 
-/// What /proc/self/stat says of this process.
+/// What /proc/<pid>/stat says of a process.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcStat {
     pub rss_bytes: u64,
@@ -709,7 +709,12 @@ pub struct ProcStat {
 }
 
 pub fn read_proc_stat() -> Option<ProcStat> {
-    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    read_proc_stat_of("self")
+}
+
+/// [`read_proc_stat`] of another process (`pid`, or `self`).
+pub fn read_proc_stat_of(pid: &str) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -79,16 +79,9 @@ pub fn rss_mib(pid: &str) -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// CPU seconds (user + system) a process has used, from /proc.
+/// CPU seconds (user + system) a process has used, from /proc; 0 once it is gone.
 pub fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
-    (ticks(11) + ticks(12)) / 100.0
+    scaletestd::metrics::read_proc_stat_of(pid).map_or(0.0, |s| s.cpu_seconds)
 }
 
 pub fn ms(d: Duration) -> f64 {
