@@ -104,8 +104,12 @@ impl ApiError {
         }
     }
 
-    pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+    /// Whether Coder says the thing asked for does not exist (any more): **410 Gone** for a
+    /// workspace once its delete build succeeded (coderd/workspaces.go, handler `workspace`:
+    /// `if workspace.Deleted && !showDeleted`), 404 for one that never existed or that this
+    /// user may not see. Every caller that asks "is it gone?" asks this, never one status.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.status(), Some(404 | 410))
     }
 }
 

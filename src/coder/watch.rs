@@ -171,7 +171,7 @@ impl Updates {
                         self.source = match self.client.watch_workspace(self.id).await {
                             Ok(s) => Source::Stream(s),
                             // Gone: the caller decides what that means (delete expects it).
-                            Err(e) if e.is_not_found() => return Err(e),
+                            Err(e) if e.is_gone() => return Err(e),
                             Err(e) => {
                                 tracing::warn!(workspace.id = %self.id, error = %e, "watch stream lost; polling instead");
                                 Source::Poll { first: true }

@@ -65,7 +65,7 @@ pub async fn run(
         }
     }
     match client.workspace(workspace).await {
-        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) if e.is_gone() => Ok(()),
         Err(e) => Err(e.into()),
         Ok(ws) if ws.latest_build.status == crate::coder::WorkspaceStatus::Deleted => Ok(()),
         Ok(ws) => Err(PhaseError::new(
@@ -94,18 +94,20 @@ async fn post_delete(
                 Reason::Http5xx | Reason::RateLimited | Reason::ConnectError | Reason::Timeout
             )
         };
-        if let Err(e) = cancel_active(client, workspace).await {
-            if !transient(e.reason) || attempt >= DELETE_ATTEMPTS {
-                return Err(e);
+        match cancel_active(client, workspace).await {
+            Ok(Presence::Gone) => return Ok(None),
+            Ok(Presence::Idle) => {}
+            Err(e) if !transient(e.reason) || attempt >= DELETE_ATTEMPTS => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(crate::coder::backoff(
+                    POLL_EVERY,
+                    Duration::from_secs(5),
+                    attempt,
+                ))
+                .await;
+                continue;
             }
-            attempt += 1;
-            tokio::time::sleep(crate::coder::backoff(
-                POLL_EVERY,
-                Duration::from_secs(5),
-                attempt,
-            ))
-            .await;
-            continue;
         }
         let req = CreateWorkspaceBuildRequest {
             transition: WorkspaceTransition::Delete,
@@ -113,7 +115,7 @@ async fn post_delete(
         };
         let err = match client.create_build(workspace, &req).await {
             Ok(b) => return Ok(Some(b)),
-            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) if e.is_gone() => return Ok(None),
             Err(e) => e,
         };
         let transient = transient(err.reason());
@@ -123,7 +125,7 @@ async fn post_delete(
         attempt += 1;
         if transient {
             match client.workspace(workspace).await {
-                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) if e.is_gone() => return Ok(None),
                 Ok(ws)
                     if ws.latest_build.transition == WorkspaceTransition::Delete
                         && !matches!(
@@ -145,17 +147,26 @@ async fn post_delete(
     }
 }
 
+/// What [`cancel_active`] found.
+enum Presence {
+    /// Deleted already (410) or never there (404): nothing to post.
+    Gone,
+    /// There, with no build in the way of a new one.
+    Idle,
+}
+
 /// Cancels the workspace's latest build if it is still pending or running, and waits for it
-/// to stop (Coder refuses a new build while one is active).
-async fn cancel_active(client: &Client, workspace: Uuid) -> Result<(), PhaseError> {
+/// to stop (Coder refuses a new build while one is active). Reading the workspace first also
+/// tells a workspace that is already gone, which must not get a delete build posted.
+async fn cancel_active(client: &Client, workspace: Uuid) -> Result<Presence, PhaseError> {
     let ws = match client.workspace(workspace).await {
         Ok(ws) => ws,
-        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) if e.is_gone() => return Ok(Presence::Gone),
         Err(e) => return Err(e.into()),
     };
     let b = &ws.latest_build;
     if !b.job.status.is_active() && b.job.status != ProvisionerJobStatus::Canceling {
-        return Ok(());
+        return Ok(Presence::Idle);
     }
     if b.job.status.is_active() {
         match client.cancel_build(b.id).await {
@@ -168,7 +179,7 @@ async fn cancel_active(client: &Client, workspace: Uuid) -> Result<(), PhaseErro
         }
     }
     wait_job(client, b.id).await?;
-    Ok(())
+    Ok(Presence::Idle)
 }
 
 async fn wait_job(client: &Client, build: Uuid) -> Result<ProvisionerJob, PhaseError> {

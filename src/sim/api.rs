@@ -497,33 +497,65 @@ fn create(app: &App, body: &[u8]) -> AxResponse {
     (StatusCode::CREATED, Json(ws)).into_response()
 }
 
-#[derive(Deserialize)]
-struct WorkspaceQuery {
-    #[serde(default)]
-    include_deleted: bool,
-}
-
 fn parse_id(s: &str) -> Option<Uuid> {
     Uuid::parse_str(s).ok()
 }
 
+/// `GET /workspaces/{id}` as coderd/workspaces.go's `workspace` handler answers it: a deleted
+/// workspace is **410 Gone** unless `include_deleted` is true (a value that is not a boolean
+/// is a 400); 404 only for one that never existed.
 async fn workspace(
     Ax(app): Ax<Shared>,
     Path(id): Path<String>,
-    Query(q): Query<WorkspaceQuery>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> AxResponse {
     let Some(id) = parse_id(&id) else {
         return resource_not_found();
     };
+    let show_deleted = match q.get("include_deleted").map(String::as_str) {
+        None | Some("") => false,
+        Some(v) => match go_parse_bool(v) {
+            Some(b) => b,
+            None => {
+                return bad_request(
+                    &format!("Invalid boolean value {v:?} for \"include_deleted\" query param."),
+                    vec![ValidationError {
+                        field: "deleted".into(),
+                        detail: "Must be a valid boolean".into(),
+                    }],
+                );
+            }
+        },
+    };
     if let Some(ws) = app.state.current(id) {
         return Json(ws).into_response();
     }
-    if q.include_deleted
-        && let Some(g) = app.state.lock().deleted.get(&id)
-    {
-        return Json(g.ws.clone()).into_response();
+    let grave = app.state.lock().deleted.get(&id).map(|g| g.ws.clone());
+    match grave {
+        Some(ws) if show_deleted => Json(ws).into_response(),
+        Some(_) => gone(id),
+        None => resource_not_found(),
     }
-    resource_not_found()
+}
+
+/// Coder's answer for a deleted workspace (coderd/workspaces.go).
+fn gone(id: Uuid) -> AxResponse {
+    error(
+        StatusCode::GONE,
+        format!(
+            "Workspace {:?} was deleted, you can view this workspace by specifying '?deleted=true' and trying again.",
+            id.to_string()
+        ),
+    )
+}
+
+/// Go's `strconv.ParseBool`, which Coder uses for boolean query parameters.
+fn go_parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// `/watch`: a `ping`, the whole workspace, then the whole workspace on every change.
@@ -535,12 +567,14 @@ async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
     };
     let (rx, name, first) = {
         let mut w = app.state.lock();
-        match w.live.get_mut(&id) {
-            Some(e) => {
-                e.watches += 1;
-                (e.tx.subscribe(), e.ws.name.clone(), e.watches == 1)
-            }
-            None => return resource_not_found(),
+        if let Some(e) = w.live.get_mut(&id) {
+            e.watches += 1;
+            (e.tx.subscribe(), e.ws.name.clone(), e.watches == 1)
+        } else if let Some(g) = w.deleted.get(&id) {
+            // A deleted workspace is still watchable (see `Grave::tx`).
+            (g.tx.subscribe(), g.ws.name.clone(), false)
+        } else {
+            return resource_not_found();
         }
     };
     let cfg = &app.state.cfg;

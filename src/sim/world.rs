@@ -44,8 +44,8 @@ pub struct WsEntry {
     pub ws: Workspace,
     pub builds: Vec<WorkspaceBuild>,
     pub timings: HashMap<Uuid, WorkspaceBuildTimings>,
-    /// Watchers get the newest workspace; the sender is dropped when the workspace is
-    /// deleted, which ends their streams after the final state.
+    /// Watchers get the newest workspace; kept in the [`Grave`] after deletion, so streams
+    /// go on showing the deleted workspace until the client closes them, as Coder's do.
     pub tx: watch::Sender<Arc<Workspace>>,
     pub cancel: HashMap<Uuid, CancellationToken>,
     /// Cancelled when the workspace's agents disconnect: their sessions end with them.
@@ -70,11 +70,16 @@ impl World {
     }
 }
 
-/// What is kept of a deleted workspace.
+/// What is kept of a deleted workspace: Coder keeps the row (`deleted = true`) and its
+/// builds, so `?include_deleted=true`, build look-ups and watch streams still find it.
 pub struct Grave {
     pub ws: Workspace,
     pub builds: Vec<WorkspaceBuild>,
     pub timings: HashMap<Uuid, WorkspaceBuildTimings>,
+    /// Still open to watchers: Coder's watch handlers load the workspace with
+    /// `GetWorkspaceByID`, which finds deleted ones, and never end a stream on deletion
+    /// (coderd/workspaces.go `watchWorkspace`; coderd/httpmw/workspaceparam.go).
+    pub tx: watch::Sender<Arc<Workspace>>,
 }
 
 #[derive(Default)]
@@ -241,6 +246,13 @@ impl State {
     pub fn start_delete(self: &Arc<Self>, ws_id: Uuid) -> Result<WorkspaceBuild, (u16, String)> {
         let build = {
             let mut w = self.lock();
+            if w.deleted.contains_key(&ws_id) {
+                // Coder's route middleware finds deleted workspaces too
+                // (coderd/httpmw/workspaceparam.go), so the answer is not a 404; which error
+                // wsbuilder gives is not pinned down here. A 400 keeps the simulator strict: a
+                // client that posts a build without first reading the workspace (410) fails.
+                return Err((400, "The workspace has been deleted.".into()));
+            }
             let Some(e) = w.live.get_mut(&ws_id) else {
                 return Err((
                     404,
@@ -656,7 +668,7 @@ impl State {
         });
     }
 
-    /// Moves a deleted workspace out of the live set and ends its watch streams.
+    /// Moves a deleted workspace out of the live set; its watch streams stay open.
     fn bury(&self, ws_id: Uuid) {
         let mut w = self.lock();
         let Some(mut e) = w.live.remove(&ws_id) else {
@@ -685,6 +697,7 @@ impl State {
                 ws: e.ws,
                 builds: e.builds,
                 timings: e.timings,
+                tx: e.tx,
             },
         );
     }
