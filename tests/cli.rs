@@ -88,7 +88,11 @@ fn live_workspaces(url: &str) -> i64 {
             scaletestd::secret::Secret::new(TOKEN),
             Default::default(),
         );
-        c.workspaces("owner:me", 100, 0).await.unwrap().count
+        c.workspaces("owner:me", 100, 0)
+            .await
+            .unwrap()
+            .workspaces
+            .len() as i64
     })
 }
 

@@ -620,10 +620,10 @@ fn enc(s: &str) -> String {
 }
 
 fn decode<T: DeserializeOwned>(method: &Method, path: &str, bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::Protocol {
+    decode_json(bytes).map_err(|detail| ApiError::Protocol {
         method: method.clone(),
         path: path.to_string(),
-        detail: e.to_string(),
+        detail,
     })
 }
 

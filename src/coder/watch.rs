@@ -58,7 +58,7 @@ impl WatchStream {
             while let Some(ev) = self.queued.pop_front() {
                 match ev.kind.as_str() {
                     "data" => {
-                        return serde_json::from_str(&ev.data)
+                        return super::decode_json(ev.data.as_bytes())
                             .map(Some)
                             .map_err(|e| self.protocol(format!("workspace event: {e}")));
                     }

@@ -22,10 +22,10 @@ use rand::Rng;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::types::{Workspace, WorkspaceTransition, WorkspacesResponse};
 use super::world::State;
 use crate::coder::{
-    CreateWorkspaceBuildRequest, CreateWorkspaceRequest, Response, ValidationError, Workspace,
-    WorkspaceTransition, WorkspacesResponse,
+    CreateWorkspaceBuildRequest, CreateWorkspaceRequest, Response, ValidationError,
 };
 
 /// Tells the `coder ssh` stand-in where the simulated agents' SSH server is (simulator only).
@@ -328,7 +328,7 @@ fn resource_not_found() -> AxResponse {
 }
 
 async fn buildinfo(Ax(app): Ax<Shared>) -> AxResponse {
-    Json(crate::coder::BuildInfo {
+    Json(super::types::BuildInfo {
         version: app.state.cfg.version.clone(),
         external_url: "https://github.com/coder/coder".into(),
         dashboard_url: String::new(),

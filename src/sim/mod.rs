@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pty;
 pub mod ssh;
 pub mod trace;
+pub mod types;
 pub mod world;
 
 pub use config::SimConfig;

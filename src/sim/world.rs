@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::config::SimConfig;
-use crate::coder::*;
+use super::types::*;
+use crate::coder::WorkspaceBuildParameter;
 
 /// What the simulator injected and measured for one workspace, for tests to compare with.
 #[derive(Debug, Clone, Default)]
@@ -837,6 +838,7 @@ fn new_agent(i: usize, now: Time) -> WorkspaceAgent {
         ready_at: None,
         status: WorkspaceAgentStatus::Connecting,
         lifecycle_state: WorkspaceAgentLifecycle::Created,
+        parent_id: None,
         resource_id: Uuid::nil(),
         architecture: "amd64".into(),
         operating_system: "linux".into(),

@@ -1,0 +1,407 @@
+//! What the simulator sends: Coder's API types with the fields a real coderd fills in
+//! (codersdk, checked against Coder's OpenAPI spec in shared/coder-api/swagger.json), so the
+//! client meets the whole shape it meets in production, not only the fields it reads.
+//!
+//! The client's own types (`crate::coder::types`) are a read model of these: the tests decode
+//! everything the simulator sends with them, so the two cannot drift apart unnoticed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+// The enums are the client's own: one spelling of each value on both sides (the client's
+// `Other` fallbacks are never sent).
+pub use crate::coder::types::{
+    ProvisionerJobStatus, TimingStage, WorkspaceAgentLifecycle, WorkspaceAgentStatus,
+    WorkspaceStatus, WorkspaceTransition,
+};
+
+pub type Time = DateTime<Utc>;
+
+/// `codersdk.BuildInfoResponse`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BuildInfo {
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub external_url: String,
+    #[serde(default)]
+    pub dashboard_url: String,
+    #[serde(default)]
+    pub deployment_id: String,
+}
+
+/// `codersdk.User` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub created_at: Time,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub organization_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub roles: Vec<SlimRole>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlimRole {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub organization_id: String,
+}
+
+/// `codersdk.Organization` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub is_default: bool,
+}
+
+/// `codersdk.Template` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct Template {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    pub organization_id: Uuid,
+    #[serde(default)]
+    pub organization_name: String,
+    pub active_version_id: Uuid,
+    #[serde(default)]
+    pub provisioner: String,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+/// `codersdk.TemplateVersionParameter` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateVersionParameter {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub description: String,
+    /// `string`, `number`, `bool` or `list(string)`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub mutable: bool,
+    #[serde(default)]
+    pub default_value: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub ephemeral: bool,
+    #[serde(default)]
+    pub options: Vec<TemplateVersionParameterOption>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateVersionParameterOption {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub value: String,
+}
+
+/// `codersdk.ProvisionerJob`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvisionerJob {
+    pub id: Uuid,
+    pub created_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canceled_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error_code: String,
+    pub status: ProvisionerJobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<Uuid>,
+    #[serde(default)]
+    pub file_id: Uuid,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub queue_position: i64,
+    #[serde(default)]
+    pub queue_size: i64,
+    #[serde(default)]
+    pub organization_id: Uuid,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}
+
+impl ProvisionerJob {
+    /// Time spent waiting for a provisioner (`started_at - created_at`).
+    pub fn queue_wait(&self) -> Option<std::time::Duration> {
+        self.started_at
+            .and_then(|s| (s - self.created_at).to_std().ok())
+    }
+
+    /// Time spent provisioning (`completed_at - started_at`).
+    pub fn provisioning(&self) -> Option<std::time::Duration> {
+        match (self.started_at, self.completed_at) {
+            (Some(s), Some(c)) => (c - s).to_std().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// `codersdk.WorkspaceAgentHealth`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkspaceAgentHealth {
+    #[serde(default)]
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// `codersdk.WorkspaceApp` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceApp {
+    pub id: Uuid,
+    #[serde(default)]
+    pub slug: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub subdomain: bool,
+    #[serde(default)]
+    pub sharing_level: String,
+    #[serde(default)]
+    pub health: String,
+}
+
+/// `codersdk.WorkspaceAgent` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceAgent {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: Time,
+    pub updated_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_connected_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_connected_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Time>,
+    pub status: WorkspaceAgentStatus,
+    pub lifecycle_state: WorkspaceAgentLifecycle,
+    #[serde(default)]
+    pub resource_id: Uuid,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub operating_system: String,
+    #[serde(default)]
+    pub directory: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub api_version: String,
+    /// Set on a devcontainer sub-agent: the agent it runs under (codersdk.WorkspaceAgent
+    /// `parent_id`; Coder's workspace health ignores such agents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Uuid>,
+    #[serde(default)]
+    pub apps: Vec<WorkspaceApp>,
+    #[serde(default)]
+    pub health: WorkspaceAgentHealth,
+    #[serde(default)]
+    pub connection_timeout_seconds: i64,
+    #[serde(default)]
+    pub troubleshooting_url: String,
+}
+
+/// `codersdk.WorkspaceResource` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceResource {
+    pub id: Uuid,
+    pub created_at: Time,
+    pub job_id: Uuid,
+    pub workspace_transition: WorkspaceTransition,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub hide: bool,
+    #[serde(default)]
+    pub icon: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<WorkspaceAgent>,
+    #[serde(default)]
+    pub daily_cost: i64,
+}
+
+/// `codersdk.WorkspaceBuild` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceBuild {
+    pub id: Uuid,
+    pub created_at: Time,
+    pub updated_at: Time,
+    pub workspace_id: Uuid,
+    #[serde(default)]
+    pub workspace_name: String,
+    #[serde(default)]
+    pub workspace_owner_id: Uuid,
+    #[serde(default)]
+    pub workspace_owner_name: String,
+    #[serde(default)]
+    pub template_version_id: Uuid,
+    #[serde(default)]
+    pub template_version_name: String,
+    pub build_number: i64,
+    pub transition: WorkspaceTransition,
+    #[serde(default)]
+    pub initiator_id: Uuid,
+    #[serde(default)]
+    pub initiator_name: String,
+    pub job: ProvisionerJob,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub resources: Vec<WorkspaceResource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Time>,
+    pub status: WorkspaceStatus,
+    #[serde(default)]
+    pub daily_cost: i64,
+}
+
+impl WorkspaceBuild {
+    /// Every agent of every resource of this build.
+    pub fn agents(&self) -> impl Iterator<Item = &WorkspaceAgent> {
+        self.resources.iter().flat_map(|r| r.agents.iter())
+    }
+}
+
+/// `codersdk.WorkspaceHealth`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkspaceHealth {
+    #[serde(default)]
+    pub healthy: bool,
+    #[serde(default)]
+    pub failing_agents: Vec<Uuid>,
+}
+
+/// `codersdk.Workspace` (the fields we read).
+#[derive(Debug, Clone, Serialize)]
+pub struct Workspace {
+    pub id: Uuid,
+    pub created_at: Time,
+    pub updated_at: Time,
+    pub owner_id: Uuid,
+    #[serde(default)]
+    pub owner_name: String,
+    #[serde(default)]
+    pub organization_id: Uuid,
+    #[serde(default)]
+    pub organization_name: String,
+    pub template_id: Uuid,
+    #[serde(default)]
+    pub template_name: String,
+    #[serde(default)]
+    pub template_display_name: String,
+    #[serde(default)]
+    pub template_active_version_id: Uuid,
+    pub latest_build: WorkspaceBuild,
+    #[serde(default)]
+    pub outdated: bool,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
+    #[serde(default)]
+    pub health: WorkspaceHealth,
+    #[serde(default)]
+    pub automatic_updates: String,
+}
+
+/// `codersdk.WorkspacesResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspacesResponse {
+    #[serde(default)]
+    pub workspaces: Vec<Workspace>,
+    #[serde(default)]
+    pub count: i64,
+}
+
+/// `codersdk.ProvisionerTiming`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvisionerTiming {
+    pub job_id: Uuid,
+    pub started_at: Time,
+    pub ended_at: Time,
+    pub stage: TimingStage,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub action: String,
+    #[serde(default)]
+    pub resource: String,
+}
+
+/// `codersdk.AgentScriptTiming`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentScriptTiming {
+    pub started_at: Time,
+    pub ended_at: Time,
+    #[serde(default)]
+    pub exit_code: i32,
+    pub stage: TimingStage,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub workspace_agent_id: String,
+    #[serde(default)]
+    pub workspace_agent_name: String,
+}
+
+/// `codersdk.AgentConnectionTiming`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConnectionTiming {
+    pub started_at: Time,
+    pub ended_at: Time,
+    pub stage: TimingStage,
+    #[serde(default)]
+    pub workspace_agent_id: String,
+    #[serde(default)]
+    pub workspace_agent_name: String,
+}
+
+/// `codersdk.WorkspaceBuildTimings`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkspaceBuildTimings {
+    #[serde(default)]
+    pub provisioner_timings: Vec<ProvisionerTiming>,
+    #[serde(default)]
+    pub agent_script_timings: Vec<AgentScriptTiming>,
+    #[serde(default)]
+    pub agent_connection_timings: Vec<AgentConnectionTiming>,
+}
