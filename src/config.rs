@@ -219,8 +219,9 @@ pub struct SshConfig {
     pub known_hosts: Option<PathBuf>,
 }
 
-/// What `coder config-ssh` sets up for OpenSSH.
-pub const DEFAULT_PROXY_COMMAND: &str = "coder ssh --stdio coder.{workspace}";
+/// Coder's CLI as an OpenSSH ProxyCommand, naming the workspace as `coder ssh` reads it
+/// (cli/ssh.go: no `coder.` prefix unless `--ssh-host-prefix coder.` says to strip it).
+pub const DEFAULT_PROXY_COMMAND: &str = "coder ssh --stdio {workspace}";
 
 impl Default for SshConfig {
     fn default() -> Self {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::coder::trace::{PHASE_TRACES, PhaseTraces};
 use crate::coder::watch::Updates;
-use crate::coder::{Client, WorkspaceBuildParameter};
+use crate::coder::{Client, Dialect, WatchTransport, WorkspaceBuildParameter};
 use crate::config::Scenario;
 use crate::phases::build::StageTiming;
 use crate::phases::create::Blueprint;
@@ -128,6 +128,12 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub setup_error: Option<PhaseError>,
     pub aborted: bool,
+    /// How workspaces were followed (`watch-ws`, `sse`, `poll`), once a stream was opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_transport: Option<&'static str>,
+    /// The route workspaces were created through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_route: Option<&'static str>,
     pub workspaces: Vec<WorkspaceReport>,
 }
 
@@ -171,6 +177,8 @@ pub struct RunCtx {
     pub(crate) blueprint: Blueprint,
     pub(crate) run_id: String,
     pub(crate) observer: Arc<dyn RunObserver>,
+    /// What this Coder speaks, learnt by the first workspaces of the run.
+    pub(crate) dialect: Arc<Dialect>,
     /// Cancels phases (shutdown); never cancels `delete`.
     pub(crate) stop: CancellationToken,
     /// Cancels everything, deletes included (the grace period ran out).
@@ -188,6 +196,7 @@ impl RunCtx {
         abort: CancellationToken,
     ) -> RunCtx {
         RunCtx {
+            dialect: Arc::new(Dialect::new(first_transport(&scenario))),
             client,
             scenario,
             blueprint,
@@ -198,12 +207,28 @@ impl RunCtx {
         }
     }
 
+    /// What the run learnt of the server, for its report.
+    pub(crate) fn dialect_report(&self) -> (Option<&'static str>, &'static str) {
+        (
+            self.dialect.chosen_watch().map(|t| t.as_str()),
+            self.dialect.create_route().as_str(),
+        )
+    }
+
     /// `<prefix>-<run>-<n>`.
     pub(crate) fn workspace_name(&self, index: u32) -> String {
         format!(
             "{}-{}-{}",
             self.scenario.workspace_prefix, self.run_id, index
         )
+    }
+}
+
+/// Where a run starts looking for a watch transport: the newest, unless the scenario polls.
+fn first_transport(s: &Scenario) -> WatchTransport {
+    match s.wait {
+        crate::config::WaitMode::Watch => WatchTransport::WatchWs,
+        crate::config::WaitMode::Poll => WatchTransport::Poll,
     }
 }
 
@@ -277,6 +302,7 @@ pub async fn prepare(
     Ok(Blueprint {
         template_id: template.id,
         template_name: template.name,
+        organization_id: template.organization_id,
         parameters: scenario
             .parameters
             .iter()
@@ -336,6 +362,8 @@ pub async fn run(
             elapsed: Duration::ZERO,
             setup_error: None,
             aborted: false,
+            watch_transport: None,
+            create_route: None,
             workspaces: Vec::new(),
         };
         let blueprint = match prepare(client, scenario, organization).await {
@@ -348,15 +376,15 @@ pub async fn run(
                 return report;
             }
         };
-        let ctx = Arc::new(RunCtx {
-            client: client.clone(),
-            scenario: scenario.clone(),
+        let ctx = Arc::new(RunCtx::new(
+            client.clone(),
+            scenario.clone(),
             blueprint,
             run_id,
             observer,
-            stop: stop.clone(),
+            stop.clone(),
             abort,
-        });
+        ));
         let permits = Arc::new(Semaphore::new(scenario.concurrency as usize));
         let mut tasks = tokio::task::JoinSet::new();
         for index in slice.first..slice.first + slice.count {
@@ -390,6 +418,10 @@ pub async fn run(
             }
         }
         report.workspaces.sort_by_key(|w| w.index);
+        (report.watch_transport, report.create_route) = {
+            let (w, c) = ctx.dialect_report();
+            (w, Some(c))
+        };
         report.aborted = stop.is_cancelled();
         report.elapsed = clock.elapsed();
         if report.result() != RunResult::Success {
@@ -449,7 +481,7 @@ pub(crate) async fn bring_up(
         &mut report,
         (Phase::Create, phase_span(Phase::Create)),
         &ctx.stop,
-        phases::create::run(&ctx.client, &ctx.blueprint, &name),
+        phases::create::run(&ctx.client, &ctx.blueprint, &name, &ctx.dialect),
     )
     .await;
     let Some(workspace) = created else {
@@ -458,7 +490,7 @@ pub(crate) async fn bring_up(
     };
     report.id = Some(workspace.id);
     tracing::Span::current().record("workspace.id", tracing::field::display(workspace.id));
-    let mut updates = Updates::new(&ctx.client, workspace.id, s.wait);
+    let mut updates = Updates::new(&ctx.client, workspace.id, ctx.dialect.clone());
     updates.latest = Some(workspace.clone());
     let walked = walk_running(ctx, &mut report, &mut updates).await;
     Ok(Up {

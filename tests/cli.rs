@@ -309,7 +309,9 @@ fn cleanup_dry_run_lists_and_cleanup_deletes_leftovers() {
                 name: name.into(),
                 ..Default::default()
             };
-            c.create_workspace(&req).await.unwrap();
+            c.create_workspace(tpl.organization_id, &req, &Default::default())
+                .await
+                .unwrap();
         }
     });
     let out = Command::new(BIN)

@@ -241,7 +241,10 @@ async fn sigkill_then_restart_sweeps_the_leftovers() {
         name: "stk-someone-else".into(),
         ..Default::default()
     };
-    client.create_workspace(&req).await.unwrap();
+    client
+        .create_workspace(tpl.organization_id, &req, &Default::default())
+        .await
+        .unwrap();
 
     // Restarted with no run due soon: the start-up sweep alone must clean up.
     write_config(

@@ -204,11 +204,15 @@ async fn malformed_answers_table() {
     let c = client(&cfg);
     let template = c.template_by_name("coder", "docker").await.unwrap();
     let ws = c
-        .create_workspace(&scaletestd::coder::CreateWorkspaceRequest {
-            template_id: Some(template.id),
-            name: "malformed-source".into(),
-            ..Default::default()
-        })
+        .create_workspace(
+            template.organization_id,
+            &scaletestd::coder::CreateWorkspaceRequest {
+                template_id: Some(template.id),
+                name: "malformed-source".into(),
+                ..Default::default()
+            },
+            &Default::default(),
+        )
         .await
         .unwrap();
     // Wait for its agent, so the spoilt copies have one to spoil.

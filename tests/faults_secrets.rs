@@ -53,7 +53,7 @@ async fn the_canary_token_appears_nowhere() {
         &cfg,
         sim.url().as_str(),
         &format!(
-            "[[scenario]]\nname = \"sec\"\nworkspace_prefix = \"stsec\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 6\nphases = [\"create\", \"build\", \"agent\", \"ssh\", \"pty\", \"delete\"]\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n[scenario.ssh]\ntransport = \"proxy-command\"\nproxy_command = \"{BIN} sim-coder ssh --stdio coder.{{workspace}}\"\n",
+            "[[scenario]]\nname = \"sec\"\nworkspace_prefix = \"stsec\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 6\nphases = [\"create\", \"build\", \"agent\", \"ssh\", \"pty\", \"delete\"]\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n[scenario.ssh]\ntransport = \"proxy-command\"\nproxy_command = \"{BIN} sim-coder ssh --stdio {{workspace}}\"\n",
             cron_at(&[4])
         ),
     );

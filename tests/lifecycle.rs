@@ -52,9 +52,14 @@ async fn fifty_workspaces_full_lifecycle_leave_nothing_behind() {
     // Event-driven: one watch stream per workspace and no polling of workspace state
     // beyond the delete's final check and its cancel check.
     assert_eq!(
-        sim.request_count("GET /api/v2/workspaces/{workspace}/watch"),
+        sim.request_count("GET /api/v2/workspaces/{workspace}/watch-ws"),
         50
     );
+    assert_eq!(
+        sim.request_count("GET /api/v2/workspaces/{workspace}/watch"),
+        0
+    );
+    assert_eq!(r.watch_transport, Some("watch-ws"));
     assert_eq!(sim.request_count("GET /api/v2/workspaces/{workspace}"), 100);
     assert_eq!(
         sim.request_count("GET /api/v2/workspacebuilds/{workspacebuild}"),

@@ -16,7 +16,7 @@ fn proxy(prefix_cmd: &str) -> String {
         r#"phases = ["create", "build", "agent", "ssh", "pty", "delete"]
 [scenario.ssh]
 transport = "proxy-command"
-proxy_command = "{prefix_cmd}{BIN} sim-coder ssh --stdio coder.{{workspace}}""#
+proxy_command = "{prefix_cmd}{BIN} sim-coder ssh --stdio {{workspace}}""#
     )
 }
 
@@ -188,7 +188,7 @@ async fn broken_proxies_and_outputs_fail_with_the_right_reason() {
         (
             r#"phases = ["create", "build", "agent", "ssh", "delete"]
 [scenario.ssh]
-proxy_command = "/nonexistent/coder ssh --stdio coder.{workspace}""#
+proxy_command = "/nonexistent/coder ssh --stdio {workspace}""#
                 .into(),
             Reason::ConnectError,
             "not found",
@@ -292,4 +292,38 @@ async fn known_hosts_are_checked_and_identity_files_used() {
     assert_eq!((phase, reason), (Phase::Ssh, Reason::AuthError), "{msg}");
     assert!(msg.contains("handshake"), "{msg}");
     assert!(settle(&sim).await.is_empty());
+}
+
+/// `coder ssh` reads `coder.<ws>` as workspace `coder`, agent `<ws>` unless told to strip the
+/// prefix (cli/ssh.go): the stand-in reads it the same way, so the mistake fails here as it
+/// fails against Coder, and the flag mends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coder_dot_prefix_needs_its_flag_as_with_coder() {
+    let sim = start(fast_sim()).await;
+    let with = |target: &str| {
+        format!(
+            r#"phases = ["create", "build", "agent", "ssh", "delete"]
+[scenario.ssh]
+proxy_command = "{BIN} sim-coder ssh --stdio {target}""#
+        )
+    };
+    let r = run_with(&sim, 3, &with("coder.{workspace}")).await;
+    assert_eq!(r.failed(), 3, "{}", report::summary_line(&r));
+    for w in &r.workspaces {
+        let (phase, reason, msg) = w.failure().unwrap();
+        assert_eq!((phase, reason), (Phase::Ssh, Reason::ConnectError), "{msg}");
+        assert!(msg.contains("workspace \"coder\""), "{msg}");
+    }
+    for target in [
+        "--ssh-host-prefix coder. coder.{workspace}",
+        "--hostname-suffix coder {workspace}.coder",
+        "{workspace}",
+        "{owner}/{workspace}",
+        "{owner}--{workspace}.{agent}",
+    ] {
+        let r = run_with(&sim, 3, &with(target)).await;
+        assert_eq!(r.failed(), 0, "{target}: {}", report::summary_line(&r));
+    }
+    assert!(settle(&sim).await.is_empty());
+    no_proxies_left().await;
 }

@@ -212,6 +212,12 @@ async fn our_spans_and_coders_spans_form_one_tree() {
     assert!(
         theirs
             .iter()
+            .any(|s| s.name() == "GET /api/v2/workspaces/{workspace}/watch-ws"),
+        "the watch-ws upgrade carries traceparent"
+    );
+    assert!(
+        theirs
+            .iter()
             .any(|s| s.name() == "POST /api/v2/users/{user}/workspaces")
     );
 

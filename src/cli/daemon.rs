@@ -89,7 +89,7 @@ fn demo_proxy_command() -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "scaletestd".into());
     format!(
-        "'{}' sim-coder ssh --stdio coder.{{workspace}}",
+        "'{}' sim-coder ssh --stdio {{workspace}}",
         exe.replace('\'', "'\\''")
     )
 }

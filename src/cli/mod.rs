@@ -53,7 +53,7 @@ pub enum Command {
     },
     /// The Coder simulator alone; the session token it accepts comes from CODER_SESSION_TOKEN.
     Sim(sim::Args),
-    /// The simulator's stand-in for the `coder` CLI (`sim-coder ssh --stdio coder.<workspace>`).
+    /// The simulator's stand-in for the `coder` CLI (`sim-coder ssh --stdio <workspace>`).
     #[command(hide = true)]
     SimCoder(sim_coder::Args),
 }

@@ -1,12 +1,18 @@
-//! `scaletestd sim-coder ssh --stdio coder.<workspace>`: the simulator's stand-in for
-//! `coder ssh --stdio`, with the same argument shape and environment (`CODER_URL`,
+//! `scaletestd sim-coder ssh --stdio TARGET`: the simulator's stand-in for `coder ssh --stdio`,
+//! with the same arguments (`--ssh-host-prefix`, `--hostname-suffix`), the same reading of
+//! TARGET ([`crate::coder::ssh_target`]) and the same environment (`CODER_URL`,
 //! `CODER_SESSION_TOKEN`), so the `proxy-command` transport is tested exactly as it runs
-//! against a real Coder: resolve the workspace through the API, refuse one that is not
-//! running, then pipe one raw SSH byte stream between stdin/stdout and the agent.
+//! against a real Coder: resolve the workspace and agent through the API, refuse what Coder's
+//! CLI refuses, then pipe one raw SSH byte stream between stdin/stdout and the agent.
+//!
+//! Stricter than Coder where Coder would paper over a scale test's mistake: a stopped
+//! workspace is refused rather than started, and a build still running is refused rather than
+//! waited for; several agents without an agent name are refused (Coder picks one at random).
 
 use tokio::io::AsyncWriteExt;
 
-use crate::coder::{TOKEN_HEADER, Workspace, WorkspaceStatus};
+use crate::coder::ssh_target::{self, SshTarget};
+use crate::coder::{TOKEN_HEADER, Workspace, WorkspaceTransition};
 use crate::sim::api::SSH_HEADER;
 use crate::sim::ssh::PREAMBLE;
 
@@ -23,57 +29,79 @@ pub enum CoderCommand {
         /// Pipe the raw SSH stream over stdin/stdout (required, as for ProxyCommand use).
         #[arg(long)]
         stdio: bool,
-        /// `coder.<workspace>`, as `coder config-ssh` names hosts.
-        host: String,
+        /// Strip this prefix from the target (as `coder config-ssh`'s `Host coder.*`).
+        #[arg(long, default_value = "")]
+        ssh_host_prefix: String,
+        /// Strip `.<suffix>` from the target (as `coder config-ssh`'s `Host *.coder`).
+        #[arg(long, default_value = "")]
+        hostname_suffix: String,
+        /// `[owner/]workspace[.agent]`, read as Coder's CLI reads it.
+        target: String,
     },
+    /// Print the version, as `coder version` does.
+    Version,
 }
 
 pub async fn run(args: Args) -> u8 {
-    let CoderCommand::Ssh { stdio, host } = args.command;
-    match ssh(stdio, &host).await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
+    match args.command {
+        CoderCommand::Version => {
+            println!(
+                "Coder {} (scaletestd simulator stand-in)",
+                crate::sim::SimConfig::default().version
+            );
+            0
         }
+        CoderCommand::Ssh {
+            stdio,
+            ssh_host_prefix,
+            hostname_suffix,
+            target,
+        } => match ssh(stdio, &target, &ssh_host_prefix, &hostname_suffix).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
     }
 }
 
-async fn ssh(stdio: bool, host: &str) -> Result<(), String> {
+async fn ssh(stdio: bool, input: &str, prefix: &str, suffix: &str) -> Result<(), String> {
     if !stdio {
         return Err("only --stdio is supported".into());
     }
     let url = std::env::var("CODER_URL").map_err(|_| "CODER_URL is not set".to_string())?;
     let token = std::env::var("CODER_SESSION_TOKEN")
         .map_err(|_| "CODER_SESSION_TOKEN is not set".to_string())?;
-    let name = host.strip_prefix("coder.").unwrap_or(host);
-    let name = name.split('.').next().unwrap_or(name);
-    let resp = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v2/users/me/workspace/{name}",
-            url.trim_end_matches('/')
-        ))
-        .header(TOKEN_HEADER, &token)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach Coder at {url}: {}", e.without_url()))?;
-    let status = resp.status();
-    let ssh_addr = resp
-        .headers()
-        .get(SSH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = resp.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("workspace {name:?}: {status}: {}", body.trim()));
+    let target = ssh_target::parse(input, prefix, suffix)?;
+    let (ws, ssh_addr) = resolve(&url, &token, &target).await?;
+    let name = &ws.name;
+    // getWorkspaceAndAgent (cli/ssh.go): deleted and deleting workspaces are refused; a
+    // stopped one Coder would start, a building one it would wait for.
+    if ws.latest_build.transition == WorkspaceTransition::Delete {
+        return Err(format!("workspace {name:?} is deleted"));
     }
-    let ws: Workspace =
-        serde_json::from_str(&body).map_err(|e| format!("malformed workspace: {e}"))?;
-    if ws.latest_build.status != WorkspaceStatus::Running {
-        return Err(format!(
-            "workspace {name:?} is not running (it is {:?})",
-            ws.latest_build.status
-        ));
+    if ws.latest_build.transition != WorkspaceTransition::Start {
+        return Err(format!("workspace {name:?} must be started"));
+    }
+    if ws.latest_build.job.completed_at.is_none() {
+        return Err(format!("workspace {name:?} is still building"));
+    }
+    let agents: Vec<_> = ws.latest_build.agents().collect();
+    if agents.is_empty() {
+        return Err(format!("workspace {name:?} has no agents"));
+    }
+    match &target.agent {
+        Some(a) if !agents.iter().any(|x| &x.name == a) => {
+            return Err(format!("agent not found by name {a:?}"));
+        }
+        None if agents.len() > 1 => {
+            let names: Vec<_> = agents.iter().map(|a| a.name.as_str()).collect();
+            return Err(format!(
+                "multiple agents found, please specify the agent name ({input}.<agent>), available agents: {names:?}"
+            ));
+        }
+        _ => {}
     }
     let ssh_addr =
         ssh_addr.ok_or("this Coder is not the scaletestd simulator (no SSH address header)")?;
@@ -101,4 +129,45 @@ async fn ssh(stdio: bool, host: &str) -> Result<(), String> {
         _ = up => (&mut down).await,
     }
     Ok(())
+}
+
+/// `namedWorkspace` (cli/root.go): an id through `GET /workspaces/{id}`, a name through
+/// `GET /users/{owner}/workspace/{name}` (owner `me` when not given).
+async fn resolve(
+    url: &str,
+    token: &str,
+    target: &SshTarget,
+) -> Result<(Workspace, Option<String>), String> {
+    let base = url.trim_end_matches('/');
+    let path = match uuid::Uuid::parse_str(&target.workspace) {
+        Ok(id) => format!("{base}/api/v2/workspaces/{id}"),
+        Err(_) => format!(
+            "{base}/api/v2/users/{}/workspace/{}",
+            target.owner.as_deref().unwrap_or("me"),
+            target.workspace
+        ),
+    };
+    let resp = reqwest::Client::new()
+        .get(&path)
+        .header(TOKEN_HEADER, token)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach Coder at {url}: {}", e.without_url()))?;
+    let status = resp.status();
+    let ssh_addr = resp
+        .headers()
+        .get(SSH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "workspace {:?}: {status}: {}",
+            target.workspace,
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    let ws: Workspace =
+        crate::coder::decode_json(&body).map_err(|e| format!("malformed workspace: {e}"))?;
+    Ok((ws, ssh_addr))
 }

@@ -20,12 +20,16 @@ use uuid::Uuid;
 use crate::phases::Reason;
 use crate::secret::Secret;
 
+pub mod dialect;
 pub mod pty;
 pub mod sse;
+pub mod ssh_target;
 pub mod trace;
 pub mod types;
 pub mod watch;
+pub mod ws;
 
+pub use dialect::{CreateRoute, Dialect, WatchTransport};
 pub use types::*;
 
 /// Header Coder reads the session token from.
@@ -110,6 +114,12 @@ impl ApiError {
     /// user may not see. Every caller that asks "is it gone?" asks this, never one status.
     pub fn is_gone(&self) -> bool {
         matches!(self.status(), Some(404 | 410))
+    }
+
+    /// Coder's answer for a route it does not have (`httpapi.RouteNotFound`): how an older
+    /// server says it lacks an endpoint a newer one has.
+    pub fn is_route_missing(&self) -> bool {
+        matches!(self, ApiError::Status { status: 404, body, .. } if body.message.trim() == "Route not found.")
     }
 }
 
@@ -520,13 +530,32 @@ impl Client {
         .await
     }
 
+    /// Creates a workspace for the token's user in `organization`, through the route this
+    /// server has: `POST /users/me/workspaces`, or on servers older than mid-2024 (which answer
+    /// it with 404 "Route not found.") `POST /organizations/{org}/members/me/workspaces`,
+    /// remembered in `dialect` for the rest of the run.
     pub async fn create_workspace(
         &self,
+        organization: Uuid,
         req: &CreateWorkspaceRequest,
+        dialect: &Dialect,
     ) -> Result<Workspace, ApiError> {
+        if dialect.create_route() == CreateRoute::User {
+            match self
+                .post(
+                    CreateRoute::User.as_str(),
+                    "/api/v2/users/me/workspaces",
+                    req,
+                )
+                .await
+            {
+                Err(e) if e.is_route_missing() => dialect.create_route_missing(),
+                other => return other,
+            }
+        }
         self.post(
-            "/api/v2/users/{user}/workspaces",
-            "/api/v2/users/me/workspaces",
+            CreateRoute::OrganizationMember.as_str(),
+            &format!("/api/v2/organizations/{organization}/members/me/workspaces"),
             req,
         )
         .await
@@ -540,8 +569,25 @@ impl Client {
         .await
     }
 
-    /// Opens the workspace's event stream (`/watch`, server-sent events).
-    pub async fn watch_workspace(&self, id: Uuid) -> Result<watch::WatchStream, ApiError> {
+    /// Opens the workspace's event stream over `watch-ws` (a websocket of JSON events).
+    pub async fn watch_workspace_ws(&self, id: Uuid) -> Result<watch::WatchStream, ApiError> {
+        let path = format!("/api/v2/workspaces/{id}/watch-ws");
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(watch::MAX_EVENT))
+            .max_frame_size(Some(watch::MAX_EVENT));
+        let ws = self
+            .open_websocket(
+                "/api/v2/workspaces/{workspace}/watch-ws",
+                &path,
+                &[],
+                Some(config),
+            )
+            .await?;
+        Ok(watch::WatchStream::websocket(ws, path))
+    }
+
+    /// Opens the workspace's event stream over the deprecated SSE `watch`.
+    pub async fn watch_workspace_sse(&self, id: Uuid) -> Result<watch::WatchStream, ApiError> {
         let path = format!("/api/v2/workspaces/{id}/watch");
         let resp = self
             .send_raw(
@@ -552,7 +598,7 @@ impl Client {
                 "text/event-stream",
             )
             .await?;
-        Ok(watch::WatchStream::new(resp, path))
+        Ok(watch::WatchStream::sse(resp, path))
     }
 
     pub async fn workspace_build(&self, id: Uuid) -> Result<WorkspaceBuild, ApiError> {

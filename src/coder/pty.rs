@@ -1,19 +1,18 @@
 //! The web terminal: Coder's reconnecting-PTY websocket.
 //!
-//! `GET /api/v2/workspaceagents/{agent}/pty?reconnect=<uuid>&width=&height=&command=`,
-//! upgraded to a websocket. Client frames are JSON `ReconnectingPTYRequest`s; server frames
-//! are raw terminal bytes. The session token travels in a header, never in the URL.
+//! `GET /api/v2/workspaceagents/{agent}/pty?reconnect=<uuid>&width=&height=&command=
+//! &backend_type=buffered`, upgraded to a websocket. Client frames are JSON
+//! `ReconnectingPTYRequest`s; server frames are raw terminal bytes. `backend_type=buffered`
+//! asks newer Coder to pass output through as the command wrote it (the default `screen`
+//! backend redraws and can add bytes, coder/coder#11175); older servers ignore it.
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use uuid::Uuid;
 
-use super::{ApiError, Client, ReconnectingPtyRequest, Response, TOKEN_HEADER};
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use super::ws::Ws;
+use super::{ApiError, Client, ReconnectingPtyRequest};
 
 /// An open web terminal.
 pub struct Pty {
@@ -39,102 +38,27 @@ impl Client {
         command: &str,
         (width, height): (u16, u16),
     ) -> Result<Pty, ApiError> {
-        let route_path = format!("/api/v2/workspaceagents/{agent}/pty");
-        let mut url = self.url(&route_path);
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("reconnect", &reconnect.to_string())
-                .append_pair("width", &width.to_string())
-                .append_pair("height", &height.to_string());
-            if !command.is_empty() {
-                q.append_pair("command", command);
-            }
+        let path = format!("/api/v2/workspaceagents/{agent}/pty");
+        let (reconnect, width, height) =
+            (reconnect.to_string(), width.to_string(), height.to_string());
+        let mut query = vec![
+            ("reconnect", reconnect.as_str()),
+            ("width", width.as_str()),
+            ("height", height.as_str()),
+            ("backend_type", "buffered"),
+        ];
+        if !command.is_empty() {
+            query.push(("command", command));
         }
-        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-        url.set_scheme(scheme)
-            .expect("ws and wss are valid schemes");
-
-        let get = Method::GET;
-        let protocol = |detail: String| ApiError::Protocol {
-            method: get.clone(),
-            path: route_path.clone(),
-            detail,
-        };
-        let mut req = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| protocol(e.to_string()))?;
-        req.headers_mut().insert(
-            TOKEN_HEADER,
-            self.token()
-                .expose()
-                .parse()
-                .map_err(|_| protocol("the session token is not a valid header value".into()))?,
-        );
-        let route = "/api/v2/workspaceagents/{workspaceagent}/pty";
-        let span = super::trace::client_span(&get, route, &url, 0);
-        if self.inner.opts.propagate {
-            let mut h = reqwest::header::HeaderMap::new();
-            crate::telemetry::inject(&span, &mut h);
-            req.headers_mut().extend(h);
-        }
-        let start = std::time::Instant::now();
-        let connect =
-            tracing::Instrument::instrument(tokio_tungstenite::connect_async(req), span.clone());
-        let result = tokio::time::timeout(self.inner.opts.request_timeout, connect).await;
-        let result = match result {
-            Err(_) => {
-                self.observe(&get, route, None, start);
-                let e = ApiError::Timeout {
-                    method: get,
-                    path: route_path,
-                    after: self.inner.opts.request_timeout,
-                };
-                super::trace::failed(&span, &e);
-                return Err(e);
-            }
-            Ok(r) => r,
-        };
-        match result {
-            Ok((ws, resp)) => {
-                self.observe(&get, route, Some(resp.status().as_u16()), start);
-                super::trace::answered(&span, resp.status().as_u16(), resp.headers());
-                Ok(Pty {
-                    ws,
-                    path: route_path,
-                })
-            }
-            Err(tungstenite::Error::Http(resp)) => {
-                let status = resp.status().as_u16();
-                self.observe(&get, route, Some(status), start);
-                super::trace::answered(&span, status, resp.headers());
-                let bytes = resp.body().clone().unwrap_or_default();
-                let mut body: Response = serde_json::from_slice(&bytes).unwrap_or_default();
-                if body.message.is_empty() {
-                    body.message = format!("websocket upgrade refused with {status}");
-                }
-                body.message = self.token().scrub(&body.message);
-                body.detail = self.token().scrub(&body.detail);
-                Err(ApiError::Status {
-                    method: get,
-                    path: route_path,
-                    status,
-                    body,
-                })
-            }
-            Err(e @ (tungstenite::Error::Io(_) | tungstenite::Error::Tls(_))) => {
-                self.observe(&get, route, None, start);
-                Err(ApiError::Connect {
-                    method: get,
-                    path: route_path,
-                    detail: self.token().scrub(&e.to_string()),
-                })
-            }
-            Err(e) => {
-                self.observe(&get, route, None, start);
-                Err(protocol(self.token().scrub(&e.to_string())))
-            }
-        }
+        let ws = self
+            .open_websocket(
+                "/api/v2/workspaceagents/{workspaceagent}/pty",
+                &path,
+                &query,
+                None,
+            )
+            .await?;
+        Ok(Pty { ws, path })
     }
 }
 

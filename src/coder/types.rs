@@ -336,7 +336,7 @@ pub struct ReconnectingPtyRequest {
 
 /// Decodes JSON into `T`; on failure, the message names the JSON path of the bad value
 /// (`latest_build.job.status: unknown variant ...`).
-pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+pub fn decode_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

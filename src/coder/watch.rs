@@ -1,44 +1,79 @@
 //! Following one workspace's state as it changes.
 //!
-//! [`WatchStream`] reads Coder's `/watch` event stream: a `ping`, then the whole workspace,
-//! then the whole workspace again on every change. [`Updates`] is what the phases wait on: the
-//! stream when it can be had (each change arrives the moment Coder publishes it), polling at
-//! the intervals Coder's own harness uses when it cannot, re-opening a broken stream once
-//! before falling back, and saying so in the log.
+//! [`WatchStream`] reads one of Coder's two event streams: `watch-ws`, a websocket whose text
+//! messages are `{"type": "ping"|"data"|"error", "data": …}` (coderd/workspaces.go
+//! `watchWorkspaceWS`, coderd/httpapi/httpapi.go `OneWayWebSocketEventSender`), or the
+//! deprecated server-sent-events `watch`. Both send a ping, then the whole workspace, then the
+//! whole workspace again on every change, and neither ends when the workspace is deleted.
+//!
+//! [`Updates`] is what the phases wait on: a stream over the transport the run's [`Dialect`]
+//! says this Coder has (watch-ws, else SSE, else polling at the intervals Coder's own harness
+//! uses), re-opening a broken stream once before polling, and saying so in the log.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::Method;
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
+use super::dialect::{Dialect, WatchTransport};
 use super::sse::{Event, Parser};
+use super::ws::Ws;
 use super::{ApiError, Client, Response, Workspace};
-use crate::config::WaitMode;
 
 /// Coder pings every 15 s; three missed pings mean the stream is dead.
 pub const STREAM_IDLE: Duration = Duration::from_secs(45);
 /// The largest event we accept: a workspace with many resources is tens of KiB.
-const MAX_EVENT: usize = 4 << 20;
+pub const MAX_EVENT: usize = 4 << 20;
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
+enum Inner {
+    Sse {
+        body: ByteStream,
+        parser: Parser,
+        queued: std::collections::VecDeque<Event>,
+    },
+    Ws(Box<Ws>),
+}
+
+/// One open event stream of one workspace.
 pub struct WatchStream {
-    body: ByteStream,
-    parser: Parser,
-    queued: std::collections::VecDeque<Event>,
+    inner: Inner,
     path: String,
     idle: Duration,
 }
 
+/// A `watch-ws` message (`codersdk.ServerSentEvent`).
+#[derive(Deserialize)]
+struct WsEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
 impl WatchStream {
-    pub(super) fn new(resp: reqwest::Response, path: String) -> Self {
+    pub(super) fn sse(resp: reqwest::Response, path: String) -> Self {
         WatchStream {
-            body: Box::pin(resp.bytes_stream()),
-            parser: Parser::new(MAX_EVENT),
-            queued: Default::default(),
+            inner: Inner::Sse {
+                body: Box::pin(resp.bytes_stream()),
+                parser: Parser::new(MAX_EVENT),
+                queued: Default::default(),
+            },
+            path,
+            idle: STREAM_IDLE,
+        }
+    }
+
+    pub(super) fn websocket(ws: Ws, path: String) -> Self {
+        WatchStream {
+            inner: Inner::Ws(Box::new(ws)),
             path,
             idle: STREAM_IDLE,
         }
@@ -52,46 +87,100 @@ impl WatchStream {
         }
     }
 
+    fn idle_timeout(&self) -> ApiError {
+        ApiError::Timeout {
+            method: Method::GET,
+            path: self.path.clone(),
+            after: self.idle,
+        }
+    }
+
+    fn dropped(&self, detail: String) -> ApiError {
+        ApiError::Connect {
+            method: Method::GET,
+            path: self.path.clone(),
+            detail,
+        }
+    }
+
+    /// What one event says: `Some` workspace for `data`, an error for `error`, `None` for a
+    /// ping or an event type of a newer Coder.
+    fn event(&self, kind: &str, data: &[u8]) -> Result<Option<Workspace>, ApiError> {
+        match kind {
+            "data" => super::decode_json(data)
+                .map(Some)
+                .map_err(|e| self.protocol(format!("workspace event: {e}"))),
+            "error" => {
+                let body: Response = serde_json::from_slice(data).unwrap_or_default();
+                Err(self.protocol(format!("error event: {}", body.message)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The next workspace state; `Ok(None)` when the server closed the stream.
     pub async fn next(&mut self) -> Result<Option<Workspace>, ApiError> {
         loop {
-            while let Some(ev) = self.queued.pop_front() {
-                match ev.kind.as_str() {
-                    "data" => {
-                        return super::decode_json(ev.data.as_bytes())
-                            .map(Some)
-                            .map_err(|e| self.protocol(format!("workspace event: {e}")));
+            let idle = self.idle;
+            match &mut self.inner {
+                Inner::Sse {
+                    body,
+                    parser,
+                    queued,
+                } => {
+                    if let Some(ev) = queued.pop_front() {
+                        match self.event(&ev.kind, ev.data.as_bytes())? {
+                            Some(ws) => return Ok(Some(ws)),
+                            None => continue,
+                        }
                     }
-                    "error" => {
-                        let body: Response = serde_json::from_str(&ev.data).unwrap_or_default();
-                        return Err(self.protocol(format!("error event: {}", body.message)));
+                    let chunk = match tokio::time::timeout(idle, body.next()).await {
+                        Err(_) => return Err(self.idle_timeout()),
+                        Ok(None) => return Ok(None),
+                        Ok(Some(Err(e))) => return Err(self.dropped(e.without_url().to_string())),
+                        Ok(Some(Ok(chunk))) => chunk,
+                    };
+                    match parser.push(&chunk) {
+                        Ok(events) => queued.extend(events),
+                        Err(e) => return Err(self.protocol(e.to_string())),
                     }
-                    _ => {} // ping, and event types of newer Coder versions
+                }
+                Inner::Ws(ws) => {
+                    // Control pings (Coder's keep-alive after the first JSON ping) count as
+                    // life; reading them is what sends the pongs.
+                    let msg = match tokio::time::timeout(idle, ws.next()).await {
+                        Err(_) => return Err(self.idle_timeout()),
+                        Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Ok(None),
+                        Ok(Some(Err(e))) => {
+                            use tokio_tungstenite::tungstenite::Error as E;
+                            use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+                            // A cut connection is a drop; a frame we cannot take is Coder's
+                            // (or a proxy's) fault.
+                            return Err(match e {
+                                E::Protocol(P::ResetWithoutClosingHandshake) => {
+                                    self.dropped(e.to_string())
+                                }
+                                E::Capacity(_) | E::Protocol(_) | E::Utf8(_) => {
+                                    self.protocol(e.to_string())
+                                }
+                                e => self.dropped(e.to_string()),
+                            });
+                        }
+                        Ok(Some(Ok(m))) => m,
+                    };
+                    let text: &[u8] = match &msg {
+                        Message::Text(t) => t.as_bytes(),
+                        Message::Binary(b) => b,
+                        _ => continue,
+                    };
+                    let ev: WsEvent = super::decode_json(text)
+                        .map_err(|e| self.protocol(format!("watch-ws message: {e}")))?;
+                    let data = ev.data.map(|d| d.get().as_bytes()).unwrap_or(b"null");
+                    if let Some(w) = self.event(&ev.kind, data)? {
+                        return Ok(Some(w));
+                    }
                 }
             }
-            let chunk = match tokio::time::timeout(self.idle, self.body.next()).await {
-                Err(_) => {
-                    return Err(ApiError::Timeout {
-                        method: Method::GET,
-                        path: self.path.clone(),
-                        after: self.idle,
-                    });
-                }
-                Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => {
-                    return Err(ApiError::Connect {
-                        method: Method::GET,
-                        path: self.path.clone(),
-                        detail: e.without_url().to_string(),
-                    });
-                }
-                Ok(Some(Ok(chunk))) => chunk,
-            };
-            let events = self
-                .parser
-                .push(&chunk)
-                .map_err(|e| self.protocol(e.to_string()))?;
-            self.queued.extend(events);
         }
     }
 }
@@ -99,18 +188,18 @@ impl WatchStream {
 enum Source {
     /// Not opened yet: the first wait opens it, so the time it takes (and Coder's trace of
     /// it) belongs to the phase that waits.
-    Unopened(WaitMode),
+    Unopened,
     Stream(WatchStream),
     Poll {
         first: bool,
     },
 }
 
-/// A workspace's successive states, from the stream or by polling.
+/// A workspace's successive states, from a stream or by polling.
 pub struct Updates {
     client: Client,
     id: Uuid,
-    mode: WaitMode,
+    dialect: Arc<Dialect>,
     source: Source,
     reopened: bool,
     /// The most recent state seen.
@@ -118,35 +207,62 @@ pub struct Updates {
 }
 
 impl Updates {
-    /// Follows a workspace in the given mode, from the first wait on.
-    pub fn new(client: &Client, id: Uuid, mode: WaitMode) -> Updates {
+    /// Follows a workspace over the transport `dialect` settles on, from the first wait on.
+    pub fn new(client: &Client, id: Uuid, dialect: Arc<Dialect>) -> Updates {
         Updates {
             client: client.clone(),
             id,
-            mode,
-            source: Source::Unopened(mode),
+            dialect,
+            source: Source::Unopened,
             reopened: false,
             latest: None,
         }
     }
 
-    async fn open(&mut self, mode: WaitMode) {
-        self.source = match mode {
-            WaitMode::Poll => Source::Poll { first: true },
-            WaitMode::Watch => match self.client.watch_workspace(self.id).await {
-                Ok(s) => Source::Stream(s),
-                Err(e) => {
-                    tracing::warn!(workspace.id = %self.id, error = %e, "cannot open the watch stream; polling instead");
-                    Source::Poll { first: true }
-                }
-            },
+    /// Opens a stream over the run's transport, falling back (for the whole run) past each
+    /// one this server answers with 404, down to polling.
+    async fn open(&mut self) -> Result<(), ApiError> {
+        let dialect = self.dialect.clone();
+        let _probing = match dialect.chosen_watch() {
+            Some(_) => None,
+            None => Some(dialect.probing.lock().await),
         };
+        loop {
+            let t = self.dialect.watch();
+            let opened = match t {
+                WatchTransport::Poll => {
+                    self.source = Source::Poll { first: true };
+                    return Ok(());
+                }
+                WatchTransport::WatchWs => self.client.watch_workspace_ws(self.id).await,
+                WatchTransport::Sse => self.client.watch_workspace_sse(self.id).await,
+            };
+            match opened {
+                Ok(s) => {
+                    self.dialect.watch_works(t);
+                    self.source = Source::Stream(s);
+                    return Ok(());
+                }
+                // The workspace exists (we made it; Coder finds deleted ones too), so a 404
+                // here is the route: an older (or newer) Coder without this transport.
+                Err(e) if e.status() == Some(404) => {
+                    self.dialect.watch_missing(t);
+                }
+                Err(e) if e.is_gone() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(workspace.id = %self.id, transport = t.as_str(), error = %e, "cannot open the watch stream; polling this workspace instead");
+                    self.source = Source::Poll { first: true };
+                    return Ok(());
+                }
+            }
+        }
     }
+
     /// Drops the stream so that the next wait opens a new one. Called after a phase failed
     /// while following it: that stream may be the one that stalled or lied, and delete must
     /// not inherit it.
     pub fn reset(&mut self) {
-        self.source = Source::Unopened(self.mode);
+        self.source = Source::Unopened;
         self.reopened = false;
     }
 
@@ -154,10 +270,7 @@ impl Updates {
     pub async fn next(&mut self, poll_every: Duration) -> Result<Workspace, ApiError> {
         loop {
             match &mut self.source {
-                Source::Unopened(mode) => {
-                    let mode = *mode;
-                    self.open(mode).await;
-                }
+                Source::Unopened => self.open().await?,
                 Source::Stream(s) => match s.next().await {
                     Ok(Some(ws)) => {
                         self.latest = Some(ws.clone());
@@ -168,15 +281,11 @@ impl Updates {
                     {
                         // One re-open: a restarted coderd or a proxy's idle cut.
                         self.reopened = true;
-                        self.source = match self.client.watch_workspace(self.id).await {
-                            Ok(s) => Source::Stream(s),
-                            // Gone: the caller decides what that means (delete expects it).
-                            Err(e) if e.is_gone() => return Err(e),
-                            Err(e) => {
-                                tracing::warn!(workspace.id = %self.id, error = %e, "watch stream lost; polling instead");
-                                Source::Poll { first: true }
-                            }
-                        };
+                        // Gone: the caller decides what that means (delete expects it).
+                        self.open().await?;
+                        if matches!(self.source, Source::Poll { .. }) {
+                            tracing::warn!(workspace.id = %self.id, "watch stream lost; polling instead");
+                        }
                     }
                     Ok(None) => {
                         tracing::warn!(workspace.id = %self.id, "watch stream closed again; polling instead");

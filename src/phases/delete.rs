@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::coder::watch::Updates;
 use crate::coder::{
-    ApiError, Client, CreateWorkspaceBuildRequest, ProvisionerJob, ProvisionerJobStatus,
-    WorkspaceBuild, WorkspaceTransition,
+    ApiError, Client, CreateWorkspaceBuildRequest, Dialect, ProvisionerJob, ProvisionerJobStatus,
+    WatchTransport, WorkspaceBuild, WorkspaceTransition,
 };
 use crate::phases::{PhaseError, Reason};
 
@@ -26,7 +26,11 @@ pub async fn run(
     let updates = match updates {
         Some(u) => u,
         None => {
-            own = Updates::new(client, workspace, crate::config::WaitMode::Poll);
+            own = Updates::new(
+                client,
+                workspace,
+                std::sync::Arc::new(Dialect::new(WatchTransport::Poll)),
+            );
             &mut own
         }
     };

@@ -82,10 +82,10 @@ impl App {
 type Shared = Arc<App>;
 
 pub fn router(app: Shared) -> Router {
-    let api = Router::new()
+    let cfg = &app.state.cfg;
+    let mut api = Router::new()
         .route("/api/v2/buildinfo", get(buildinfo))
         .route("/api/v2/users/{user}", get(user))
-        .route("/api/v2/users/{user}/workspaces", post(create_for_user))
         .route(
             "/api/v2/users/{user}/workspace/{workspacename}",
             get(workspace_by_name),
@@ -105,7 +105,6 @@ pub fn router(app: Shared) -> Router {
         )
         .route("/api/v2/workspaces", get(list))
         .route("/api/v2/workspaces/{workspace}", get(workspace))
-        .route("/api/v2/workspaces/{workspace}/watch", get(watch))
         .route("/api/v2/workspaces/{workspace}/builds", post(create_build))
         .route("/api/v2/workspacebuilds/{workspacebuild}", get(build))
         .route(
@@ -119,7 +118,19 @@ pub fn router(app: Shared) -> Router {
         .route(
             "/api/v2/workspaceagents/{workspaceagent}/pty",
             get(super::pty::handler),
-        )
+        );
+    // Routes an older (or a future) Coder lacks are simply not there: such a server answers
+    // them with its router's 404 "Route not found." (coderd/httpapi `RouteNotFound`).
+    if !cfg.legacy_create_only {
+        api = api.route("/api/v2/users/{user}/workspaces", post(create_for_user));
+    }
+    if cfg.watch_endpoints.sse() {
+        api = api.route("/api/v2/workspaces/{workspace}/watch", get(watch));
+    }
+    if cfg.watch_endpoints.websocket() {
+        api = api.route("/api/v2/workspaces/{workspace}/watch-ws", get(watch_ws));
+    }
+    let api = api
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -558,40 +569,57 @@ fn go_parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// `/watch`: a `ping`, the whole workspace, then the whole workspace on every change.
-/// Injected faults hit a workspace's first stream only: pings and never a state
-/// (`watch_silent`), or a malformed first state (`malformed`).
-async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
-    let Some(id) = parse_id(&id) else {
-        return resource_not_found();
-    };
-    let (rx, name, first) = {
-        let mut w = app.state.lock();
-        if let Some(e) = w.live.get_mut(&id) {
-            e.watches += 1;
-            (e.tx.subscribe(), e.ws.name.clone(), e.watches == 1)
-        } else if let Some(g) = w.deleted.get(&id) {
-            // A deleted workspace is still watchable (see `Grave::tx`).
-            (g.tx.subscribe(), g.ws.name.clone(), false)
-        } else {
-            return resource_not_found();
-        }
-    };
+/// A workspace's watchers: the receiver, its name, and whether this is its first stream.
+/// Deleted workspaces are still watchable (see `Grave::tx`).
+fn subscribe(
+    app: &App,
+    id: &str,
+) -> Option<(tokio::sync::watch::Receiver<Arc<Workspace>>, String, bool)> {
+    let id = parse_id(id)?;
+    let mut w = app.state.lock();
+    if let Some(e) = w.live.get_mut(&id) {
+        e.watches += 1;
+        Some((e.tx.subscribe(), e.ws.name.clone(), e.watches == 1))
+    } else {
+        let g = w.deleted.get(&id)?;
+        Some((g.tx.subscribe(), g.ws.name.clone(), false))
+    }
+}
+
+/// The fault, if any, injected into a workspace's stream: faults hit its first stream only,
+/// over whichever transport: pings and never a state (`watch_silent`), or a malformed first
+/// state (`malformed`).
+fn stream_fault(app: &App, name: &str, first: bool) -> Option<StreamFault> {
     let cfg = &app.state.cfg;
-    let fault = if !first {
+    if !first {
         None
-    } else if cfg.inject("watch_silent", &name, cfg.failures.watch_silent) {
-        app.state.note_stall(&name, "watch");
+    } else if cfg.inject("watch_silent", name, cfg.failures.watch_silent) {
+        app.state.note_stall(name, "watch");
         Some(StreamFault::Silent)
-    } else if cfg.inject("malformed", &name, cfg.failures.malformed) {
-        let kind = MALFORMATIONS[cfg.pick("malformation", &name, MALFORMATIONS.len())];
-        app.state.note_malformed(&name, kind);
+    } else if cfg.inject("malformed", name, cfg.failures.malformed) {
+        let kind = MALFORMATIONS[cfg.pick("malformation", name, MALFORMATIONS.len())];
+        app.state.note_malformed(name, kind);
         Some(StreamFault::Malformed(kind))
     } else {
         None
+    }
+}
+
+/// `/watch` (server-sent events; deprecated in Coder, still served): a `ping`, the whole
+/// workspace, then the whole workspace on every change, `ping` events every 15 s.
+async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
+    let Some((rx, name, first)) = subscribe(&app, &id) else {
+        return resource_not_found();
     };
-    let ping = cfg.ping_interval.0;
-    Sse::new(events(rx, fault))
+    let fault = stream_fault(&app, &name, first);
+    let ping = app.state.cfg.ping_interval.0;
+    let events = futures_util::StreamExt::map(events(rx, fault), |e| {
+        Ok::<_, Infallible>(match e {
+            WatchEvent::Ping => Event::default().event("ping"),
+            WatchEvent::Data(data) => Event::default().event("data").data(data),
+        })
+    });
+    Sse::new(events)
         .keep_alive(
             KeepAlive::new()
                 .interval(ping)
@@ -600,11 +628,94 @@ async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
         .into_response()
 }
 
+/// `/watch-ws`: the same events as JSON text messages `{"type": "ping"|"data", "data": …}`
+/// (a ping's `data` is `null`), then websocket control pings every 15 s as keep-alive. One
+/// way: a data message from the client closes the socket with 1002 (coderd/workspaces.go
+/// `watchWorkspaceWS`; coderd/httpapi/httpapi.go `OneWayWebSocketEventSender`).
+async fn watch_ws(
+    Ax(app): Ax<Shared>,
+    Path(id): Path<String>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> AxResponse {
+    let Ok(ws) = ws else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Upgrade to a websocket is required.",
+        );
+    };
+    let Some((rx, name, first)) = subscribe(&app, &id) else {
+        return resource_not_found();
+    };
+    let fault = stream_fault(&app, &name, first);
+    let ping = app.state.cfg.ping_interval.0;
+    let crash = app.until_crash();
+    ws.on_upgrade(move |socket| async move {
+        tokio::select! {
+            _ = one_way(socket, events(rx, fault), ping) => {}
+            _ = crash.cancelled() => {} // coderd went away: no close frame
+        }
+    })
+    .into_response()
+}
+
+/// Sends `events` as watch-ws messages, with control pings, until either side goes away.
+async fn one_way(
+    mut socket: axum::extract::ws::WebSocket,
+    events: impl Stream<Item = WatchEvent>,
+    ping: Duration,
+) {
+    use axum::extract::ws::{CloseFrame, Message};
+    let mut events = std::pin::pin!(events);
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
+    loop {
+        tokio::select! {
+            ev = futures_util::StreamExt::next(&mut events) => {
+                let text = match ev {
+                    Some(WatchEvent::Ping) => r#"{"type":"ping","data":null}"#.to_string(),
+                    Some(WatchEvent::Data(d)) => format!(r#"{{"type":"data","data":{d}}}"#),
+                    None => return,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = keepalive.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: 1002,
+                            reason: "one-way websocket: the client may not send data".into(),
+                        })))
+                        .await;
+                    return;
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {} // pongs
+            },
+        }
+    }
+}
+
 /// What a faulty stream does instead of telling the truth.
 #[derive(Debug, Clone, Copy)]
 enum StreamFault {
     Silent,
     Malformed(&'static str),
+}
+
+/// One event of a workspace's stream, whatever the transport.
+enum WatchEvent {
+    Ping,
+    /// The workspace as JSON (or as the injected malformation of it).
+    Data(String),
 }
 
 /// The malformations `failures.malformed` chooses from.
@@ -632,9 +743,9 @@ fn malform(ws: &Workspace, kind: &str) -> String {
 fn events(
     mut rx: tokio::sync::watch::Receiver<Arc<Workspace>>,
     fault: Option<StreamFault>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+) -> impl Stream<Item = WatchEvent> {
     async_stream(move |tx| async move {
-        if tx.send(Event::default().event("ping")).await.is_err() {
+        if tx.send(WatchEvent::Ping).await.is_err() {
             return;
         }
         if let Some(StreamFault::Silent) = fault {
@@ -652,11 +763,7 @@ fn events(
                 Some(kind) => malform(&ws, kind),
                 None => serde_json::to_string(&*ws).expect("workspaces serialize"),
             };
-            if tx
-                .send(Event::default().event("data").data(data))
-                .await
-                .is_err()
-            {
+            if tx.send(WatchEvent::Data(data)).await.is_err() {
                 return;
             }
             if rx.changed().await.is_err() {
@@ -667,17 +774,14 @@ fn events(
 }
 
 /// A stream fed by a task through a small channel (no extra crate for one generator).
-fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+fn async_stream<T: Send + 'static, F, Fut>(f: F) -> impl Stream<Item = T>
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(f(tx));
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-    )
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
 }
 
 async fn create_build(

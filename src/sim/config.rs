@@ -39,11 +39,38 @@ pub struct SimConfig {
     pub ssh_require_key: bool,
     /// Where coderd's Prometheus metrics are served; default: the API's host, any free port.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Which workspace event streams the server has: `both` (Coder ≥ 2.22), `sse` (an older
+    /// Coder without `watch-ws`), `watch-ws` (a future one without the deprecated SSE
+    /// `watch`), `none` (clients must poll). A missing route answers 404 "Route not found.".
+    pub watch_endpoints: WatchEndpoints,
+    /// No `POST /users/{user}/workspaces` (Coder older than mid-2024): workspaces are created
+    /// only through `POST /organizations/{org}/members/{user}/workspaces`.
+    pub legacy_create_only: bool,
     pub latency: Latencies,
     pub failures: Failures,
     pub tracing: SimTracing,
     /// Faults in long-lived terminal and SSH sessions.
     pub sessions: super::faults::SessionFaults,
+}
+
+/// See [`SimConfig::watch_endpoints`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchEndpoints {
+    Both,
+    Sse,
+    WatchWs,
+    None,
+}
+
+impl WatchEndpoints {
+    pub fn sse(self) -> bool {
+        matches!(self, WatchEndpoints::Both | WatchEndpoints::Sse)
+    }
+
+    pub fn websocket(self) -> bool {
+        matches!(self, WatchEndpoints::Both | WatchEndpoints::WatchWs)
+    }
 }
 
 /// The simulator's own tracing, as coderd's with `CODER_TRACE_ENABLE`.
@@ -86,6 +113,8 @@ impl Default for SimConfig {
             ssh_listen: None,
             ssh_require_key: false,
             metrics_listen: None,
+            watch_endpoints: WatchEndpoints::Both,
+            legacy_create_only: false,
             latency: Latencies::default(),
             failures: Failures::default(),
             tracing: SimTracing::default(),

@@ -30,6 +30,10 @@ pub struct PtyQuery {
     pub width: Option<u16>,
     #[serde(default)]
     pub height: Option<u16>,
+    /// `screen` (Coder's default) or `buffered` (output passed through as written); older
+    /// Coder ignores it. Recorded in the ledger.
+    #[serde(default)]
+    pub backend_type: String,
 }
 
 pub async fn handler(
@@ -63,6 +67,7 @@ pub async fn handler(
         );
     }
     let st = app.state.clone();
+    st.note_pty_backend(&workspace.name, &q.backend_type);
     let drop_it = st
         .cfg
         .inject("pty_drop", &workspace.name, st.cfg.failures.pty_drop);

@@ -34,6 +34,8 @@ pub struct Ledger {
     pub agent_timeout: bool,
     pub agent_start_error: bool,
     pub pty_dropped: bool,
+    /// The `backend_type` the last web terminal asked for (empty: none given).
+    pub pty_backend: Option<String>,
     /// `watch`, `build` or `pty`: where an injected stall was served.
     pub stalled: Option<&'static str>,
     /// Which malformation the watch stream served.
@@ -805,6 +807,12 @@ impl State {
     pub fn note_pty_drop(&self, name: &str) {
         if let Some(l) = self.lock().ledger.get_mut(name) {
             l.pty_dropped = true;
+        }
+    }
+
+    pub fn note_pty_backend(&self, name: &str, backend: &str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.pty_backend = Some(backend.to_string());
         }
     }
 

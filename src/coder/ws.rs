@@ -1,0 +1,122 @@
+//! Websocket upgrades to Coder: the web terminal and the `watch-ws` event stream.
+//!
+//! One place opens them, as [`Client::send`] is the one place for plain calls: the session
+//! token in a header (never in the URL), a client span with `traceparent` injected, the call
+//! timed for metrics, Coder's error body read from a refused upgrade, the token scrubbed from
+//! every error.
+
+use reqwest::Method;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self};
+
+use super::{ApiError, Client, Response, TOKEN_HEADER};
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Client {
+    /// Upgrades `GET path?query` to a websocket. `route` is the templated path for metrics
+    /// and spans; `query` is appended as given.
+    pub(super) async fn open_websocket(
+        &self,
+        route: &'static str,
+        path: &str,
+        query: &[(&str, &str)],
+        config: Option<WebSocketConfig>,
+    ) -> Result<Ws, ApiError> {
+        let mut url = self.url(path);
+        if !query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .expect("ws and wss are valid schemes");
+
+        let get = Method::GET;
+        let protocol = |detail: String| ApiError::Protocol {
+            method: get.clone(),
+            path: path.to_string(),
+            detail,
+        };
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| protocol(e.to_string()))?;
+        req.headers_mut().insert(
+            TOKEN_HEADER,
+            self.token()
+                .expose()
+                .parse()
+                .map_err(|_| protocol("the session token is not a valid header value".into()))?,
+        );
+        let span = super::trace::client_span(&get, route, &url, 0);
+        if self.inner.opts.propagate {
+            let mut h = reqwest::header::HeaderMap::new();
+            crate::telemetry::inject(&span, &mut h);
+            req.headers_mut().extend(h);
+        }
+        let start = std::time::Instant::now();
+        let connect = tracing::Instrument::instrument(
+            tokio_tungstenite::connect_async_with_config(req, config, true),
+            span.clone(),
+        );
+        let result = match tokio::time::timeout(self.inner.opts.request_timeout, connect).await {
+            Err(_) => {
+                self.observe(&get, route, None, start);
+                let e = ApiError::Timeout {
+                    method: get,
+                    path: path.to_string(),
+                    after: self.inner.opts.request_timeout,
+                };
+                super::trace::failed(&span, &e);
+                return Err(e);
+            }
+            Ok(r) => r,
+        };
+        match result {
+            Ok((ws, resp)) => {
+                self.observe(&get, route, Some(resp.status().as_u16()), start);
+                super::trace::answered(&span, resp.status().as_u16(), resp.headers());
+                Ok(ws)
+            }
+            Err(tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                self.observe(&get, route, Some(status), start);
+                super::trace::answered(&span, status, resp.headers());
+                let bytes = resp.body().clone().unwrap_or_default();
+                let mut body: Response = serde_json::from_slice(&bytes).unwrap_or_default();
+                if body.message.is_empty() {
+                    body.message = format!("websocket upgrade refused with {status}");
+                }
+                body.message = self.token().scrub(&body.message);
+                body.detail = self.token().scrub(&body.detail);
+                Err(ApiError::Status {
+                    method: get,
+                    path: path.to_string(),
+                    status,
+                    body,
+                })
+            }
+            Err(e @ (tungstenite::Error::Io(_) | tungstenite::Error::Tls(_))) => {
+                self.observe(&get, route, None, start);
+                let e = ApiError::Connect {
+                    method: get,
+                    path: path.to_string(),
+                    detail: self.token().scrub(&e.to_string()),
+                };
+                super::trace::failed(&span, &e);
+                Err(e)
+            }
+            Err(e) => {
+                self.observe(&get, route, None, start);
+                let e = protocol(self.token().scrub(&e.to_string()));
+                super::trace::failed(&span, &e);
+                Err(e)
+            }
+        }
+    }
+}
