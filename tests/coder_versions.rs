@@ -77,3 +77,161 @@ async fn deleted_workspaces_are_410_and_deletes_succeed_on_it() {
     );
     assert!(settle(&sim).await.is_empty());
 }
+
+/// A `coder` on PATH that is the simulator's stand-in, so the default proxy command
+/// (`coder ssh --stdio {workspace}`) runs as written.
+fn coder_on_path(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let shim = bin.join("coder");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nexec '{}' sim-coder \"$@\"\n",
+            common::daemon::BIN
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// `scaletestd once` on 8 workspaces, 2 at a time, through every phase, with the default
+/// proxy command; its exit code, stdout and JSON report.
+fn once_every_phase(sim: &scaletestd::sim::Sim, test: &str) -> (i32, String, serde_json::Value) {
+    let dir = common::daemon::tmpdir(test);
+    let cfg = dir.join("every-phase.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[coder]
+url = "{}"
+
+[[scenario]]
+name = "all"
+template = "docker"
+count = 8
+concurrency = 2
+phases = ["create", "build", "agent", "ssh", "pty", "delete"]
+run_command = "echo every-phase"
+expect_output = "every-phase"
+"#,
+            sim.url()
+        ),
+    )
+    .unwrap();
+    let json = dir.join("report.json");
+    let out = std::process::Command::new(common::daemon::BIN)
+        .args(["once", "--config"])
+        .arg(&cfg)
+        .arg("--output")
+        .arg(format!("json:{}", json.display()))
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .env("PATH", coder_on_path(&dir))
+        .output()
+        .unwrap();
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        report,
+    )
+}
+
+/// Requests the simulator saw whose `METHOD /path` satisfies `f` (routes it lacks are
+/// counted under their concrete path).
+fn requests(sim: &scaletestd::sim::Sim, f: impl Fn(&str) -> bool) -> u64 {
+    sim.app
+        .counts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| f(k))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Every phase, the default proxy command, against a Coder with both streams, one without
+/// watch-ws (older), one without the SSE watch (future) and one with neither: the run picks
+/// the best transport there is, paying a 404 for each it lacks only in the first wave (at
+/// most `concurrency` = 2 workspaces ask before the first 404 is back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phase_over_each_watch_transport() {
+    use scaletestd::sim::config::WatchEndpoints;
+    for (endpoints, chosen) in [
+        (WatchEndpoints::Both, "watch-ws"),
+        (WatchEndpoints::Sse, "sse"),
+        (WatchEndpoints::WatchWs, "watch-ws"),
+        (WatchEndpoints::None, "poll"),
+    ] {
+        let mut sc = fast_sim();
+        sc.watch_endpoints = endpoints;
+        let sim = start(sc).await;
+        let (code, out, report) =
+            tokio::task::block_in_place(|| once_every_phase(&sim, "transports"));
+        assert_eq!(code, 0, "{endpoints:?}: {out}");
+        assert!(
+            out.starts_with("8 workspaces: 8 succeeded, 0 failed"),
+            "{endpoints:?}: {out}"
+        );
+        assert_eq!(report["watch_transport"], chosen, "{endpoints:?}");
+        let ws_upgrades = requests(&sim, |r| r.starts_with("GET ") && r.ends_with("/watch-ws"));
+        let sse = requests(&sim, |r| r.starts_with("GET ") && r.ends_with("/watch"));
+        let (ws_range, sse_range) = match endpoints {
+            WatchEndpoints::Both | WatchEndpoints::WatchWs => (8..=8, 0..=0),
+            WatchEndpoints::Sse => (1..=2, 8..=8),
+            WatchEndpoints::None => (1..=2, 1..=2),
+        };
+        assert!(
+            ws_range.contains(&ws_upgrades) && sse_range.contains(&sse),
+            "{endpoints:?}: {ws_upgrades} watch-ws and {sse} SSE requests; a missing one costs at most one 404 per workspace of the first wave"
+        );
+        if endpoints == WatchEndpoints::None {
+            assert!(sim.request_count("GET /api/v2/workspaces/{workspace}") > 16);
+        }
+        for l in sim.ledger() {
+            assert_eq!(l.pty_backend.as_deref(), Some("buffered"), "{}", l.name);
+        }
+        assert!(settle(&sim).await.is_empty(), "{endpoints:?}");
+        sim.stop().await;
+    }
+}
+
+/// A Coder older than mid-2024 has no `POST /users/{user}/workspaces`: a 404 in the first
+/// wave, then every workspace through the organization-member route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phase_against_a_server_without_the_user_create_route() {
+    let mut sc = fast_sim();
+    sc.legacy_create_only = true;
+    sc.watch_endpoints = scaletestd::sim::config::WatchEndpoints::Sse;
+    let sim = start(sc).await;
+    let (code, out, report) = tokio::task::block_in_place(|| once_every_phase(&sim, "legacy"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("8 workspaces: 8 succeeded, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(
+        report["create_route"],
+        "/api/v2/organizations/{organization}/members/{user}/workspaces"
+    );
+    let missing = sim.request_count("POST /api/v2/users/me/workspaces");
+    assert!(
+        (1..=2).contains(&missing),
+        "{missing} 404s: at most one per workspace of the first wave"
+    );
+    assert_eq!(
+        sim.request_count("POST /api/v2/organizations/{organization}/members/{user}/workspaces"),
+        8
+    );
+    assert!(settle(&sim).await.is_empty());
+}

@@ -11,6 +11,7 @@ use common::daemon::{spawn, tmpdir};
 use common::*;
 use scaletestd::phases::{Phase, Reason};
 use scaletestd::report;
+use scaletestd::sim::config::WatchEndpoints;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coder_down_mid_run_then_back_on_the_same_port() {
@@ -116,7 +117,15 @@ fn outcomes(r: &scaletestd::runner::RunReport) -> BTreeMap<String, (Phase, Reaso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalls_end_at_their_phase_timeout_and_delete_still_runs() {
+    for endpoints in [WatchEndpoints::WatchWs, WatchEndpoints::Sse] {
+        stalls_over(endpoints).await;
+    }
+}
+
+/// Stalls on one watch transport (the other not served).
+async fn stalls_over(endpoints: WatchEndpoints) {
     let mut sc = fast_sim();
+    sc.watch_endpoints = endpoints;
     sc.ping_interval = scaletestd::config::HumanDuration(Duration::from_millis(200));
     sc.failures.watch_silent = 0.2;
     sc.failures.build_stuck = 0.2;
@@ -161,12 +170,24 @@ async fn stalls_end_at_their_phase_timeout_and_delete_still_runs() {
         assert!(del.is_some_and(|p| p.ok), "{}: {:?}", w.name, w.phases);
     }
     assert!(settle(&sim).await.is_empty(), "{:?}", sim.live_workspaces());
-    println!("stalls {kinds:?}: {}", report::summary_line(&r));
+    assert_eq!(r.watch_transport, Some(transport(endpoints)));
+    println!(
+        "stalls over {endpoints:?} {kinds:?}: {}",
+        report::summary_line(&r)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_watch_events_are_protocol_errors_and_delete_still_runs() {
+    for endpoints in [WatchEndpoints::WatchWs, WatchEndpoints::Sse] {
+        malformed_over(endpoints).await;
+    }
+}
+
+/// Malformed events on one watch transport (the other not served).
+async fn malformed_over(endpoints: WatchEndpoints) {
     let mut sc = fast_sim();
+    sc.watch_endpoints = endpoints;
     sc.failures.malformed = 1.0;
     let sim = start(sc).await;
     let cfg = config(&sim, 40, 40, r#"phases = ["create", "build", "delete"]"#);
@@ -189,7 +210,18 @@ async fn malformed_watch_events_are_protocol_errors_and_delete_still_runs() {
         assert!(del.is_some_and(|p| p.ok), "{}: {:?}", w.name, w.phases);
     }
     assert!(settle(&sim).await.is_empty());
-    println!("malformed {kinds:?}: {}", report::summary_line(&r));
+    assert_eq!(r.watch_transport, Some(transport(endpoints)));
+    println!(
+        "malformed over {endpoints:?} {kinds:?}: {}",
+        report::summary_line(&r)
+    );
+}
+
+fn transport(endpoints: WatchEndpoints) -> &'static str {
+    match endpoints {
+        WatchEndpoints::Sse => "sse",
+        _ => "watch-ws",
+    }
 }
 
 /// A server answering every request with the next of `bodies` (status 200, JSON), and how

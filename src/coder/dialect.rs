@@ -5,10 +5,11 @@
 //! mid-2024 have no `POST /users/{user}/workspaces`, servers older than v2.22 have no
 //! `watch-ws`, and a future one may drop the deprecated SSE `watch`. Each choice starts at the
 //! newest and falls back on the first 404 that says the route does not exist; the fallback is
-//! logged once and kept for the rest of the run, so one old server costs one extra request per
-//! run, not one per workspace.
+//! logged once and kept for the rest of the run. Workspaces do not wait for one another to find
+//! out (that wait would show in their phase timings): an old server costs one 404 for each
+//! workspace already asking when the first 404 came back, at most `concurrency` per run.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// How a workspace's changes reach us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -85,15 +86,15 @@ impl CreateRoute {
 /// One run's knowledge of the server. Cheap to share (`Arc`), lock-free to read.
 #[derive(Debug)]
 pub struct Dialect {
-    /// 0 = not tried yet, else a [`WatchTransport`].
+    /// The transport to try now: 0 = `first_watch`, else a [`WatchTransport`].
     watch: AtomicU8,
+    /// Set once a stream opened (or nothing is left but polling): the run's choice is made.
+    settled: AtomicBool,
     /// Where waiting starts: `Poll` when the scenario asks to poll.
     first_watch: WatchTransport,
-    /// 0 = the user route, 1 = the organization-member route.
+    /// 0 = not known yet (try the user route), 1 = the user route, 2 = the
+    /// organization-member route.
     create: AtomicU8,
-    /// Held by the workspace trying transports until the run has settled on one, so a
-    /// server without watch-ws costs one 404 per run, not one per workspace of the first wave.
-    pub(super) probing: tokio::sync::Mutex<()>,
 }
 
 impl Dialect {
@@ -102,9 +103,9 @@ impl Dialect {
     pub fn new(first: WatchTransport) -> Dialect {
         Dialect {
             watch: AtomicU8::new(0),
+            settled: AtomicBool::new(first == WatchTransport::Poll),
             first_watch: first,
             create: AtomicU8::new(0),
-            probing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -113,19 +114,16 @@ impl Dialect {
         WatchTransport::from_u8(self.watch.load(Ordering::Relaxed)).unwrap_or(self.first_watch)
     }
 
-    /// The transport settled on, once a stream has been opened (for reports and the page).
+    /// The transport the run settled on: `None` until a stream opened or only polling is
+    /// left (for reports and the status page).
     pub fn chosen_watch(&self) -> Option<WatchTransport> {
-        WatchTransport::from_u8(self.watch.load(Ordering::Relaxed))
+        self.settled.load(Ordering::Relaxed).then(|| self.watch())
     }
 
-    /// `t` worked: the run settles on it, unless a fallback was already recorded. Logged
-    /// once per run.
+    /// `t` worked: the run settles on it. Logged once per run.
     pub fn watch_works(&self, t: WatchTransport) {
-        if self
-            .watch
-            .compare_exchange(0, t.to_u8(), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
+        self.watch.fetch_max(t.to_u8(), Ordering::Relaxed);
+        if !self.settled.swap(true, Ordering::Relaxed) {
             tracing::info!(transport = t.as_str(), "following workspaces over {t}");
         }
     }
@@ -139,23 +137,33 @@ impl Dialect {
             tracing::warn!(
                 missing = t.as_str(),
                 instead = next.as_str(),
-                "this Coder does not serve {t} (404 Route not found): following workspaces over {next} for the rest of the run"
+                "this Coder does not serve {t} (404): following workspaces over {next} for the rest of the run"
             );
         }
-        WatchTransport::from_u8(prev.max(next.to_u8())).unwrap_or(next)
+        if next == WatchTransport::Poll {
+            self.settled.store(true, Ordering::Relaxed);
+        }
+        self.watch()
     }
 
     pub fn create_route(&self) -> CreateRoute {
-        if self.create.load(Ordering::Relaxed) == 0 {
-            CreateRoute::User
-        } else {
+        if self.create.load(Ordering::Relaxed) == 2 {
             CreateRoute::OrganizationMember
+        } else {
+            CreateRoute::User
         }
+    }
+
+    /// The user route answered.
+    pub fn create_route_works(&self) {
+        let _ = self
+            .create
+            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// The user route does not exist (a server older than mid-2024).
     pub fn create_route_missing(&self) {
-        if self.create.swap(1, Ordering::Relaxed) == 0 {
+        if self.create.swap(2, Ordering::Relaxed) != 2 {
             tracing::warn!(
                 "this Coder has no POST /api/v2/users/{{user}}/workspaces (404 Route not found; older than mid-2024): creating through POST /api/v2/organizations/{{organization}}/members/{{user}}/workspaces for the rest of the run"
             );

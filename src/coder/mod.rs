@@ -550,7 +550,12 @@ impl Client {
                 .await
             {
                 Err(e) if e.is_route_missing() => dialect.create_route_missing(),
-                other => return other,
+                other => {
+                    if other.is_ok() {
+                        dialect.create_route_works();
+                    }
+                    return other;
+                }
             }
         }
         self.post(

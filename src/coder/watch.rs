@@ -222,11 +222,6 @@ impl Updates {
     /// Opens a stream over the run's transport, falling back (for the whole run) past each
     /// one this server answers with 404, down to polling.
     async fn open(&mut self) -> Result<(), ApiError> {
-        let dialect = self.dialect.clone();
-        let _probing = match dialect.chosen_watch() {
-            Some(_) => None,
-            None => Some(dialect.probing.lock().await),
-        };
         loop {
             let t = self.dialect.watch();
             let opened = match t {
