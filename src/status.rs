@@ -125,6 +125,14 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
         s.push_str("</table>");
 
         let last = &runs[0];
+        if let Some(t) = last.watch_transport {
+            let _ = write!(
+                s,
+                "<p>Coder speaks: workspaces followed over <code>{}</code>, created through <code>{}</code></p>",
+                esc(t),
+                esc(last.create_route.unwrap_or("?"))
+            );
+        }
         s.push_str("<h3>Phases of the last run</h3><table><tr><th>phase</th><th>ok</th><th>failed</th><th>p50</th><th>p95</th></tr>");
         for st in report::phase_stats(last) {
             let _ = write!(

@@ -30,10 +30,15 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn start_sim() -> SimProcess {
+    start_sim_with("")
+}
+
+/// [`start_sim`] with extra simulator knobs (TOML lines before the tables).
+fn start_sim_with(knobs_extra: &str) -> SimProcess {
     let knobs = tmp("sim.toml");
     std::fs::write(
         &knobs,
-        "provisioners = 10\n[latency]\ninit = \"10ms\"\nplan = \"20ms\"\ngraph = \"5ms\"\napply = { min = \"30ms\", max = \"60ms\" }\ndestroy = \"30ms\"\nagent_connect = \"30ms\"\nagent_startup = \"30ms\"\n",
+        knobs_extra.to_string() + "provisioners = 10\n[latency]\ninit = \"10ms\"\nplan = \"20ms\"\ngraph = \"5ms\"\napply = { min = \"30ms\", max = \"60ms\" }\ndestroy = \"30ms\"\nagent_connect = \"30ms\"\nagent_startup = \"30ms\"\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)
@@ -229,6 +234,115 @@ fn check_reports_each_step_and_fails_on_a_wrong_token() {
         "{all}"
     );
     assert!(!all.contains(wrong), "{all}");
+}
+
+/// A directory holding an executable `coder` that is the simulator's stand-in, except that
+/// `coder version` prints `version` when given.
+fn coder_shim(version: Option<&str>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp("bin");
+    let dir = dir.with_file_name("bin-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shim = dir.join("coder");
+    let version = match version {
+        Some(v) => format!("[ \"$1\" = version ] && {{ echo 'Coder {v}'; exit 0; }}\n"),
+        None => String::new(),
+    };
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\n{version}exec '{BIN}' sim-coder \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `check` shows the command the ssh phase would run, finds its program, reads the target as
+/// `coder ssh` would, compares `coder version` with the server, and probes the watch stream.
+#[test]
+fn check_shows_the_ssh_command_and_how_coder_reads_it() {
+    let sim = start_sim_with("watch_endpoints = \"sse\"\n");
+    // A workspace of the token's user, for the watch probe.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = scaletestd::coder::Client::new(
+            sim.url.parse().unwrap(),
+            scaletestd::secret::Secret::new(TOKEN),
+            Default::default(),
+        );
+        let tpl = c.template_by_name("coder", "docker").await.unwrap();
+        let req = scaletestd::coder::CreateWorkspaceRequest {
+            template_id: Some(tpl.id),
+            name: "probe-me".into(),
+            ..Default::default()
+        };
+        c.create_workspace(tpl.organization_id, &req, &Default::default())
+            .await
+            .unwrap();
+    });
+    let check = |proxy: Option<&str>, shim: &PathBuf| {
+        let cfg = tmp("check-ssh.toml");
+        let ssh = proxy
+            .map(|p| format!("[scenario.ssh]\nproxy_command = {p:?}\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &cfg,
+            format!(
+                "[coder]\nurl = \"{}\"\n\n[[scenario]]\nname = \"s\"\ntemplate = \"docker\"\ncount = 1\nphases = [\"create\", \"build\", \"agent\", \"ssh\", \"delete\"]\n{ssh}",
+                sim.url
+            ),
+        )
+        .unwrap();
+        let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .env("CODER_SESSION_TOKEN", TOKEN)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let same = coder_shim(None);
+    let (code, out) = check(None, &same);
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "ok   scenario \"s\": ssh runs `coder ssh --stdio scaletest-sample-1` for workspace \"scaletest-sample-1\"",
+        "ok   workspaces are followed over sse (probed on workspace \"probe-me\")",
+        "as the server",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+
+    let (code, out) = check(Some("coder ssh --stdio coder.{workspace}"), &same);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("`coder ssh` reads \"coder.scaletest-sample-1\" as workspace \"coder\", agent \"scaletest-sample-1\""),
+        "{out}"
+    );
+    let (code, out) = check(
+        Some("coder ssh --stdio --ssh-host-prefix coder. coder.{workspace}"),
+        &same,
+    );
+    assert_eq!(code, Some(0), "{out}");
+
+    let old = coder_shim(Some("v2.10.1+abcdef"));
+    let (code, out) = check(None, &old);
+    assert_eq!(code, Some(0), "a version mismatch is a warning: {out}");
+    assert!(
+        out.contains("warn") && out.contains("is Coder v2.10.1+abcdef but the server is v2.22.0"),
+        "{out}"
+    );
+
+    let (code, out) = check(Some("/nonexistent/coder ssh --stdio {workspace}"), &same);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("\"/nonexistent/coder\" is not on PATH"),
+        "{out}"
+    );
 }
 
 #[test]

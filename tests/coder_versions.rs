@@ -224,7 +224,7 @@ async fn every_phase_against_a_server_without_the_user_create_route() {
         report["create_route"],
         "/api/v2/organizations/{organization}/members/{user}/workspaces"
     );
-    let missing = sim.request_count("POST /api/v2/users/me/workspaces");
+    let missing = sim.request_count("POST /api/v2/users/{user}/workspaces");
     assert!(
         (1..=2).contains(&missing),
         "{missing} 404s: at most one per workspace of the first wave"

@@ -375,6 +375,10 @@ async fn status_page_shows_failed_workspaces_with_error_and_trace_link() {
         page.contains("injected failure (scaletestd simulator)"),
         "the error is shown: {page}"
     );
+    assert!(
+        page.contains("workspaces followed over <code>watch-ws</code>, created through <code>/api/v2/users/{user}/workspaces</code>"),
+        "the transport the run chose: {page}"
+    );
     let link = "href=\"https://grafana.example.com/explore?traceId=";
     let at = page
         .find(link)

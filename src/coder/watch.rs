@@ -253,6 +253,15 @@ impl Updates {
         }
     }
 
+    /// Opens a stream the way a run would and says over which transport (`scaletestd check`).
+    pub async fn probe(&mut self) -> Result<WatchTransport, ApiError> {
+        self.open().await?;
+        Ok(match self.source {
+            Source::Stream(_) => self.dialect.watch(),
+            _ => WatchTransport::Poll,
+        })
+    }
+
     /// Drops the stream so that the next wait opens a new one. Called after a phase failed
     /// while following it: that stream may be the one that stalled or lied, and delete must
     /// not inherit it.

@@ -119,17 +119,31 @@ pub fn router(app: Shared) -> Router {
             "/api/v2/workspaceagents/{workspaceagent}/pty",
             get(super::pty::handler),
         );
-    // Routes an older (or a future) Coder lacks are simply not there: such a server answers
-    // them with its router's 404 "Route not found." (coderd/httpapi `RouteNotFound`).
-    if !cfg.legacy_create_only {
-        api = api.route("/api/v2/users/{user}/workspaces", post(create_for_user));
-    }
-    if cfg.watch_endpoints.sse() {
-        api = api.route("/api/v2/workspaces/{workspace}/watch", get(watch));
-    }
-    if cfg.watch_endpoints.websocket() {
-        api = api.route("/api/v2/workspaces/{workspace}/watch-ws", get(watch_ws));
-    }
+    // Routes an older (or a future) Coder lacks answer its router's 404 "Route not found."
+    // (coderd/httpapi `RouteNotFound`), but only after the enclosing route's middleware ran:
+    // coderd mounts `/workspaces/{workspace}` with `ExtractWorkspaceParam`, so an unknown
+    // workspace is "Resource not found" there whatever the rest of the path.
+    api = if cfg.legacy_create_only {
+        api.route("/api/v2/users/{user}/workspaces", post(missing_under_user))
+    } else {
+        api.route("/api/v2/users/{user}/workspaces", post(create_for_user))
+    };
+    api = if cfg.watch_endpoints.sse() {
+        api.route("/api/v2/workspaces/{workspace}/watch", get(watch))
+    } else {
+        api.route(
+            "/api/v2/workspaces/{workspace}/watch",
+            get(missing_under_workspace),
+        )
+    };
+    api = if cfg.watch_endpoints.websocket() {
+        api.route("/api/v2/workspaces/{workspace}/watch-ws", get(watch_ws))
+    } else {
+        api.route(
+            "/api/v2/workspaces/{workspace}/watch-ws",
+            get(missing_under_workspace),
+        )
+    };
     let api = api
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -329,6 +343,28 @@ async fn inject_5xx(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse
 
 async fn not_found() -> AxResponse {
     error(StatusCode::NOT_FOUND, "Route not found.")
+}
+
+/// A route this server lacks, below `/workspaces/{workspace}` (see `router`).
+async fn missing_under_workspace(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
+    let known = parse_id(&id).is_some_and(|id| {
+        let w = app.state.lock();
+        w.live.contains_key(&id) || w.deleted.contains_key(&id)
+    });
+    if known {
+        not_found().await
+    } else {
+        resource_not_found()
+    }
+}
+
+/// A route this server lacks, below `/users/{user}` (see `router`).
+async fn missing_under_user(Ax(app): Ax<Shared>, Path(user): Path<String>) -> AxResponse {
+    if is_me(&app, &user) {
+        not_found().await
+    } else {
+        resource_not_found()
+    }
 }
 
 fn resource_not_found() -> AxResponse {
