@@ -127,6 +127,7 @@ struct RawScenario {
     #[serde(default = "default_command")]
     run_command: String,
     expect_output: Option<String>,
+    agent: Option<Spanned<String>>,
     workspace_prefix: Option<Spanned<String>>,
     #[serde(default)]
     timeouts: RawTimeouts,
@@ -308,6 +309,9 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     pub run_command: String,
     pub expect_output: String,
+    /// The agent to wait for and connect to; `None`: every top-level agent is waited for
+    /// and the first is used (devcontainer sub-agents are not waited for).
+    pub agent: Option<String>,
     pub workspace_prefix: String,
     pub timeouts: Timeouts,
     pub wait: WaitMode,
@@ -786,6 +790,16 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
         phases,
         run_command: s.run_command,
         expect_output,
+        agent: match s.agent {
+            Some(a) if a.get_ref().trim().is_empty() => {
+                return Err(ConfigError::at(
+                    src,
+                    Some(a.span()),
+                    "agent is empty: expected an agent name of the template, such as \"main\"",
+                ));
+            }
+            a => a.map(|a| a.into_inner()),
+        },
         workspace_prefix: prefix,
         timeouts,
         wait: s.wait,

@@ -570,7 +570,7 @@ async fn walk_running(
                 report,
                 (Phase::Agent, span),
                 stop,
-                phases::agent::run(updates),
+                phases::agent::run(updates, s.agent.as_deref()),
             )
             .await
             {

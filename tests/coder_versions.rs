@@ -235,3 +235,52 @@ async fn every_phase_against_a_server_without_the_user_create_route() {
     );
     assert!(settle(&sim).await.is_empty());
 }
+
+/// A devcontainer sub-agent (`parent_id`) that never becomes ready does not hold up the
+/// agent phase (Coder's workspace health leaves sub-agents out); named, it is waited for
+/// alone, and the web terminal opens on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devcontainer_sub_agents_are_waited_for_only_when_named() {
+    use scaletestd::phases::{Phase, Reason};
+    use scaletestd::sim::config::SubAgent;
+
+    let mut sc = fast_sim();
+    sc.subagent = SubAgent::Stuck;
+    let sim = start(sc).await;
+    let r = run(&config(&sim, 6, 6, "")).await;
+    assert_eq!(
+        report::summary_line(&r),
+        "6 workspaces: 6 succeeded, 0 failed"
+    );
+    for l in sim.ledger() {
+        assert_eq!(l.pty_agent.as_deref(), Some("main"), "{}", l.name);
+    }
+    let mut cfg = config(&sim, 4, 4, "agent = \"devcontainer\"");
+    cfg.scenarios[0].timeouts.agent = std::time::Duration::from_secs(1);
+    let r = run(&cfg).await;
+    for w in &r.workspaces {
+        let (phase, reason, _) = w.failure().expect("the stuck sub-agent times out");
+        assert_eq!(
+            (phase, reason),
+            (Phase::Agent, Reason::Timeout),
+            "{}",
+            w.name
+        );
+        assert!(w.record(Phase::Delete).is_some_and(|d| d.ok));
+    }
+    assert!(settle(&sim).await.is_empty());
+    sim.stop().await;
+
+    let mut sc = fast_sim();
+    sc.subagent = SubAgent::Ready;
+    let sim = start(sc).await;
+    let r = run(&config(&sim, 4, 4, "agent = \"devcontainer\"")).await;
+    assert_eq!(
+        report::summary_line(&r),
+        "4 workspaces: 4 succeeded, 0 failed"
+    );
+    for l in sim.ledger() {
+        assert_eq!(l.pty_agent.as_deref(), Some("devcontainer"), "{}", l.name);
+    }
+    assert!(settle(&sim).await.is_empty());
+}

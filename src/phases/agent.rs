@@ -1,7 +1,10 @@
 //! `agent`: from a succeeded build until every agent is `connected` and `ready`.
 //!
 //! Coder's own harness waits for `connected` only; a workspace is usable when its start-up
-//! scripts have run, so we also wait for the lifecycle to reach `ready`.
+//! scripts have run, so we also wait for the lifecycle to reach `ready`. "Every agent" means
+//! the top-level ones: a devcontainer sub-agent (`parent_id` set) is left out, as Coder's own
+//! workspace health leaves it out, unless the scenario names it (`agent = "name"`); a named
+//! agent is waited for alone, and may appear after the build (a sub-agent does).
 
 use std::time::Duration;
 
@@ -14,11 +17,25 @@ use crate::phases::{PhaseError, Reason};
 /// Coder's harness polls agents every second; so do we when the stream is unavailable.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
-/// Waits for every agent to be ready; returns the agents' ids and names, first agent first.
-pub async fn run(updates: &mut Updates) -> Result<Vec<(Uuid, String)>, PhaseError> {
+/// Waits for every top-level agent (or the `named` one) to be ready; returns the agents'
+/// ids and names, first agent first.
+pub async fn run(
+    updates: &mut Updates,
+    named: Option<&str>,
+) -> Result<Vec<(Uuid, String)>, PhaseError> {
     updates
         .wait_for(POLL_EVERY, |ws| {
-            let agents: Vec<_> = ws.latest_build.agents().collect();
+            let agents: Vec<_> = ws
+                .latest_build
+                .agents()
+                .filter(|a| match named {
+                    Some(n) => a.name == n,
+                    None => a.parent_id.is_none(),
+                })
+                .collect();
+            if named.is_some() && agents.is_empty() {
+                return None; // not there yet
+            }
             for a in &agents {
                 if a.status == Status::Timeout {
                     return Some(Err(PhaseError::new(

@@ -24,6 +24,10 @@ pub struct SimConfig {
     /// Provisioner daemons: builds beyond this many wait in a queue.
     pub provisioners: usize,
     pub agents_per_workspace: usize,
+    /// A devcontainer sub-agent (`parent_id` set, named `devcontainer`) under each
+    /// workspace's first agent, appearing once that agent is ready: `none`, `ready` (it
+    /// connects and becomes ready too) or `stuck` (it stays `connecting`/`created`).
+    pub subagent: SubAgent,
     /// Requests per minute per endpoint (Coder's default is 512); 0 disables.
     pub rate_limit: u32,
     /// Seconds to put in a `Retry-After` on 429s, as a proxy in front of Coder might (Coder
@@ -51,6 +55,15 @@ pub struct SimConfig {
     pub tracing: SimTracing,
     /// Faults in long-lived terminal and SSH sessions.
     pub sessions: super::faults::SessionFaults,
+}
+
+/// See [`SimConfig::subagent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubAgent {
+    None,
+    Ready,
+    Stuck,
 }
 
 /// See [`SimConfig::watch_endpoints`].
@@ -106,6 +119,7 @@ impl Default for SimConfig {
             version: concat!("v2.22.0+scaletestd-sim-", env!("CARGO_PKG_VERSION")).into(),
             provisioners: 10,
             agents_per_workspace: 1,
+            subagent: SubAgent::None,
             rate_limit: 512,
             retry_after: None,
             ping_interval: HumanDuration(Duration::from_secs(15)),

@@ -67,7 +67,7 @@ pub async fn handler(
         );
     }
     let st = app.state.clone();
-    st.note_pty_backend(&workspace.name, &q.backend_type);
+    st.note_pty(&workspace.name, &q.backend_type, &a.name);
     let drop_it = st
         .cfg
         .inject("pty_drop", &workspace.name, st.cfg.failures.pty_drop);

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::config::SimConfig;
+use super::config::{SimConfig, SubAgent};
 use super::types::*;
 use crate::coder::WorkspaceBuildParameter;
 
@@ -36,6 +36,8 @@ pub struct Ledger {
     pub pty_dropped: bool,
     /// The `backend_type` the last web terminal asked for (empty: none given).
     pub pty_backend: Option<String>,
+    /// The agent the last web terminal was opened on.
+    pub pty_agent: Option<String>,
     /// `watch`, `build` or `pty`: where an injected stall was served.
     pub stalled: Option<&'static str>,
     /// Which malformation the watch stream served.
@@ -560,15 +562,21 @@ impl State {
             self.bury(ws_id);
         } else if !agent_ids.is_empty() {
             for agent in agent_ids {
-                tokio::spawn(
-                    self.clone()
-                        .run_agent(ws_id, build_id, agent, name.clone(), done),
-                );
+                tokio::spawn(self.clone().run_agent(
+                    ws_id,
+                    build_id,
+                    agent,
+                    name.clone(),
+                    done,
+                    true,
+                ));
             }
         }
     }
 
-    /// One agent's start: connect, run its start-up script, be ready (or fail as injected).
+    /// One agent's start: connect, run its start-up script, be ready (or fail as injected,
+    /// when `inject`). The workspace's first agent then starts its devcontainer sub-agent,
+    /// when the simulator has one.
     async fn run_agent(
         self: Arc<Self>,
         ws_id: Uuid,
@@ -576,13 +584,15 @@ impl State {
         agent: Uuid,
         name: String,
         since: Time,
+        inject: bool,
     ) {
         let lat = &self.cfg.latency;
         let t0 = Utc::now();
         tokio::time::sleep(lat.agent_connect.sample()).await;
-        let timeout = self
-            .cfg
-            .inject("agent_timeout", &name, self.cfg.failures.agent_timeout);
+        let timeout = inject
+            && self
+                .cfg
+                .inject("agent_timeout", &name, self.cfg.failures.agent_timeout);
         let connected = Utc::now();
         self.update(ws_id, |w, id| {
             if let Some(l) = w.ledger.get_mut(&name) {
@@ -623,12 +633,14 @@ impl State {
             .get_or_create(&self.agents_up_labels(&name))
             .inc();
         tokio::time::sleep(lat.agent_startup.sample()).await;
-        let error = self.cfg.inject(
-            "agent_start_error",
-            &name,
-            self.cfg.failures.agent_start_error,
-        );
+        let error = inject
+            && self.cfg.inject(
+                "agent_start_error",
+                &name,
+                self.cfg.failures.agent_start_error,
+            );
         let ready = Utc::now();
+        let mut sub = None;
         self.update(ws_id, |w, id| {
             let Some(e) = w.live.get_mut(&id) else { return };
             let agent_name = agent_name(e, agent);
@@ -658,10 +670,19 @@ impl State {
                     a.ready_at = Some(ready);
                 }
             });
+            // Coder's workspace health, and our agent phase, count top-level agents only.
             let all_ready =
                 e.ws.latest_build
                     .agents()
+                    .filter(|a| a.parent_id.is_none())
                     .all(|a| a.lifecycle_state == WorkspaceAgentLifecycle::Ready);
+            let first = e.ws.latest_build.agents().next().map(|a| a.id) == Some(agent);
+            if first && !error && self.cfg.subagent != SubAgent::None {
+                sub = Some(add_subagent(e, agent, ready));
+            }
+            if let Some(id) = sub {
+                w.agent_owner.insert(id, ws_id);
+            }
             if let Some(l) = w.ledger.get_mut(&name) {
                 l.agent_start_error |= error;
                 if all_ready {
@@ -669,6 +690,11 @@ impl State {
                 }
             }
         });
+        if let Some(sub) = sub
+            && self.cfg.subagent == SubAgent::Ready
+        {
+            Box::pin(self.run_agent(ws_id, build_id, sub, name, since, false)).await;
+        }
     }
 
     /// Moves a deleted workspace out of the live set; its watch streams stay open.
@@ -810,9 +836,10 @@ impl State {
         }
     }
 
-    pub fn note_pty_backend(&self, name: &str, backend: &str) {
+    pub fn note_pty(&self, name: &str, backend: &str, agent: &str) {
         if let Some(l) = self.lock().ledger.get_mut(name) {
             l.pty_backend = Some(backend.to_string());
+            l.pty_agent = Some(agent.to_string());
         }
     }
 
@@ -861,6 +888,27 @@ fn new_agent(i: usize, now: Time) -> WorkspaceAgent {
         connection_timeout_seconds: 120,
         troubleshooting_url: "https://coder.com/docs/templates#troubleshooting-templates".into(),
     }
+}
+
+/// A devcontainer sub-agent under `parent`, as Coder adds one once the parent agent has
+/// started the devcontainer: same resource, `parent_id` set, not yet connected.
+fn add_subagent(e: &mut WsEntry, parent: Uuid, now: Time) -> Uuid {
+    let mut sub = new_agent(0, now);
+    sub.name = "devcontainer".into();
+    sub.parent_id = Some(parent);
+    sub.directory = "/workspaces/project".into();
+    let id = sub.id;
+    let build_id = e.ws.latest_build.id;
+    mutate_build(e, build_id, |b| {
+        if let Some(r) = b
+            .resources
+            .iter_mut()
+            .find(|r| r.agents.iter().any(|a| a.id == parent))
+        {
+            r.agents.push(sub);
+        }
+    });
+    id
 }
 
 fn agent_name(e: &WsEntry, agent: Uuid) -> String {
