@@ -208,6 +208,25 @@ struct HostKeys {
     known_hosts: Option<std::path::PathBuf>,
     host: String,
     port: u16,
+    /// Why the key was refused, for the workspace's error (russh only says "unknown key").
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+impl HostKeys {
+    /// How known_hosts names this host: `host`, or `[host]:port` off port 22.
+    fn lookup_name(&self) -> String {
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
+    }
+
+    fn refuse(&self, why: String) -> russh::Error {
+        tracing::warn!(host = %self.lookup_name(), "{why}");
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        russh::Error::UnknownKey
+    }
 }
 
 impl russh::client::Handler for HostKeys {
@@ -221,18 +240,73 @@ impl russh::client::Handler for HostKeys {
             return Ok(self.known_hosts.is_none());
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256);
-        match &self.known_hosts {
-            None => {
-                tracing::debug!(host = %self.host, %fingerprint, "accepting the workspace's host key");
-                Ok(true)
+        let Some(path) = &self.known_hosts else {
+            tracing::debug!(host = %self.host, %fingerprint, "accepting the workspace's host key");
+            return Ok(true);
+        };
+        let name = self.lookup_name();
+        let offered = format!("{} {fingerprint}", key.algorithm());
+        match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                let recorded = recorded_algorithms(&self.host, self.port, path);
+                let why = if recorded.is_empty() {
+                    format!(
+                        "host {name} is unknown: {} has no key for it (the server offered {offered})",
+                        path.display()
+                    )
+                } else {
+                    let names: Vec<String> = recorded.iter().map(|a| a.to_string()).collect();
+                    format!(
+                        "host {name} offered {offered}, and {} holds only {} for it",
+                        path.display(),
+                        names.join(", ")
+                    )
+                };
+                Err(self.refuse(why))
             }
-            Some(path) => russh::keys::check_known_hosts_path(&self.host, self.port, key, path)
-                .map_err(|e| {
-                    tracing::warn!(host = %self.host, %fingerprint, error = %e, "host key check failed");
-                    russh::Error::UnknownKey
-                }),
+            Err(russh::keys::Error::KeyChanged { line }) => Err(self.refuse(format!(
+                "the host key of {name} changed: {} line {line} holds another {} key (the server offered {offered})",
+                path.display(),
+                key.algorithm()
+            ))),
+            Err(e) => Err(self.refuse(format!(
+                "cannot check the host key of {name} against {}: {e}",
+                path.display()
+            ))),
         }
     }
+}
+
+/// The key types `path` records for `host:port`, in file order.
+fn recorded_algorithms(
+    host: &str,
+    port: u16,
+    path: &std::path::Path,
+) -> Vec<russh::keys::Algorithm> {
+    let mut out: Vec<russh::keys::Algorithm> = Vec::new();
+    for (_, key) in
+        russh::keys::known_hosts::known_host_keys_path(host, port, path).unwrap_or_default()
+    {
+        if !out.contains(&key.algorithm()) {
+            out.push(key.algorithm());
+        }
+    }
+    out
+}
+
+/// The host-key algorithms to offer, as OpenSSH orders them: the types known_hosts holds for
+/// this host first, so a server with several host keys shows the one we can check (russh's
+/// default prefers Ed25519 and would be refused by a known_hosts holding only the RSA key).
+fn host_key_preference(recorded: &[russh::keys::Algorithm]) -> Vec<russh::keys::Algorithm> {
+    let default = russh::Preferred::DEFAULT.key.to_vec();
+    let known = |a: &russh::keys::Algorithm| {
+        recorded
+            .iter()
+            .any(|r| r == a || (r.clone().is_rsa() && a.clone().is_rsa()))
+    };
+    let (first, rest): (Vec<_>, Vec<_>) = default.into_iter().partition(known);
+    first.into_iter().chain(rest).collect()
 }
 
 fn classify(e: &russh::Error) -> Reason {
@@ -280,13 +354,20 @@ pub async fn open_exec(
     let start = Instant::now();
     let user = target.expand(&cfg.user);
     let mut t = connect(cfg, target, coder).await?;
+    let refused = Arc::new(Mutex::new(None));
     let handler = HostKeys {
         known_hosts: cfg.known_hosts.clone(),
         host: t.host.clone(),
         port: t.port,
+        refused: refused.clone(),
     };
+    let mut preferred = russh::Preferred::default();
+    if let Some(path) = &cfg.known_hosts {
+        preferred.key = host_key_preference(&recorded_algorithms(&t.host, t.port, path)).into();
+    }
     let config = Arc::new(russh::client::Config {
         inactivity_timeout: None,
+        preferred,
         ..Default::default()
     });
     let stream = t.stream.take().expect("a fresh transport has its stream");
@@ -312,6 +393,12 @@ pub async fn open_exec(
         Err(e) => {
             if let Some(exit) = t.proxy_exit(&coder.token).await {
                 return Err(PhaseError::new(Reason::ConnectError, exit));
+            }
+            if let Some(why) = refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(PhaseError::new(
+                    Reason::AuthError,
+                    format!("SSH handshake failed: {why}"),
+                ));
             }
             let mut msg = format!("SSH handshake failed: {e}");
             let tail = coder.token.scrub(&t.stderr_tail());
