@@ -361,11 +361,6 @@ impl Default for Timeouts {
     }
 }
 
-/// Coder's limit on workspace names (codersdk.NameValid): 32 characters.
-const MAX_WORKSPACE_NAME: usize = 32;
-/// Room left in a name for `-<run id>-<n>`: a 6-character run id and up to 5 digits.
-const NAME_SUFFIX_ROOM: usize = 1 + crate::runner::RUN_ID_LEN + 1 + 5;
-
 /// The environment the configuration reads, passed in so tests need not mutate the process's.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
@@ -602,13 +597,16 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
         ));
     }
     let count = *s.count.get_ref();
-    if count == 0 || count > 99_999 {
-        return Err(ConfigError::at(
-            src,
-            Some(s.count.span()),
-            format!("count is {count}: expected a number of workspaces from 1 to 99999"),
-        ));
-    }
+    let prefix = match &s.workspace_prefix {
+        Some(p) => {
+            crate::naming::check_prefix(p.get_ref())
+                .map_err(|e| ConfigError::at(src, Some(p.span()), e))?;
+            p.get_ref().clone()
+        }
+        None => "scaletest".into(),
+    };
+    crate::naming::check_count(&prefix, count)
+        .map_err(|e| ConfigError::at(src, Some(s.count.span()), e))?;
     let concurrency = match &s.concurrency {
         Some(c) => {
             let v = *c.get_ref();
@@ -637,29 +635,6 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
             Phase::Pty,
             Phase::Delete,
         ],
-    };
-    let prefix = match &s.workspace_prefix {
-        Some(p) => {
-            let v = p.get_ref();
-            let ok = !v.is_empty()
-                && v.len() + NAME_SUFFIX_ROOM <= MAX_WORKSPACE_NAME
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !v.starts_with('-')
-                && !v.ends_with('-')
-                && !v.contains("--");
-            if !ok {
-                return Err(ConfigError::at(
-                    src,
-                    Some(p.span()),
-                    format!(
-                        "invalid workspace_prefix {v:?}: expected 1 to {} letters, digits and single inner dashes (Coder names are at most {MAX_WORKSPACE_NAME} characters)",
-                        MAX_WORKSPACE_NAME - NAME_SUFFIX_ROOM
-                    ),
-                ));
-            }
-            v.clone()
-        }
-        None => "scaletest".into(),
     };
     let mut parameters = BTreeMap::new();
     for (k, v) in s.parameters {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -25,22 +24,6 @@ use crate::config::Scenario;
 use crate::phases::build::StageTiming;
 use crate::phases::create::Blueprint;
 use crate::phases::{self, Phase, PhaseError, PhaseRecord, Reason};
-
-/// Length of a run id: the `<run>` in `<prefix>-<run>-<n>`.
-pub const RUN_ID_LEN: usize = 6;
-
-/// A fresh run id: lowercase letters and digits, starting with a letter.
-pub fn new_run_id() -> String {
-    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let mut id = String::with_capacity(RUN_ID_LEN);
-    id.push(LETTERS[rng.random_range(0..LETTERS.len())] as char);
-    for _ in 1..RUN_ID_LEN {
-        id.push(ALNUM[rng.random_range(0..ALNUM.len())] as char);
-    }
-    id
-}
 
 /// What the runner tells the outside world as it goes.
 pub trait RunObserver: Send + Sync {
@@ -217,10 +200,7 @@ impl RunCtx {
 
     /// `<prefix>-<run>-<n>`.
     pub(crate) fn workspace_name(&self, index: u32) -> String {
-        format!(
-            "{}-{}-{}",
-            self.scenario.workspace_prefix, self.run_id, index
-        )
+        crate::naming::workspace_name(&self.scenario.workspace_prefix, &self.run_id, index)
     }
 }
 
@@ -340,7 +320,7 @@ pub async fn run(
     stop: CancellationToken,
     abort: CancellationToken,
 ) -> RunReport {
-    let run_id = new_run_id();
+    let run_id = crate::naming::new_run_id();
     let run_span = info_span!(
         "scaletest.run",
         otel.name = "scaletest.run",

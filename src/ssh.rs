@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
 use crate::config::{SshConfig, SshTransport};
-use crate::phases::{PhaseError, Reason};
+use crate::reason::{PhaseError, Reason};
 use crate::secret::Secret;
 
 /// Where a session goes: the values of `{workspace}`, `{owner}` and `{agent}`.
@@ -486,7 +486,7 @@ pub async fn run(
             "the SSH session closed before the command ran",
         ));
     }
-    if !crate::phases::contains(&out, expect.as_bytes()) {
+    if !crate::reason::contains(&out, expect.as_bytes()) {
         return Err(PhaseError::new(
             Reason::OutputMismatch,
             format!("expected {expect:?} in the output; it printed {:?}", seen()),

@@ -2,7 +2,7 @@
 //! out after Coder made the workspace) and delete them.
 //!
 //! "Ours" is strict: owned by the token's user and named exactly `<prefix>-<run>-<n>` with a
-//! run id of our shape. Nothing else is ever touched.
+//! run id of our shape ([`crate::naming::parse`]). Nothing else is ever touched.
 
 use std::collections::HashSet;
 
@@ -10,7 +10,6 @@ use futures_util::StreamExt;
 
 use crate::coder::{ApiError, Client, Workspace};
 use crate::config::Scenario;
-use crate::runner::RUN_ID_LEN;
 use crate::shard::Shard;
 
 /// What a sweep found and did.
@@ -19,22 +18,6 @@ pub struct SweepReport {
     pub found: Vec<String>,
     pub deleted: usize,
     pub failed: Vec<(String, String)>,
-}
-
-/// Parses `<prefix>-<run>-<n>`; returns `n` when the name is one of ours.
-pub fn our_index(prefix: &str, name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
-    let (run, n) = rest.split_once('-')?;
-    let run_ok = run.len() == RUN_ID_LEN
-        && run.starts_with(|c: char| c.is_ascii_lowercase())
-        && run
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let n_ok = !n.is_empty()
-        && n.len() <= 5
-        && n.chars().all(|c| c.is_ascii_digit())
-        && !n.starts_with('0');
-    (run_ok && n_ok).then(|| n.parse().ok()).flatten()
 }
 
 /// Lists the scenario's leftovers (owner me, its prefix, this shard's numbers), skipping the
@@ -54,7 +37,7 @@ pub async fn find(
         let page = client.workspaces(&query, PAGE, offset).await?;
         let n = page.workspaces.len() as u32;
         for ws in page.workspaces {
-            let Some(index) = our_index(&sc.workspace_prefix, &ws.name) else {
+            let Some((_, index)) = crate::naming::parse(&sc.workspace_prefix, &ws.name) else {
                 continue;
             };
             if ws.owner_id != me.id || exclude.contains(&ws.name) {
@@ -116,21 +99,4 @@ pub async fn sweep(
         }
     }
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::our_index;
-
-    #[test]
-    fn only_our_exact_shape_matches() {
-        assert_eq!(our_index("scaletest", "scaletest-abc123-7"), Some(7));
-        assert_eq!(our_index("scaletest", "scaletest-abc123-07"), None);
-        assert_eq!(our_index("scaletest", "scaletest-abc12-7"), None);
-        assert_eq!(our_index("scaletest", "scaletest-1bc123-7"), None);
-        assert_eq!(our_index("scaletest", "scaletest-abc123-7x"), None);
-        assert_eq!(our_index("scaletest", "scaletestx-abc123-7"), None);
-        assert_eq!(our_index("scaletest", "my-scaletest-abc123-7"), None);
-        assert_eq!(our_index("st", "st-abc123-7-1"), None);
-    }
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::config::{Scenario, TrafficConfig, Transport};
 use crate::metrics::{DirectionLabels, Metrics, TrafficErrorLabels, TransportLabels};
-use crate::phases::{PhaseError, Reason};
+use crate::reason::{PhaseError, Reason};
 use crate::runner::{self, RunCtx, Slice};
 
 /// Opening a session failing this many times in a row replaces the workspace.
@@ -175,7 +175,7 @@ async fn slot(
             format!(
                 "{}-{}-{index}",
                 ctx.scenario.workspace_prefix,
-                runner::new_run_id()
+                crate::naming::new_run_id()
             )
         };
         generation += 1;
@@ -523,7 +523,7 @@ pub async fn context(
         client.clone(),
         scenario.clone(),
         blueprint,
-        runner::new_run_id(),
+        crate::naming::new_run_id(),
         observer,
         stop,
         abort,

@@ -49,7 +49,12 @@ type Case = (&'static str, &'static str, &'static str, &'static str);
 fn cases() -> &'static [Case] {
     &[
         // (replace, with, expected location, expected words)
-        ("count = 10", "count = 0", "cfg.toml:7:9", "from 1 to 99999"),
+        (
+            "count = 10",
+            "count = 0",
+            "cfg.toml:7:9",
+            "expected 1 to 99999",
+        ),
         (
             "concurrency = 5",
             "concurrency = 11",
@@ -139,7 +144,7 @@ fn cases() -> &'static [Case] {
             "count = 10",
             "count = 100000",
             "cfg.toml:7:9",
-            "from 1 to 99999",
+            "expected 1 to 99999",
         ),
         ("count = 10", "count = -3", "cfg.toml:7:9", "invalid value"),
         ("count = 10", "count = 2.5", "cfg.toml:7:9", "invalid type"),

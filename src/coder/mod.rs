@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 use uuid::Uuid;
 
-use crate::phases::Reason;
+use crate::reason::{PhaseError, Reason};
 use crate::secret::Secret;
 
 pub mod dialect;
@@ -120,6 +120,15 @@ impl ApiError {
     /// server says it lacks an endpoint a newer one has.
     pub fn is_route_missing(&self) -> bool {
         matches!(self, ApiError::Status { status: 404, body, .. } if body.message.trim() == "Route not found.")
+    }
+}
+
+impl From<ApiError> for PhaseError {
+    fn from(e: ApiError) -> Self {
+        PhaseError {
+            reason: e.reason(),
+            message: e.to_string(),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub async fn run(
                 if seen.len() > KEEP {
                     seen.drain(..seen.len() - KEEP);
                 }
-                if super::contains(&seen, expect.as_bytes()) {
+                if crate::reason::contains(&seen, expect.as_bytes()) {
                     pty.close().await;
                     return Ok(());
                 }

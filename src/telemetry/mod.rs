@@ -124,7 +124,7 @@ impl std::io::Write for ScrubbedStderr {
         match &self.0 {
             Some(secret)
                 if !secret.expose().is_empty()
-                    && crate::phases::contains(buf, secret.expose().as_bytes()) =>
+                    && crate::reason::contains(buf, secret.expose().as_bytes()) =>
             {
                 err.write_all(secret.scrub(&String::from_utf8_lossy(buf)).as_bytes())?;
             }
