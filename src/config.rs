@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::phases::Phase;
+use crate::phases::{Phase, Timeouts};
 use crate::secret::Secret;
+pub use crate::ssh::{DEFAULT_PROXY_COMMAND, SshConfig, SshTransport};
 
 /// A configuration mistake, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -123,14 +124,14 @@ struct RawScenario {
     parameters: BTreeMap<String, toml::Value>,
     count: Spanned<u32>,
     concurrency: Option<Spanned<u32>>,
-    phases: Option<Spanned<Vec<Phase>>>,
+    phases: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default = "default_command")]
     run_command: String,
     expect_output: Option<String>,
     agent: Option<Spanned<String>>,
     workspace_prefix: Option<Spanned<String>>,
     #[serde(default)]
-    timeouts: RawTimeouts,
+    timeouts: BTreeMap<Spanned<String>, Spanned<HumanDuration>>,
     #[serde(default)]
     wait: WaitMode,
     jitter: Option<HumanDuration>,
@@ -201,54 +202,8 @@ enum SshTransportKind {
     Tcp,
 }
 
-/// How the `ssh` phase reaches a workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SshTransport {
-    /// A command speaking SSH on its stdin/stdout, as OpenSSH's ProxyCommand (run with
-    /// `sh -c`; `CODER_URL` and `CODER_SESSION_TOKEN` in its environment).
-    ProxyCommand(String),
-    /// A TCP address, `host:port`.
-    Tcp(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct SshConfig {
-    pub transport: SshTransport,
-    pub user: String,
-    pub identity_file: Option<PathBuf>,
-    /// When set, server keys are checked against this file; otherwise accepted and logged.
-    pub known_hosts: Option<PathBuf>,
-}
-
-/// Coder's CLI as an OpenSSH ProxyCommand, naming the workspace as `coder ssh` reads it
-/// (cli/ssh.go: no `coder.` prefix unless `--ssh-host-prefix coder.` says to strip it).
-pub const DEFAULT_PROXY_COMMAND: &str = "coder ssh --stdio {workspace}";
-
-impl Default for SshConfig {
-    fn default() -> Self {
-        SshConfig {
-            transport: SshTransport::ProxyCommand(DEFAULT_PROXY_COMMAND.into()),
-            user: "coder".into(),
-            identity_file: None,
-            known_hosts: None,
-        }
-    }
-}
-
 fn default_command() -> String {
     "echo scaletest-ok".into()
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTimeouts {
-    create: Option<Spanned<HumanDuration>>,
-    build: Option<Spanned<HumanDuration>>,
-    agent: Option<Spanned<HumanDuration>>,
-    ssh: Option<Spanned<HumanDuration>>,
-    pty: Option<Spanned<HumanDuration>>,
-    app: Option<Spanned<HumanDuration>>,
-    delete: Option<Spanned<HumanDuration>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,45 +275,6 @@ pub struct Scenario {
     pub ssh: SshConfig,
     pub kind: ScenarioKind,
     pub traffic: TrafficConfig,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub create: Duration,
-    pub build: Duration,
-    pub agent: Duration,
-    pub ssh: Duration,
-    pub pty: Duration,
-    pub app: Duration,
-    pub delete: Duration,
-}
-
-impl Timeouts {
-    pub fn of(&self, phase: Phase) -> Duration {
-        match phase {
-            Phase::Create => self.create,
-            Phase::Build => self.build,
-            Phase::Agent => self.agent,
-            Phase::Ssh => self.ssh,
-            Phase::Pty => self.pty,
-            Phase::App => self.app,
-            Phase::Delete => self.delete,
-        }
-    }
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            create: Duration::from_secs(30),
-            build: Duration::from_secs(15 * 60),
-            agent: Duration::from_secs(10 * 60),
-            ssh: Duration::from_secs(60),
-            pty: Duration::from_secs(60),
-            app: Duration::from_secs(60),
-            delete: Duration::from_secs(15 * 60),
-        }
-    }
 }
 
 /// The environment the configuration reads, passed in so tests need not mutate the process's.
@@ -624,8 +540,13 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
     let phases = match s.phases {
         Some(p) => {
             let span = p.span();
-            let list = p.into_inner();
-            check_phases(src, span, &list)?;
+            let mut list = Vec::new();
+            for name in p.into_inner() {
+                let phase = Phase::parse(name.get_ref())
+                    .map_err(|e| ConfigError::at(src, Some(name.span()), e))?;
+                list.push(phase);
+            }
+            crate::phases::check_order(&list).map_err(|e| ConfigError::at(src, Some(span), e))?;
             list
         }
         None => vec![
@@ -636,6 +557,7 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
             Phase::Delete,
         ],
     };
+
     let mut parameters = BTreeMap::new();
     for (k, v) in s.parameters {
         let text = match v {
@@ -679,27 +601,21 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
         crate::schedule::check_cron(sched.get_ref())
             .map_err(|e| ConfigError::at(src, Some(sched.span()), e))?;
     }
-    let d = Timeouts::default();
-    let t = &s.timeouts;
     // A zero timeout would fail every phase at once: refuse it where it was written.
-    let pick = |v: &Option<Spanned<HumanDuration>>, def: Duration| match v {
-        Some(x) if x.get_ref().0.is_zero() => Err(ConfigError::at(
-            src,
-            Some(x.span()),
-            "a timeout of zero: expected a duration of more than zero, such as \"90s\"",
-        )),
-        Some(x) => Ok(x.get_ref().0),
-        None => Ok(def),
-    };
-    let timeouts = Timeouts {
-        create: pick(&t.create, d.create)?,
-        build: pick(&t.build, d.build)?,
-        agent: pick(&t.agent, d.agent)?,
-        ssh: pick(&t.ssh, d.ssh)?,
-        pty: pick(&t.pty, d.pty)?,
-        app: pick(&t.app, d.app)?,
-        delete: pick(&t.delete, d.delete)?,
-    };
+    let mut timeouts = Timeouts::default();
+    for (name, limit) in &s.timeouts {
+        let phase = Phase::parse(name.get_ref()).map_err(|e| {
+            ConfigError::at(src, Some(name.span()), format!("[scenario.timeouts]: {e}"))
+        })?;
+        if limit.get_ref().0.is_zero() {
+            return Err(ConfigError::at(
+                src,
+                Some(limit.span()),
+                "a timeout of zero: expected a duration of more than zero, such as \"90s\"",
+            ));
+        }
+        timeouts.set(phase, limit.get_ref().0);
+    }
     let traffic = TrafficConfig {
         sessions_per_workspace: match &s.sessions_per_workspace {
             Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1000 => {
@@ -783,44 +699,6 @@ fn validate_scenario(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Confi
         kind: s.kind,
         traffic,
     })
-}
-
-fn check_phases(src: &Source<'_>, span: Range<usize>, phases: &[Phase]) -> Result<(), ConfigError> {
-    let err = |m: String| Err(ConfigError::at(src, Some(span.clone()), m));
-    if phases.first() != Some(&Phase::Create) {
-        return err("phases must start with \"create\"".into());
-    }
-    for (i, p) in phases.iter().enumerate() {
-        if phases[..i].contains(p) {
-            return err(format!("phase {:?} is listed twice", p.as_str()));
-        }
-    }
-    let has = |p: Phase| phases.contains(&p);
-    for p in [Phase::Agent, Phase::Ssh, Phase::Pty, Phase::App] {
-        if has(p) && !has(Phase::Build) {
-            return err(format!("phase {:?} needs \"build\" before it", p.as_str()));
-        }
-    }
-    for p in [Phase::Ssh, Phase::Pty, Phase::App] {
-        if has(p) && !has(Phase::Agent) {
-            return err(format!("phase {:?} needs \"agent\" before it", p.as_str()));
-        }
-    }
-    if !has(Phase::Delete) {
-        return err(
-            "phases must end with \"delete\": scaletestd never leaves workspaces behind".into(),
-        );
-    }
-    // Order: the walk runs in the canonical order whatever the list's order, so demand it.
-    let mut sorted = phases.to_vec();
-    sorted.sort();
-    if sorted != phases {
-        let names: Vec<_> = sorted.iter().map(|p| p.as_str()).collect();
-        return err(format!(
-            "phases are out of order: expected them in the order {names:?}"
-        ));
-    }
-    Ok(())
 }
 
 impl fmt::Display for WaitMode {

@@ -78,7 +78,7 @@ pub fn phase_stats(r: &RunReport) -> Vec<PhaseStats> {
         let recs: Vec<_> = r
             .workspaces
             .iter()
-            .filter_map(|w| w.record(phase))
+            .filter_map(|w| w.record(*phase))
             .collect();
         if recs.is_empty() {
             continue;

@@ -18,12 +18,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::coder::trace::{PHASE_TRACES, PhaseTraces};
-use crate::coder::watch::Updates;
 use crate::coder::{Client, Dialect, WatchTransport, WorkspaceBuildParameter};
 use crate::config::Scenario;
 use crate::phases::build::StageTiming;
 use crate::phases::create::Blueprint;
-use crate::phases::{self, Phase, PhaseError, PhaseRecord, Reason};
+use crate::phases::{self, Phase, PhaseError, PhaseRecord, Reason, Walk};
 
 /// What the runner tells the outside world as it goes.
 pub trait RunObserver: Send + Sync {
@@ -155,13 +154,11 @@ impl RunReport {
 
 /// What every walk of a run (or a traffic pool) shares.
 pub struct RunCtx {
-    pub(crate) client: Client,
+    /// What the phases read: the client, their settings, the blueprint, the dialect.
+    pub(crate) phases: phases::Ctx,
     pub(crate) scenario: Scenario,
-    pub(crate) blueprint: Blueprint,
     pub(crate) run_id: String,
     pub(crate) observer: Arc<dyn RunObserver>,
-    /// What this Coder speaks, learnt by the first workspaces of the run.
-    pub(crate) dialect: Arc<Dialect>,
     /// Cancels phases (shutdown); never cancels `delete`.
     pub(crate) stop: CancellationToken,
     /// Cancels everything, deletes included (the grace period ran out).
@@ -179,10 +176,13 @@ impl RunCtx {
         abort: CancellationToken,
     ) -> RunCtx {
         RunCtx {
-            dialect: Arc::new(Dialect::new(first_transport(&scenario))),
-            client,
+            phases: phases::Ctx {
+                client,
+                settings: settings(&scenario),
+                blueprint,
+                dialect: Arc::new(Dialect::new(first_transport(&scenario))),
+            },
             scenario,
-            blueprint,
             run_id,
             observer,
             stop,
@@ -190,17 +190,32 @@ impl RunCtx {
         }
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.phases.client
+    }
+
     /// What the run learnt of the server, for its report.
     pub(crate) fn dialect_report(&self) -> (Option<&'static str>, &'static str) {
+        let d = &self.phases.dialect;
         (
-            self.dialect.chosen_watch().map(|t| t.as_str()),
-            self.dialect.create_route().as_str(),
+            d.chosen_watch().map(|t| t.as_str()),
+            d.create_route().as_str(),
         )
     }
 
     /// `<prefix>-<run>-<n>`.
     pub(crate) fn workspace_name(&self, index: u32) -> String {
         crate::naming::workspace_name(&self.scenario.workspace_prefix, &self.run_id, index)
+    }
+}
+
+/// What the phases take from a scenario.
+fn settings(s: &Scenario) -> phases::Settings {
+    phases::Settings {
+        run_command: s.run_command.clone(),
+        expect_output: s.expect_output.clone(),
+        agent: s.agent.clone(),
+        ssh: s.ssh.clone(),
     }
 }
 
@@ -377,7 +392,7 @@ pub async fn run(
                 otel.name = "scaletest.workspace",
                 workspace.name = %name,
                 workspace.id = Empty,
-                template.name = %ctx.blueprint.template_name,
+                template.name = %ctx.phases.blueprint.template_name,
                 otel.status_code = Empty,
             );
             tasks.spawn(
@@ -424,17 +439,21 @@ async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
 /// A workspace that went through its phases and is still there.
 pub(crate) struct Up {
     pub report: WorkspaceReport,
-    pub id: Uuid,
-    pub owner: String,
-    /// The first agent, when the scenario waited for agents.
-    pub agent: Option<(Uuid, String)>,
+    pub walk: Walk,
     /// Whether every phase so far succeeded.
     pub ok: bool,
-    updates: Updates,
 }
 
-/// Creates a workspace and walks it through the scenario's phases up to (not including)
-/// `delete`. `Err` when it was never created (nothing to delete).
+impl Up {
+    /// The agent terminals and SSH go to, when the scenario waited for one.
+    pub fn agent(&self) -> Option<(Uuid, String)> {
+        self.walk.agent.clone()
+    }
+}
+
+/// Walks a workspace through the scenario's phases in the order written, up to (not
+/// including) the final `delete`, stopping at the first that fails. `Err` when it was never
+/// created (nothing to delete).
 pub(crate) async fn bring_up(
     ctx: &RunCtx,
     index: u32,
@@ -456,161 +475,88 @@ pub(crate) async fn bring_up(
         return Err(report);
     }
     ctx.observer.workspace_started(&s.name, &name);
-    let created = timed(
-        ctx,
-        &mut report,
-        (Phase::Create, phase_span(Phase::Create)),
-        &ctx.stop,
-        phases::create::run(&ctx.client, &ctx.blueprint, &name, &ctx.dialect),
-    )
-    .await;
-    let Some(workspace) = created else {
+    let mut walk = Walk::new(name);
+    // The first span of each phase, for the build's stage spans.
+    let mut first_span: BTreeMap<Phase, opentelemetry::Context> = BTreeMap::new();
+    let mut ok = true;
+    let last = s.phases.len().saturating_sub(1);
+    for &phase in &s.phases[..last] {
+        let span = phase_span(phase);
+        first_span.entry(phase).or_insert_with(|| span.context());
+        let had_id = walk.id.is_some();
+        let run = (phase.def().run)(&ctx.phases, &mut walk);
+        let done = timed(ctx, &mut report, (phase, span), &ctx.stop, run).await;
+        keep_sub_timings(&mut report, &mut walk);
+        if let (false, Some(id)) = (had_id, walk.id) {
+            tracing::Span::current().record("workspace.id", tracing::field::display(id));
+        }
+        if !done {
+            ok = false;
+            break;
+        }
+    }
+    report.id = walk.id;
+    if walk.id.is_none() {
         ctx.observer.workspace_done(&s.name, &report);
         return Err(report);
+    }
+    let start_job = walk
+        .updates
+        .as_ref()
+        .and_then(|u| u.latest.as_ref())
+        .map(|w| &w.latest_build)
+        .filter(|b| Some(b.id) == walk.start_build && b.job.status.is_terminal())
+        .map(|b| (b.id, b.job.clone()));
+    if let Some(start_job) = start_job {
+        build_stages(ctx, &mut report, start_job, &first_span).await;
+    }
+    Ok(Up { report, walk, ok })
+}
+
+/// Where the first start build spent its time, once its job has finished (failed builds
+/// too), as spans with Coder's own timestamps under the `build` and `agent` phases.
+async fn build_stages(
+    ctx: &RunCtx,
+    report: &mut WorkspaceReport,
+    (build, job): (Uuid, crate::coder::ProvisionerJob),
+    first_span: &BTreeMap<Phase, opentelemetry::Context>,
+) {
+    let Some(build_cx) = first_span.get(&Phase::Build) else {
+        return;
     };
-    report.id = Some(workspace.id);
-    tracing::Span::current().record("workspace.id", tracing::field::display(workspace.id));
-    let mut updates = Updates::new(&ctx.client, workspace.id, ctx.dialect.clone());
-    updates.latest = Some(workspace.clone());
-    let walked = walk_running(ctx, &mut report, &mut updates).await;
-    Ok(Up {
-        report,
-        id: workspace.id,
-        owner: workspace.owner_name.clone(),
-        ok: walked.is_ok(),
-        agent: walked.ok().flatten(),
-        updates,
-    })
+    report.build_stages = Box::pin(phases::build::fetch_stages(ctx.client(), build, &job)).await;
+    phases::build::stage_spans(
+        build_cx,
+        first_span.get(&Phase::Agent),
+        &report.build_stages,
+    );
 }
 
 /// Deletes a workspace that [`bring_up`] made, and reports it.
 pub(crate) async fn tear_down(ctx: &RunCtx, up: Up) -> WorkspaceReport {
     let Up {
         mut report,
-        id,
+        mut walk,
         ok,
-        mut updates,
-        ..
     } = up;
-    if !ok {
-        updates.reset();
+    if !ok && let Some(u) = walk.updates.as_mut() {
+        u.reset();
     }
+    let run = (Phase::Delete.def().run)(&ctx.phases, &mut walk);
     let deleted = timed(
         ctx,
         &mut report,
         (Phase::Delete, phase_span(Phase::Delete)),
         &ctx.abort,
-        phases::delete::run(&ctx.client, id, Some(&mut updates)),
+        run,
     )
     .await;
-    report.ok = ok && deleted.is_some();
+    report.ok = ok && deleted;
     if !report.ok {
         tracing::Span::current().record("otel.status_code", "ERROR");
     }
     ctx.observer.workspace_done(&ctx.scenario.name, &report);
     report
-}
-
-/// The phases between create and delete: `Err` when one failed, else the first agent (when
-/// the scenario waits for agents).
-async fn walk_running(
-    ctx: &RunCtx,
-    report: &mut WorkspaceReport,
-    updates: &mut Updates,
-) -> Result<Option<(Uuid, String)>, ()> {
-    let s = &ctx.scenario;
-    let stop = &ctx.stop;
-    let has = |p: Phase| s.phases.contains(&p);
-    if !has(Phase::Build) {
-        return Ok(None);
-    }
-    let build_id = updates.latest.as_ref().map(|w| w.latest_build.id);
-    let build_span = phase_span(Phase::Build);
-    let build_cx = build_span.context();
-    let mut agent_cx = None;
-    let ok = 'walk: {
-        if timed(
-            ctx,
-            report,
-            (Phase::Build, build_span),
-            stop,
-            phases::build::run(updates),
-        )
-        .await
-        .is_none()
-        {
-            break 'walk Err(());
-        }
-        let mut agents = Vec::new();
-        if has(Phase::Agent) {
-            let span = phase_span(Phase::Agent);
-            agent_cx = Some(span.context());
-            match timed(
-                ctx,
-                report,
-                (Phase::Agent, span),
-                stop,
-                phases::agent::run(updates, s.agent.as_deref()),
-            )
-            .await
-            {
-                Some(a) => agents = a,
-                None => break 'walk Err(()),
-            }
-        }
-        let Some((agent, agent_name)) = agents.first().cloned() else {
-            break 'walk Ok(None);
-        };
-        let agent_name_kept = agent_name.clone();
-        if has(Phase::Ssh) {
-            let target = crate::ssh::Target {
-                workspace: report.name.clone(),
-                owner: updates
-                    .latest
-                    .as_ref()
-                    .map(|w| w.owner_name.clone())
-                    .unwrap_or_default(),
-                agent: agent_name,
-            };
-            let run = phases::ssh::run(
-                &ctx.client,
-                &s.ssh,
-                &target,
-                &s.run_command,
-                &s.expect_output,
-            );
-            match timed(ctx, report, (Phase::Ssh, phase_span(Phase::Ssh)), stop, run).await {
-                Some(t) => {
-                    if let Some(rec) = report.phases.last_mut() {
-                        phases::ssh::record(rec, &t);
-                    }
-                }
-                None => break 'walk Err(()),
-            }
-        }
-        if has(Phase::Pty) {
-            let run = phases::pty::run(&ctx.client, agent, &s.run_command, &s.expect_output);
-            if timed(ctx, report, (Phase::Pty, phase_span(Phase::Pty)), stop, run)
-                .await
-                .is_none()
-            {
-                break 'walk Err(());
-            }
-        }
-        Ok(Some((agent, agent_name_kept)))
-    };
-    // Where the build spent its time, once its job has finished (failed builds too).
-    let start_job = updates
-        .latest
-        .as_ref()
-        .map(|w| &w.latest_build)
-        .filter(|b| Some(b.id) == build_id && b.job.status.is_terminal())
-        .map(|b| (b.id, b.job.clone()));
-    if let Some((build, job)) = start_job {
-        report.build_stages = Box::pin(phases::build::fetch_stages(&ctx.client, build, &job)).await;
-        phases::build::stage_spans(&build_cx, agent_cx.as_ref(), &report.build_stages);
-    }
-    ok
 }
 
 fn skipped(phase: Phase) -> PhaseRecord {
@@ -638,28 +584,35 @@ fn phase_span(phase: Phase) -> tracing::Span {
     )
 }
 
+/// Moves the parts a phase timed apart (`ssh`: handshake, proxy start-up) onto its record.
+fn keep_sub_timings(report: &mut WorkspaceReport, walk: &mut Walk) {
+    if let Some(rec) = report.phases.last_mut() {
+        rec.sub_timings_ms.append(&mut walk.sub_timings);
+    }
+}
+
 /// Runs one phase under its timeout and the given cancellation, in `span` (from
-/// [`phase_span`]), records it, and returns its value when it succeeded.
+/// [`phase_span`]), records it, and says whether it succeeded.
 ///
 /// Boxed: a workspace's task then holds only the phase running now, not room for the largest
 /// phase all along (30 KiB a workspace otherwise, 300 MiB at 10,000 concurrent).
-fn timed<'a, T: Send + 'a>(
+fn timed<'a>(
     ctx: &'a RunCtx,
     report: &'a mut WorkspaceReport,
     phase: (Phase, tracing::Span),
     cancel: &'a CancellationToken,
-    fut: impl std::future::Future<Output = Result<T, PhaseError>> + Send + 'a,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send + 'a>> {
+    fut: impl std::future::Future<Output = Result<(), PhaseError>> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
     Box::pin(timed_unboxed(ctx, report, phase, cancel, fut))
 }
 
-async fn timed_unboxed<T>(
+async fn timed_unboxed(
     ctx: &RunCtx,
     report: &mut WorkspaceReport,
     (phase, span): (Phase, tracing::Span),
     cancel: &CancellationToken,
-    fut: impl std::future::Future<Output = Result<T, PhaseError>>,
-) -> Option<T> {
+    fut: impl std::future::Future<Output = Result<(), PhaseError>>,
+) -> bool {
     let limit = ctx.scenario.timeouts.of(phase);
     let trace_id = crate::telemetry::trace_id(&span);
     let coder = PhaseTraces(std::sync::Arc::new(std::sync::Mutex::new(
@@ -715,5 +668,5 @@ async fn timed_unboxed<T>(
     ctx.observer
         .phase_done(&ctx.scenario.name, &report.name, &record);
     report.phases.push(record);
-    result.ok()
+    result.is_ok()
 }

@@ -7,6 +7,7 @@
 //! theirs), or checked against `known_hosts` when one is configured. A ProxyCommand child is
 //! killed when the session ends, fails or times out.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -16,9 +17,42 @@ use russh::keys::{HashAlg, PublicKeyOrCertificate};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
-use crate::config::{SshConfig, SshTransport};
 use crate::reason::{PhaseError, Reason};
 use crate::secret::Secret;
+
+/// How the `ssh` phase reaches a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshTransport {
+    /// A command speaking SSH on its stdin/stdout, as OpenSSH's ProxyCommand (run with
+    /// `sh -c`; `CODER_URL` and `CODER_SESSION_TOKEN` in its environment).
+    ProxyCommand(String),
+    /// A TCP address, `host:port`.
+    Tcp(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    pub transport: SshTransport,
+    pub user: String,
+    pub identity_file: Option<PathBuf>,
+    /// When set, server keys are checked against this file; otherwise accepted and logged.
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// Coder's CLI as an OpenSSH ProxyCommand, naming the workspace as `coder ssh` reads it
+/// (cli/ssh.go: no `coder.` prefix unless `--ssh-host-prefix coder.` says to strip it).
+pub const DEFAULT_PROXY_COMMAND: &str = "coder ssh --stdio {workspace}";
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            transport: SshTransport::ProxyCommand(DEFAULT_PROXY_COMMAND.into()),
+            user: "coder".into(),
+            identity_file: None,
+            known_hosts: None,
+        }
+    }
+}
 
 /// Where a session goes: the values of `{workspace}`, `{owner}` and `{agent}`.
 #[derive(Debug, Clone)]

@@ -76,7 +76,7 @@ pub async fn sweep(
     let results: Vec<_> = futures_util::stream::iter(found)
         .map(|ws| async move {
             let r = tokio::time::timeout(
-                sc.timeouts.delete,
+                sc.timeouts.of(crate::phases::Phase::Delete),
                 crate::phases::delete::run(client, ws.id, None),
             )
             .await;

@@ -187,7 +187,7 @@ async fn slot(
                 continue;
             }
         };
-        let Some(agent) = up.agent.clone().filter(|_| up.ok) else {
+        let Some(agent) = up.agent().filter(|_| up.ok) else {
             reports.push(runner::tear_down(&ctx, up).await);
             backoff(&ctx.stop, generation).await;
             continue;
@@ -198,7 +198,7 @@ async fn slot(
         let seat = Seat {
             ctx: ctx.clone(),
             workspace: name,
-            owner: up.owner.clone(),
+            owner: up.walk.owner.clone(),
             agent,
         };
         let broken = CancellationToken::new();
@@ -358,7 +358,7 @@ async fn open(seat: &Seat, transport: Transport) -> Result<Conn, PhaseError> {
         match transport {
             Transport::Pty => {
                 let pty = ctx
-                    .client
+                    .client()
                     .open_pty(
                         seat.agent.0,
                         Uuid::new_v4(),
@@ -375,8 +375,8 @@ async fn open(seat: &Seat, transport: Transport) -> Result<Conn, PhaseError> {
                     agent: seat.agent.1.clone(),
                 };
                 let coder = crate::ssh::CoderEnv {
-                    url: ctx.client.base_url().clone(),
-                    token: ctx.client.token().clone(),
+                    url: ctx.client().base_url().clone(),
+                    token: ctx.client().token().clone(),
                 };
                 let (ex, _) =
                     crate::ssh::open_exec(&ctx.scenario.ssh, &target, &coder, "cat").await?;

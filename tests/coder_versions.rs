@@ -256,7 +256,9 @@ async fn devcontainer_sub_agents_are_waited_for_only_when_named() {
         assert_eq!(l.pty_agent.as_deref(), Some("main"), "{}", l.name);
     }
     let mut cfg = config(&sim, 4, 4, "agent = \"devcontainer\"");
-    cfg.scenarios[0].timeouts.agent = std::time::Duration::from_secs(1);
+    cfg.scenarios[0]
+        .timeouts
+        .set(Phase::Agent, std::time::Duration::from_secs(1));
     let r = run(&cfg).await;
     for w in &r.workspaces {
         let (phase, reason, _) = w.failure().expect("the stuck sub-agent times out");

@@ -38,7 +38,7 @@ fn the_good_file_is_accepted() {
     let c = Config::parse("cfg.toml", GOOD, &env()).unwrap();
     assert_eq!(c.scenarios[0].count, 10);
     assert_eq!(
-        c.scenarios[0].timeouts.build,
+        c.scenarios[0].timeouts.of(scaletestd::phases::Phase::Build),
         std::time::Duration::from_secs(900)
     );
 }
@@ -70,8 +70,26 @@ fn cases() -> &'static [Case] {
         (
             "\"pty\", \"delete\"",
             "\"pty\", \"teleport\"",
-            "cfg.toml:9:",
-            "unknown variant `teleport`",
+            "cfg.toml:9:46",
+            "unknown phase \"teleport\": expected one of create, build, agent",
+        ),
+        (
+            "\"build\", \"agent\"",
+            "\"agent\", \"build\"",
+            "cfg.toml:9:10",
+            "phase \"agent\" (number 2) cannot run after \"create\": the workspace is still building",
+        ),
+        (
+            "\"agent\", \"pty\"",
+            "\"pty\", \"agent\"",
+            "cfg.toml:9:10",
+            "phase \"pty\" (number 3) cannot run after \"build\": no agent is known ready yet",
+        ),
+        (
+            "\"pty\", \"delete\"",
+            "\"pty\", \"app\", \"delete\"",
+            "cfg.toml:9:46",
+            "phase \"app\" (workspace apps through Coder's app proxy) is not available yet",
         ),
         (
             "count = 10",
@@ -182,7 +200,7 @@ fn cases() -> &'static [Case] {
             "[scenario.timeouts]",
             "[scenario.timeouts]\nteleport = \"1s\"",
             "cfg.toml:13:1",
-            "unknown field `teleport`",
+            "[scenario.timeouts]: unknown phase \"teleport\"",
         ),
     ]
 }

@@ -133,8 +133,8 @@ async fn stalls_over(endpoints: WatchEndpoints) {
     let sim = start(sc).await;
     let mut cfg = config(&sim, 40, 40, "");
     let t = &mut cfg.scenarios[0].timeouts;
-    t.build = Duration::from_secs(3);
-    t.pty = Duration::from_secs(2);
+    t.set(Phase::Build, Duration::from_secs(3));
+    t.set(Phase::Pty, Duration::from_secs(2));
     let r = run(&cfg).await;
     assert!(r.setup_error.is_none());
     let got = outcomes(&r);

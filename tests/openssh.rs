@@ -186,7 +186,9 @@ async fn ssh_run(sim: &scaletestd::sim::Sim, table: &str) -> scaletestd::runner:
     let mut cfg = config(sim, 2, 2, table);
     cfg.scenarios[0].run_command = "echo hello-$((6*7))-openssh".into();
     cfg.scenarios[0].expect_output = "hello-42-openssh".into();
-    cfg.scenarios[0].timeouts.ssh = Duration::from_secs(15);
+    cfg.scenarios[0]
+        .timeouts
+        .set(Phase::Ssh, Duration::from_secs(15));
     run(&cfg).await
 }
 

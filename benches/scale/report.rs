@@ -256,7 +256,7 @@ impl Table {
         let m = scaletestd::metrics::Metrics::new();
         for s in &cfg.scenarios {
             m.declare(s);
-            for phase in Phase::ALL {
+            for &phase in Phase::ALL {
                 for (i, reason) in std::iter::once(None)
                     .chain(Reason::ALL.into_iter().map(Some))
                     .enumerate()

@@ -10,9 +10,21 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::coder::watch::Updates;
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::{WorkspaceAgentLifecycle as Life, WorkspaceAgentStatus as Status};
-use crate::phases::{PhaseError, Reason};
+
+pub const DEF: PhaseDef = PhaseDef {
+    default_timeout: Duration::from_secs(10 * 60),
+    runs_in: &[Stage::Started, Stage::AgentReady],
+    leaves: Leaves::Stage(Stage::AgentReady),
+    run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
+};
+
+async fn run_phase(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
+    let agents = run(walk.updates()?, ctx.settings.agent.as_deref()).await?;
+    walk.agent = agents.into_iter().next();
+    Ok(())
+}
 
 /// Coder's harness polls agents every second; so do we when the stream is unavailable.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -20,7 +32,7 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Waits for every top-level agent (or the `named` one) to be ready; returns the agents'
 /// ids and names, first agent first.
 pub async fn run(
-    updates: &mut Updates,
+    updates: &mut crate::coder::watch::Updates,
     named: Option<&str>,
 ) -> Result<Vec<(Uuid, String)>, PhaseError> {
     updates

@@ -1,4 +1,5 @@
 //! `build`: from creation until the start build's provisioner job has succeeded.
+//! Runs after `create`.
 //!
 //! Also reads what the build spent where: the job's queue wait (`started_at - created_at`)
 //! and, from Coder's build timings, the provisioner stages and the agent's connection and
@@ -8,19 +9,26 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::coder::watch::Updates;
+use super::{Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::{
     Client, ProvisionerJob, ProvisionerJobStatus, Time, TimingStage, WorkspaceBuildTimings,
     WorkspaceTransition,
 };
-use crate::phases::{PhaseError, Reason};
+
+pub const DEF: PhaseDef = PhaseDef {
+    default_timeout: Duration::from_secs(15 * 60),
+    runs_in: &[Stage::Created],
+    leaves: Leaves::Stage(Stage::Started),
+    run: |_, walk| Box::pin(run(walk)),
+};
 
 /// Coder's harness polls builds every 500 ms; so do we when the stream is unavailable.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// Waits for the workspace's start build to finish; returns its job.
-pub async fn run(updates: &mut Updates) -> Result<ProvisionerJob, PhaseError> {
-    let job = updates
+/// Waits for the workspace's start build to finish.
+async fn run(walk: &mut Walk) -> Result<(), PhaseError> {
+    let job = walk
+        .updates()?
         .wait_for(POLL_EVERY, |ws| {
             let b = &ws.latest_build;
             (b.transition == WorkspaceTransition::Start && b.job.status.is_terminal())
@@ -28,7 +36,7 @@ pub async fn run(updates: &mut Updates) -> Result<ProvisionerJob, PhaseError> {
         })
         .await?;
     match job.status {
-        ProvisionerJobStatus::Succeeded => Ok(job),
+        ProvisionerJobStatus::Succeeded => Ok(()),
         ProvisionerJobStatus::Canceled => Err(PhaseError::new(
             Reason::BuildCanceled,
             "the start build was canceled",

@@ -1,7 +1,18 @@
-//! `create`: POST the workspace; done when Coder answers 201 with it.
+//! `create`: POST the workspace; done when Coder answers 201 with it. Starts following the
+//! workspace for the phases after it.
 
-use crate::coder::{Client, CreateWorkspaceRequest, Dialect, Workspace, WorkspaceBuildParameter};
-use crate::phases::PhaseError;
+use std::time::Duration;
+
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
+use crate::coder::watch::Updates;
+use crate::coder::{CreateWorkspaceRequest, WorkspaceBuildParameter};
+
+pub const DEF: PhaseDef = PhaseDef {
+    default_timeout: Duration::from_secs(30),
+    runs_in: &[Stage::None],
+    leaves: Leaves::Stage(Stage::Created),
+    run: |ctx, walk| Box::pin(run(ctx, walk)),
+};
 
 /// What every workspace of a run is created from, resolved once per run.
 #[derive(Debug, Clone)]
@@ -13,19 +24,23 @@ pub struct Blueprint {
     pub parameters: Vec<WorkspaceBuildParameter>,
 }
 
-pub async fn run(
-    client: &Client,
-    blueprint: &Blueprint,
-    name: &str,
-    dialect: &Dialect,
-) -> Result<Workspace, PhaseError> {
+async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
+    let b = &ctx.blueprint;
     let req = CreateWorkspaceRequest {
-        template_id: Some(blueprint.template_id),
-        name: name.to_string(),
-        rich_parameter_values: blueprint.parameters.clone(),
+        template_id: Some(b.template_id),
+        name: walk.name.clone(),
+        rich_parameter_values: b.parameters.clone(),
         ..Default::default()
     };
-    Ok(client
-        .create_workspace(blueprint.organization_id, &req, dialect)
-        .await?)
+    let ws = ctx
+        .client
+        .create_workspace(b.organization_id, &req, &ctx.dialect)
+        .await?;
+    walk.id = Some(ws.id);
+    walk.owner = ws.owner_name.clone();
+    walk.start_build = Some(ws.latest_build.id);
+    let mut updates = Updates::new(&ctx.client, ws.id, ctx.dialect.clone());
+    updates.latest = Some(ws);
+    walk.updates = Some(updates);
+    Ok(())
 }

@@ -5,12 +5,31 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::watch::Updates;
 use crate::coder::{
     ApiError, Client, CreateWorkspaceBuildRequest, Dialect, ProvisionerJob, ProvisionerJobStatus,
     WatchTransport, WorkspaceBuild, WorkspaceTransition,
 };
-use crate::phases::{PhaseError, Reason};
+
+pub const DEF: PhaseDef = PhaseDef {
+    default_timeout: Duration::from_secs(15 * 60),
+    runs_in: &[
+        Stage::Created,
+        Stage::Started,
+        Stage::AgentReady,
+        Stage::Stopped,
+    ],
+    leaves: Leaves::Stage(Stage::Gone),
+    run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
+};
+
+async fn run_phase(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
+    let id = walk
+        .id
+        .ok_or_else(|| PhaseError::new(Reason::ProtocolError, "no workspace to delete"))?;
+    run(&ctx.client, id, walk.updates.as_mut()).await
+}
 
 const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Attempts at posting the delete build (another build still active, or a transient error).

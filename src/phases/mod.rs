@@ -1,15 +1,29 @@
-//! The phases of a workspace's walk, the closed set of failure reasons, and what one phase
-//! of one workspace produced.
+//! The phases of a workspace's walk: one file each, all with one signature, and the registry
+//! that names them.
 //!
-//! Each phase lives in its own module; [`crate::runner`] drives them in order for every
-//! workspace and always ends with `delete` for a workspace that was created.
+//! A phase is a [`PhaseDef`]: its default timeout, what state the workspace must be in for it
+//! to run and what state it leaves it in (checked when the configuration is loaded, so an
+//! order that cannot work is refused before any run), and its `run`, which reads and adds to
+//! the [`Walk`] (what is known of the workspace so far). [`crate::runner`] runs a scenario's
+//! phases in the order written and always ends with `delete` for a workspace that was
+//! created.
+//!
+//! Adding a phase: its own file here, one line in the registry below, the simulator if Coder
+//! must do something new for it, and the README.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
+use crate::coder::watch::Updates;
+use crate::coder::{Client, Dialect};
 pub use crate::reason::{PhaseError, Reason};
+use crate::ssh::SshConfig;
 
 pub mod agent;
 pub mod build;
@@ -18,46 +32,241 @@ pub mod delete;
 pub mod pty;
 pub mod ssh;
 
-/// A phase of the walk, in the order they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Create,
-    Build,
-    Agent,
-    Ssh,
-    Pty,
-    App,
-    Delete,
+pub use create::Blueprint;
+
+/// The registry: every phase, its name, and its definition. One line per phase.
+macro_rules! registry {
+    ($($variant:ident => $name:literal, $module:ident;)*) => {
+        /// A phase of the walk.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum Phase {
+            $($variant,)*
+        }
+
+        impl Phase {
+            /// Every phase, in registry order.
+            pub const ALL: &'static [Phase] = &[$(Phase::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Phase::$variant => $name,)*
+                }
+            }
+
+            /// What this phase is and does.
+            pub fn def(self) -> &'static PhaseDef {
+                match self {
+                    $(Phase::$variant => &$module::DEF,)*
+                }
+            }
+        }
+    };
 }
 
-impl Phase {
-    pub const ALL: [Phase; 7] = [
-        Phase::Create,
-        Phase::Build,
-        Phase::Agent,
-        Phase::Ssh,
-        Phase::Pty,
-        Phase::App,
-        Phase::Delete,
-    ];
+registry! {
+    Create => "create", create;
+    Build => "build", build;
+    Agent => "agent", agent;
+    Ssh => "ssh", ssh;
+    Pty => "pty", pty;
+    Delete => "delete", delete;
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Create => "create",
-            Phase::Build => "build",
-            Phase::Agent => "agent",
-            Phase::Ssh => "ssh",
-            Phase::Pty => "pty",
-            Phase::App => "app",
-            Phase::Delete => "delete",
+/// Phases a configuration may name that are not built yet, with what to say about them.
+pub const NOT_YET: &[(&str, &str)] = &[(
+    "app",
+    "phase \"app\" (workspace apps through Coder's app proxy) is not available yet: remove it from `phases`",
+)];
+
+impl Phase {
+    /// The phase named `s`, or what to tell the user.
+    pub fn parse(s: &str) -> Result<Phase, String> {
+        if let Some(p) = Phase::ALL.iter().find(|p| p.as_str() == s) {
+            return Ok(*p);
         }
+        if let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == s) {
+            return Err(why.to_string());
+        }
+        let names: Vec<_> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        Err(format!(
+            "unknown phase {s:?}: expected one of {}",
+            names.join(", ")
+        ))
     }
 }
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where a workspace stands between phases, as far as the order of phases goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Nothing created yet.
+    None,
+    /// Created; its first build may still be running.
+    Created,
+    /// Its latest start build succeeded; agents not waited for.
+    Started,
+    /// Started, and an agent is known ready (terminals and SSH can open).
+    AgentReady,
+    /// Stopped by a succeeded stop build.
+    Stopped,
+    /// Deleted.
+    Gone,
+}
+
+impl Stage {
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::None => "before \"create\" there is no workspace",
+            Stage::Created => "the workspace is still building (put \"build\" before it)",
+            Stage::Started => "no agent is known ready yet (put \"agent\" before it)",
+            Stage::AgentReady => "the workspace is running with its agent ready",
+            Stage::Stopped => "the workspace is stopped (put \"start\" before it)",
+            Stage::Gone => "the workspace is deleted",
+        }
+    }
+}
+
+/// One phase: everything the walk and the configuration need to know of it.
+pub struct PhaseDef {
+    /// Its timeout unless `[scenario.timeouts]` says otherwise.
+    pub default_timeout: Duration,
+    /// The stages it can run in, and the stage it leaves the workspace in when it succeeds.
+    pub runs_in: &'static [Stage],
+    pub leaves: Leaves,
+    /// Runs it on one workspace.
+    pub run: for<'a> fn(&'a Ctx, &'a mut Walk) -> BoxFuture<'a, Result<(), PhaseError>>,
+}
+
+/// The stage a phase leaves the workspace in.
+#[derive(Debug, Clone, Copy)]
+pub enum Leaves {
+    /// This stage.
+    Stage(Stage),
+    /// The stage it found.
+    Same,
+}
+
+/// Checks that `phases` can run in this order: each phase in a stage it can run in, `create`
+/// first, `delete` last and once. The message names the first phase that cannot.
+pub fn check_order(phases: &[Phase]) -> Result<(), String> {
+    if phases.first() != Some(&Phase::Create) {
+        return Err("phases must start with \"create\"".into());
+    }
+    if phases.last() != Some(&Phase::Delete) {
+        return Err(
+            "phases must end with \"delete\": scaletestd never leaves workspaces behind".into(),
+        );
+    }
+    let mut stage = Stage::None;
+    for (i, p) in phases.iter().enumerate() {
+        let def = p.def();
+        if !def.runs_in.contains(&stage) {
+            let after = match i {
+                0 => String::new(),
+                _ => format!(" after \"{}\"", phases[i - 1]),
+            };
+            return Err(format!(
+                "phase \"{p}\" (number {}) cannot run{after}: {}",
+                i + 1,
+                stage.describe()
+            ));
+        }
+        if let Leaves::Stage(s) = def.leaves {
+            stage = s;
+        }
+    }
+    Ok(())
+}
+
+/// What the phases take from the scenario.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// What `ssh` and `pty` run, and what its output must contain.
+    pub run_command: String,
+    pub expect_output: String,
+    /// The agent to wait for and connect to; `None`: every top-level agent, the first one.
+    pub agent: Option<String>,
+    pub ssh: SshConfig,
+}
+
+/// What every walk of a run shares, resolved once per run.
+pub struct Ctx {
+    pub client: Client,
+    pub settings: Settings,
+    pub blueprint: Blueprint,
+    /// What this Coder speaks, learnt by the first workspaces of the run.
+    pub dialect: Arc<Dialect>,
+}
+
+/// What the walk knows of one workspace so far: what phases read, and what they add.
+pub struct Walk {
+    /// `<prefix>-<run>-<n>`.
+    pub name: String,
+    /// Set by `create`.
+    pub id: Option<Uuid>,
+    /// The workspace's owner, for `{owner}` in SSH settings.
+    pub owner: String,
+    /// The workspace's changes as they come (set by `create`).
+    pub updates: Option<Updates>,
+    /// The agent terminals and SSH go to (set by `agent`; cleared by `stop`).
+    pub agent: Option<(Uuid, String)>,
+    /// The first start build, whose stages are reported.
+    pub start_build: Option<Uuid>,
+    /// Parts of the phase in progress timed apart, in milliseconds (moved to its record).
+    pub sub_timings: BTreeMap<&'static str, f64>,
+}
+
+impl Walk {
+    pub fn new(name: String) -> Walk {
+        Walk {
+            name,
+            id: None,
+            owner: String::new(),
+            updates: None,
+            agent: None,
+            start_build: None,
+            sub_timings: BTreeMap::new(),
+        }
+    }
+
+    /// The workspace's follower; every phase after `create` has one.
+    pub fn updates(&mut self) -> Result<&mut Updates, PhaseError> {
+        self.updates
+            .as_mut()
+            .ok_or_else(|| PhaseError::new(Reason::ProtocolError, "no workspace to follow"))
+    }
+
+    /// The agent phases connect to.
+    pub fn agent(&self) -> Result<(Uuid, String), PhaseError> {
+        self.agent.clone().ok_or_else(|| {
+            PhaseError::new(
+                Reason::AgentUnhealthy,
+                "the workspace has no agent to connect to",
+            )
+        })
+    }
+}
+
+/// Timeouts per phase: the phases' defaults, overridden by `[scenario.timeouts]`.
+#[derive(Debug, Clone, Default)]
+pub struct Timeouts(BTreeMap<Phase, Duration>);
+
+impl Timeouts {
+    pub fn of(&self, phase: Phase) -> Duration {
+        self.0
+            .get(&phase)
+            .copied()
+            .unwrap_or(phase.def().default_timeout)
+    }
+
+    pub fn set(&mut self, phase: Phase, limit: Duration) {
+        self.0.insert(phase, limit);
     }
 }
 

@@ -1,10 +1,25 @@
 //! `pty`: the web terminal runs `run_command` and its output contains `expect_output`.
 
+use std::time::Duration;
+
 use uuid::Uuid;
 
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::Client;
 use crate::coder::pty::PtyEnd;
-use crate::phases::{PhaseError, Reason};
+
+pub const DEF: PhaseDef = PhaseDef {
+    default_timeout: Duration::from_secs(60),
+    runs_in: &[Stage::AgentReady],
+    leaves: Leaves::Same,
+    run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
+};
+
+async fn run_phase(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
+    let (agent, _) = walk.agent()?;
+    let s = &ctx.settings;
+    run(&ctx.client, agent, &s.run_command, &s.expect_output).await
+}
 
 /// Coder's web terminal opens at 80×24, as its own harness does.
 pub const SIZE: (u16, u16) = (80, 24);

@@ -1,31 +1,37 @@
 //! `ssh`: an SSH session to the workspace ran `run_command` and its output matched.
-//! The transport and protocol live in [`crate::ssh`]; this adds the phase's sub-timings.
+//! The transport and protocol live in [`crate::ssh`]; this adds the phase's sub-timings
+//! (`handshake`, `proxy_startup`).
 
-use crate::coder::Client;
-use crate::config::SshConfig;
-use crate::phases::{PhaseError, PhaseRecord};
-use crate::ssh::{CoderEnv, SshTimings, Target};
+use std::time::Duration;
 
-pub async fn run(
-    client: &Client,
-    cfg: &SshConfig,
-    target: &Target,
-    command: &str,
-    expect: &str,
-) -> Result<SshTimings, PhaseError> {
-    let coder = CoderEnv {
-        url: client.base_url().clone(),
-        token: client.token().clone(),
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
+use crate::ssh::{CoderEnv, Target};
+
+pub const DEF: PhaseDef = PhaseDef {
+    default_timeout: Duration::from_secs(60),
+    runs_in: &[Stage::AgentReady],
+    leaves: Leaves::Same,
+    run: |ctx, walk| Box::pin(run(ctx, walk)),
+};
+
+async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
+    let (_, agent) = walk.agent()?;
+    let target = Target {
+        workspace: walk.name.clone(),
+        owner: walk.owner.clone(),
+        agent,
     };
-    crate::ssh::run(cfg, target, &coder, command, expect).await
-}
-
-/// Puts the sub-timings on the phase's record.
-pub fn record(rec: &mut PhaseRecord, t: &SshTimings) {
-    rec.sub_timings_ms
+    let coder = CoderEnv {
+        url: ctx.client.base_url().clone(),
+        token: ctx.client.token().clone(),
+    };
+    let s = &ctx.settings;
+    let t = crate::ssh::run(&s.ssh, &target, &coder, &s.run_command, &s.expect_output).await?;
+    walk.sub_timings
         .insert("handshake", t.handshake.as_secs_f64() * 1e3);
     if let Some(p) = t.proxy_startup {
-        rec.sub_timings_ms
+        walk.sub_timings
             .insert("proxy_startup", p.as_secs_f64() * 1e3);
     }
+    Ok(())
 }
