@@ -1,24 +1,26 @@
-//! `scaletestd run`: the long-running daemon.
+//! The long-running daemon, as a library: [`start`] binds and sweeps, [`Handle::run`] schedules
+//! and serves until told to stop.
 //!
 //! It sweeps leftovers at start-up, schedules every scenario on its cron (skipping, never
 //! stacking, a run that would overlap the scenario's previous one), serves `/metrics` and the
-//! status page, sweeps after every run, reloads its configuration on SIGHUP (a bad file is
-//! refused and the old one stays), and on SIGTERM/SIGINT stops scheduling, cancels the phases
-//! in flight, deletes what it created within `shutdown_grace`, and exits 0. A second signal
-//! exits at once; the next start-up sweep finds what was left.
+//! status page, sweeps after every run, takes each configuration that `reloads` yields, and
+//! when `shutdown` resolves stops scheduling, cancels the phases in flight and deletes what it
+//! created within `shutdown_grace`. Signals, exit codes and console output are the caller's
+//! (`cli`); tests drive it in-process and trigger runs with [`Handle::run_now`].
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
 use rand::Rng;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::coder::{Client, ClientOptions};
-use crate::config::{Config, Env, Scenario};
+use crate::config::{Config, Scenario};
 use crate::metrics::Metrics;
 use crate::runner::{self, RunReport};
 use crate::shard::Shard;
@@ -49,12 +51,24 @@ pub struct Daemon {
     pub traffic: Mutex<std::collections::BTreeMap<String, Arc<crate::traffic::TrafficStats>>>,
 }
 
-/// What `run` needs beyond the configuration.
+/// What the daemon needs beyond the configuration.
+#[derive(Default)]
 pub struct Options {
-    /// The file to re-read on SIGHUP; `None` (the demo) disables reload.
-    pub config_path: Option<PathBuf>,
     pub shard: Shard,
+    /// Called with every finished run (the demo's console, tests).
     pub on_run: Option<OnRun>,
+}
+
+/// Why the daemon could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr}: {source} (set [server] listen)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Schedule(String),
 }
 
 fn client_for(cfg: &Config, metrics: &Arc<Metrics>) -> Client {
@@ -97,13 +111,19 @@ impl Daemon {
 
     /// A scheduled tick of a scenario: start a run unless one is in flight or we are stopping.
     pub fn trigger(self: &Arc<Self>, name: &str) {
+        let d = self.clone();
+        let name = name.to_string();
+        self.runs.spawn(async move { d.run_now(&name).await });
+    }
+
+    /// Runs a scenario now and returns its report: `None` when it is not configured, one of
+    /// its runs is in flight (counted as skipped, `overlap`), or the daemon is stopping.
+    pub async fn run_now(self: &Arc<Self>, name: &str) -> Option<RunReport> {
         if self.stop.is_cancelled() {
             self.metrics.run_skipped(name, "shutdown");
-            return;
+            return None;
         }
-        let Some(sc) = self.scenario(name) else {
-            return;
-        };
+        let sc = self.scenario(name)?;
         if !self
             .running
             .lock()
@@ -112,19 +132,17 @@ impl Daemon {
         {
             tracing::warn!(scenario = %name, "previous run still in flight: skipping this one");
             self.metrics.run_skipped(name, "overlap");
-            return;
+            return None;
         }
-        let d = self.clone();
-        self.runs.spawn(async move {
-            d.run_scenario(&sc).await;
-            d.running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&sc.name);
-        });
+        let report = self.run_scenario(&sc).await;
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&sc.name);
+        report
     }
 
-    async fn run_scenario(self: &Arc<Self>, sc: &Scenario) {
+    async fn run_scenario(self: &Arc<Self>, sc: &Scenario) -> Option<RunReport> {
         if !sc.jitter.is_zero() {
             let wait =
                 Duration::from_millis(rand::rng().random_range(0..=sc.jitter.as_millis() as u64));
@@ -132,13 +150,13 @@ impl Daemon {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stop.cancelled() => {
                     self.metrics.run_skipped(&sc.name, "shutdown");
-                    return;
+                    return None;
                 }
             }
         }
         let slice = self.shard.slice(sc.count);
         if slice.count == 0 {
-            return;
+            return None;
         }
         let cfg = self.config();
         let client = self.client();
@@ -157,10 +175,11 @@ impl Daemon {
         if let Some(f) = &self.on_run {
             f(&report);
         }
-        self.history.push(report);
+        self.history.push(report.clone());
         if !self.abort.is_cancelled() {
             self.sweep(sc).await;
         }
+        Some(report)
     }
 
     /// Keeps a traffic scenario's pool up until shutdown (retrying its set-up while Coder
@@ -222,22 +241,56 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
-pub async fn run(cfg: Config, opts: Options) -> u8 {
+impl crate::server::Served for Daemon {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn status_page(&self) -> String {
+        let cfg = self.config();
+        let info = crate::status::PageInfo {
+            scenarios: cfg
+                .scenarios
+                .iter()
+                .map(|s| (s.name.as_str(), s.schedule.as_deref()))
+                .collect(),
+            coder_url: cfg.coder.url.as_str(),
+            coder_up: self.metrics.coder_up.get() == 1,
+            trace_link: cfg.telemetry.trace_link.as_deref(),
+            traffic: self
+                .traffic
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(name, st)| (name.clone(), st.snapshot()))
+                .collect(),
+        };
+        crate::status::render(&self.history, &info)
+    }
+}
+
+/// A daemon that listens and has swept; [`Handle::run`] schedules and serves.
+pub struct Handle {
+    d: Arc<Daemon>,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+/// Binds the listen address, declares every series and sweeps what an earlier process left.
+pub async fn start(cfg: Config, opts: Options) -> Result<Handle, DaemonError> {
     let metrics = Metrics::new();
     for sc in &cfg.scenarios {
         metrics.declare(sc);
     }
     let client = client_for(&cfg, &metrics);
     let listen = cfg.server.listen;
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e} (set [server] listen)");
-            return crate::cli::EXIT_USAGE;
-        }
-    };
-    let grace = cfg.server.shutdown_grace;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(listen);
     let d = Arc::new(Daemon {
         cfg: RwLock::new(Arc::new(cfg)),
         client: RwLock::new(client),
@@ -251,98 +304,105 @@ pub async fn run(cfg: Config, opts: Options) -> u8 {
         on_run: opts.on_run,
         traffic: Default::default(),
     });
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz and the status page");
-    crate::cli::say(format_args!(
-        "scaletestd listening on http://{addr}/ (metrics on /metrics)"
-    ));
-    let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        let app = crate::server::router(d.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        })
-    };
-    let prober = tokio::spawn(probe(d.clone()));
+    Ok(Handle { d, listener, addr })
+}
 
-    // The start-up sweep: whatever an earlier process left.
-    for sc in d.config().scenarios.clone() {
-        d.sweep(&sc).await;
+/// [`start`], then [`Handle::run`].
+pub async fn run(
+    cfg: Config,
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+    reloads: impl Stream<Item = Config>,
+) -> Result<(), DaemonError> {
+    start(cfg, opts).await?.run(shutdown, reloads).await
+}
+
+impl Handle {
+    /// Where `/metrics` and the status page are served.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    for sc in d
-        .config()
-        .scenarios
-        .iter()
-        .filter(|s| s.kind == crate::config::ScenarioKind::Traffic)
-    {
-        let (dd, sc) = (d.clone(), sc.clone());
-        d.runs.spawn(async move { dd.keep_traffic(sc).await });
+    /// The daemon itself: [`Daemon::run_now`], its metrics and history.
+    pub fn daemon(&self) -> &Arc<Daemon> {
+        &self.d
     }
 
-    let mut sched = match schedule(&d).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return crate::cli::EXIT_USAGE;
+    /// Sweeps, starts the traffic pools and the schedule, and serves until `shutdown`
+    /// resolves; then stops scheduling, cancels phases and deletes what it created within
+    /// the grace period. Each configuration `reloads` yields replaces the one in force.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        reloads: impl Stream<Item = Config>,
+    ) -> Result<(), DaemonError> {
+        let Handle { d, listener, .. } = self;
+        let grace = d.config().server.shutdown_grace;
+        let server_stop = CancellationToken::new();
+        let server = {
+            let stop = server_stop.clone();
+            let app = crate::server::router(d.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            })
+        };
+        let prober = tokio::spawn(probe(d.clone()));
+
+        // The start-up sweep: whatever an earlier process left.
+        for sc in d.config().scenarios.clone() {
+            d.sweep(&sc).await;
         }
-    };
 
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("SIGHUP handler installs");
-    loop {
-        tokio::select! {
-            _ = crate::cli::signal() => break,
-            _ = hup.recv() => {
-                if let Some(path) = &opts.config_path {
-                    match Config::load(path, &Env::from_process()) {
-                        Ok(new) => {
-                            for sc in &new.scenarios {
-                                d.metrics.declare(sc);
-                            }
-                            *d.client.write().unwrap_or_else(|p| p.into_inner()) = client_for(&new, &d.metrics);
-                            *d.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-                            let _ = sched.shutdown().await;
-                            sched = match schedule(&d).await {
-                                Ok(s) => s,
-                                Err(e) => { tracing::error!(error = %e, "cannot schedule the reloaded configuration"); break; }
-                            };
-                            tracing::info!(path = %path.display(), "configuration reloaded");
-                        }
-                        Err(e) => tracing::error!(error = %e, "configuration reload refused; the previous configuration stays in force"),
+        for sc in d
+            .config()
+            .scenarios
+            .iter()
+            .filter(|s| s.kind == crate::config::ScenarioKind::Traffic)
+        {
+            let (dd, sc) = (d.clone(), sc.clone());
+            d.runs.spawn(async move { dd.keep_traffic(sc).await });
+        }
+
+        let mut sched = schedule(&d).await.map_err(DaemonError::Schedule)?;
+        let mut reloads = std::pin::pin!(reloads);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                Some(new) = reloads.next() => {
+                    for sc in &new.scenarios {
+                        d.metrics.declare(sc);
                     }
+                    *d.client.write().unwrap_or_else(|p| p.into_inner()) = client_for(&new, &d.metrics);
+                    *d.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                    let _ = sched.shutdown().await;
+                    sched = match schedule(&d).await {
+                        Ok(s) => s,
+                        Err(e) => break Err(DaemonError::Schedule(format!("cannot schedule the reloaded configuration: {e}"))),
+                    };
+                    tracing::info!("configuration reloaded");
                 }
             }
-        }
-    }
+        };
 
-    // Shutdown: stop scheduling, cancel phases, let deletes finish within the grace period.
-    tracing::info!(grace = %humantime::format_duration(grace), "stopping: canceling phases and deleting what this process created");
-    tokio::spawn(async {
-        crate::cli::signal().await;
-        crate::cli::say(format_args!(
-            "second signal: exiting now; the next start-up sweep deletes what is left"
-        ));
-        std::process::exit(1);
-    });
-    d.stop.cancel();
-    let _ = sched.shutdown().await;
-    d.runs.close();
-    if tokio::time::timeout(grace, d.runs.wait()).await.is_err() {
-        tracing::error!("shutdown grace period over: abandoning deletes still in flight");
-        d.abort.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), d.runs.wait()).await;
+        // Shutdown: stop scheduling, cancel phases, let deletes finish within the grace period.
+        tracing::info!(grace = %humantime::format_duration(grace), "stopping: canceling phases and deleting what this process created");
+        d.stop.cancel();
+        let _ = sched.shutdown().await;
+        d.runs.close();
+        if tokio::time::timeout(grace, d.runs.wait()).await.is_err() {
+            tracing::error!("shutdown grace period over: abandoning deletes still in flight");
+            d.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), d.runs.wait()).await;
+        }
+        prober.abort();
+        server_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        result
     }
-    prober.abort();
-    server_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
-    crate::cli::EXIT_OK
 }
 
 /// Registers a cron job per scheduled scenario and starts the scheduler.

@@ -10,13 +10,21 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use crate::daemon::Daemon;
-use crate::status;
+use crate::metrics::Metrics;
 
 /// Coder must have answered within this for `/readyz` to say ready.
 pub const READY_WITHIN: Duration = Duration::from_secs(300);
 
-pub fn router(d: Arc<Daemon>) -> Router {
+/// What the endpoints serve, implemented by the daemon (so this module needs nothing of it).
+pub trait Served: Send + Sync + 'static {
+    fn metrics(&self) -> &Metrics;
+    /// The status page, rendered now.
+    fn status_page(&self) -> String;
+}
+
+type Shared = Arc<dyn Served>;
+
+pub fn router(d: Shared) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -34,9 +42,9 @@ pub fn wants_openmetrics(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("application/openmetrics-text"))
 }
 
-async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+async fn metrics(State(d): State<Shared>, headers: HeaderMap) -> Response {
     let om = wants_openmetrics(&headers);
-    let body = d.metrics.encode(om);
+    let body = d.metrics().encode(om);
     let ctype = if om {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
@@ -45,8 +53,8 @@ async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, ctype)], body).into_response()
 }
 
-async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
-    match d.metrics.last_answer() {
+async fn readyz(State(d): State<Shared>) -> Response {
+    match d.metrics().last_answer() {
         Some(t)
             if (chrono::Utc::now() - t)
                 .to_std()
@@ -67,24 +75,6 @@ async fn readyz(State(d): State<Arc<Daemon>>) -> Response {
     }
 }
 
-async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
-    let cfg = d.config();
-    let info = status::PageInfo {
-        scenarios: cfg
-            .scenarios
-            .iter()
-            .map(|s| (s.name.as_str(), s.schedule.as_deref()))
-            .collect(),
-        coder_url: cfg.coder.url.as_str(),
-        coder_up: d.metrics.coder_up.get() == 1,
-        trace_link: cfg.telemetry.trace_link.as_deref(),
-        traffic: d
-            .traffic
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(name, st)| (name.clone(), st.snapshot()))
-            .collect(),
-    };
-    Html(status::render(&d.history, &info))
+async fn page(State(d): State<Shared>) -> Html<String> {
+    Html(d.status_page())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::daemon::*;
 use common::*;
+use scaletestd::report;
 
 fn scenario(name: &str, prefix: &str, schedule: &str, count: u32) -> String {
     format!(
@@ -449,4 +450,67 @@ user = "{{workspace}}"
         "the pool was deleted: {:?}",
         sim.live_workspaces()
     );
+}
+
+/// The daemon as a library, in-process: a run on demand (no cron to wait for), its series on
+/// `/metrics`, a reloaded configuration taking effect on the next run, and shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_in_process_on_demand_and_takes_reloads() {
+    let sim = start(fast_sim()).await;
+    let mut cfg = config(&sim, 4, 4, "");
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    let handle = scaletestd::daemon::start(cfg.clone(), Default::default())
+        .await
+        .expect("the daemon starts");
+    let addr = handle.addr();
+    let d = handle.daemon().clone();
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(handle.run(
+        async move {
+            let _ = stopped.await;
+        },
+        futures_util::stream::unfold(
+            reloads,
+            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+        ),
+    ));
+
+    let r = d.run_now("test").await.expect("a run");
+    assert_eq!(
+        report::summary_line(&r),
+        "4 workspaces: 4 succeeded, 0 failed"
+    );
+    assert!(d.run_now("no-such-scenario").await.is_none());
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("scaletest_workspaces_total{scenario=\"test\",result=\"succeeded\"} 4"),
+        "{text}"
+    );
+
+    cfg.scenarios[0].count = 2;
+    cfg.scenarios[0].concurrency = 2;
+    reload.send(cfg).await.unwrap();
+    eventually(Duration::from_secs(10), || {
+        d.config().scenarios[0].count == 2
+    })
+    .await;
+    let r = d.run_now("test").await.expect("a run");
+    assert_eq!(
+        report::summary_line(&r),
+        "2 workspaces: 2 succeeded, 0 failed"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the daemon stops")
+        .unwrap()
+        .expect("cleanly");
+    assert!(settle(&sim).await.is_empty());
 }

@@ -60,15 +60,76 @@ pub async fn run(args: RunArgs, cfg: Config) -> u8 {
             return EXIT_USAGE;
         }
     };
-    daemon::run(
+    serve(
         cfg,
         Options {
-            config_path: Some(args.config),
             shard,
             on_run: None,
         },
+        Some(args.config),
     )
     .await
+}
+
+/// Starts the daemon, says where it listens, and runs it until SIGTERM/SIGINT, re-reading
+/// `reload_from` on SIGHUP (a bad file is refused with its error and the old one stays). A
+/// second signal exits at once; the next start-up sweep finds what was left.
+async fn serve(cfg: Config, opts: Options, reload_from: Option<PathBuf>) -> u8 {
+    let handle = match daemon::start(cfg, opts).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    super::say(format_args!(
+        "scaletestd listening on http://{}/ (metrics on /metrics)",
+        handle.addr()
+    ));
+    let shutdown = async {
+        super::signal().await;
+        tokio::spawn(async {
+            super::signal().await;
+            super::say(format_args!(
+                "second signal: exiting now; the next start-up sweep deletes what is left"
+            ));
+            std::process::exit(i32::from(EXIT_FAILED));
+        });
+    };
+    match handle.run(shutdown, reloads(reload_from)).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// The configurations SIGHUP brings: the file read again, when it is good.
+fn reloads(path: Option<PathBuf>) -> impl futures_util::Stream<Item = Config> {
+    let hup = path.map(|p| {
+        let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("SIGHUP handler installs");
+        (sig, p)
+    });
+    futures_util::stream::unfold(hup, |hup| async move {
+        let (mut sig, path) = match hup {
+            Some(h) => h,
+            None => std::future::pending().await,
+        };
+        loop {
+            sig.recv().await?;
+            match Config::load(&path, &Env::from_process()) {
+                Ok(cfg) => {
+                    tracing::info!(path = %path.display(), "configuration re-read");
+                    return Some((cfg, Some((sig, path))));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload refused; the previous configuration stays in force")
+                }
+            }
+        }
+    })
 }
 
 /// The demo's simulator: realistic latencies and a few failures, so the dashboards move.
@@ -204,10 +265,9 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
         "demo scenario: {} workspaces on schedule \"{}\"",
         args.count, args.schedule
     ));
-    let code = daemon::run(
+    let code = serve(
         cfg.clone(),
         Options {
-            config_path: None,
             shard: Shard::default(),
             on_run: Some(Box::new(|r| {
                 use std::io::Write;
@@ -219,6 +279,7 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
                 );
             })),
         },
+        None,
     )
     .await;
     sim.stop().await;

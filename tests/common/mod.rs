@@ -113,6 +113,19 @@ pub async fn run_with(cfg: &Config, client: &scaletestd::coder::Client) -> RunRe
     .await
 }
 
+/// Waits until `condition` holds, checking every 20 ms; panics after `within`. The one way
+/// the tests wait for something to happen (never a fixed sleep).
+pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits (bounded) until the simulator holds no workspace, and returns what is left.
 pub async fn settle(sim: &Sim) -> Vec<String> {
     for _ in 0..50 {
