@@ -549,6 +549,81 @@ impl RunObserver for Metrics {
     }
 }
 
+/// A traffic session's instruments, resolved once: each tick only adds to them.
+struct SessionInstruments {
+    scenario: String,
+    transport: crate::config::Transport,
+    sessions: Gauge,
+    sent: Counter,
+    received: Counter,
+    latency: HistogramWithExemplars<TraceExemplar>,
+    exemplar: Option<TraceExemplar>,
+    errors: Family<TrafficErrorLabels, Counter>,
+}
+
+impl crate::traffic::SessionObserver for SessionInstruments {
+    fn opened(&self) {
+        self.sessions.inc();
+    }
+
+    fn closed(&self) {
+        self.sessions.dec();
+    }
+
+    fn sent(&self, bytes: u64) {
+        self.sent.inc_by(bytes);
+    }
+
+    fn echoed(&self, bytes: u64, latency_seconds: f64) {
+        self.received.inc_by(bytes);
+        self.latency
+            .observe(latency_seconds, self.exemplar.clone(), None);
+    }
+
+    fn failed(&self, reason: Reason) {
+        self.errors
+            .get_or_create(&TrafficErrorLabels {
+                scenario: self.scenario.clone(),
+                transport: self.transport.as_str().into(),
+                reason: reason.as_str().into(),
+            })
+            .inc();
+    }
+}
+
+impl crate::traffic::TrafficObserver for Metrics {
+    fn session(
+        &self,
+        scenario: &str,
+        transport: crate::config::Transport,
+        trace_id: Option<String>,
+    ) -> Box<dyn crate::traffic::SessionObserver> {
+        let tl = TransportLabels {
+            scenario: scenario.into(),
+            transport: transport.as_str().into(),
+        };
+        let bytes = |direction: &str| {
+            self.traffic_bytes
+                .get_or_create(&DirectionLabels {
+                    scenario: scenario.into(),
+                    transport: transport.as_str().into(),
+                    direction: direction.into(),
+                })
+                .clone()
+        };
+        Box::new(SessionInstruments {
+            scenario: scenario.into(),
+            transport,
+            sessions: self.traffic_sessions.get_or_create(&tl).clone(),
+            sent: bytes("sent"),
+            received: bytes("received"),
+            latency: self.traffic_latency.get_or_create(&tl).clone(),
+            exemplar: trace_id.map(|trace_id| TraceExemplar { trace_id }),
+            errors: self.traffic_errors.clone(),
+        })
+    }
+}
+
 impl crate::coder::ApiObserver for Metrics {
     fn on_response(
         &self,

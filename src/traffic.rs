@@ -7,6 +7,11 @@
 //! a slow echo makes the following ticks late and their latency shows it (no coordinated
 //! omission). A session that errors is counted by reason and reopened with backoff; a workspace
 //! whose sessions keep failing to open is deleted and replaced through the lifecycle phases.
+//!
+//! Memory is constant per session however long it runs: latencies go into fixed-size HDR
+//! histograms (per session for its span's p50, per transport for the status page), and each
+//! received byte is scanned once for the echo. Observations leave through a
+//! [`TrafficObserver`] (the metrics), as the runner's go through its observer.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +24,6 @@ use tracing::field::Empty;
 use uuid::Uuid;
 
 use crate::config::{Scenario, TrafficConfig, Transport};
-use crate::metrics::{DirectionLabels, Metrics, TrafficErrorLabels, TransportLabels};
 use crate::reason::{PhaseError, Reason};
 use crate::runner::{self, RunCtx, Slice};
 
@@ -27,7 +31,7 @@ use crate::runner::{self, RunCtx, Slice};
 const REPLACE_AFTER: u32 = 3;
 
 /// What one transport's sessions did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct TransportStats {
     pub sessions_opened: u64,
     pub open_now: i64,
@@ -35,24 +39,81 @@ pub struct TransportStats {
     pub late_ticks: u64,
     pub bytes_sent: u64,
     pub bytes_echoed: u64,
-    /// Echo latencies (seconds), the most recent [`KEEP`].
-    pub latencies: Vec<f64>,
+    /// Echo latencies, in microseconds, of the sessions' whole life (fixed size).
+    pub latency: Latencies,
     pub errors: BTreeMap<Reason, u64>,
 }
 
-/// Latency samples kept per transport for percentiles.
-pub const KEEP: usize = 100_000;
+impl Default for TransportStats {
+    fn default() -> Self {
+        TransportStats {
+            sessions_opened: 0,
+            open_now: 0,
+            ticks: 0,
+            late_ticks: 0,
+            bytes_sent: 0,
+            bytes_echoed: 0,
+            latency: Latencies::new(),
+            errors: BTreeMap::new(),
+        }
+    }
+}
 
 impl TransportStats {
+    /// The `q` quantile of echo latencies, in seconds.
     pub fn percentile(&self, q: f64) -> Option<f64> {
-        if self.latencies.is_empty() {
-            return None;
-        }
-        let mut v = self.latencies.clone();
-        v.sort_by(|a, b| a.total_cmp(b));
-        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-        Some(v[rank - 1])
+        self.latency.quantile(q)
     }
+}
+
+/// Echo latencies in a fixed-size HDR histogram: 1 µs to 10 min at two significant digits
+/// (±1%), whatever the number of ticks.
+#[derive(Debug, Clone)]
+pub struct Latencies(hdrhistogram::Histogram<u64>);
+
+impl Latencies {
+    pub fn new() -> Latencies {
+        Latencies(
+            hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 2)
+                .expect("static histogram bounds are valid"),
+        )
+    }
+
+    pub fn record(&mut self, seconds: f64) {
+        self.0.saturating_record((seconds * 1e6).max(1.0) as u64);
+    }
+
+    /// The `q` quantile, in seconds; `None` before the first sample.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q) as f64 / 1e6)
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies::new()
+    }
+}
+
+/// Where one session's observations go, resolved once when it opens.
+pub trait SessionObserver: Send + Sync {
+    fn opened(&self);
+    fn closed(&self);
+    fn sent(&self, bytes: u64);
+    fn echoed(&self, bytes: u64, latency_seconds: f64);
+    fn failed(&self, reason: Reason);
+}
+
+/// Where traffic observations go (the metrics).
+pub trait TrafficObserver: Send + Sync {
+    /// The observer of one session of `scenario` over `transport`, whose latencies carry
+    /// `trace_id` as their exemplar.
+    fn session(
+        &self,
+        scenario: &str,
+        transport: Transport,
+        trace_id: Option<String>,
+    ) -> Box<dyn SessionObserver>;
 }
 
 /// Live statistics of a traffic scenario, shared with the status page.
@@ -141,13 +202,13 @@ struct Seat {
 pub async fn run(
     ctx: Arc<RunCtx>,
     slice: Slice,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn TrafficObserver>,
     stats: Arc<TrafficStats>,
 ) -> Vec<runner::WorkspaceReport> {
     let mut slots = tokio::task::JoinSet::new();
     for index in slice.first..slice.first + slice.count {
-        let (ctx, metrics, stats) = (ctx.clone(), metrics.clone(), stats.clone());
-        slots.spawn(slot(ctx, index, metrics, stats));
+        let (ctx, observer, stats) = (ctx.clone(), observer.clone(), stats.clone());
+        slots.spawn(slot(ctx, index, observer, stats));
     }
     let mut reports = Vec::new();
     while let Some(r) = slots.join_next().await {
@@ -162,7 +223,7 @@ pub async fn run(
 async fn slot(
     ctx: Arc<RunCtx>,
     index: u32,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn TrafficObserver>,
     stats: Arc<TrafficStats>,
 ) -> Vec<runner::WorkspaceReport> {
     let mut reports = Vec::new();
@@ -206,11 +267,15 @@ async fn slot(
         let t = &ctx.scenario.traffic;
         for transport in &t.transports {
             for n in 0..t.sessions_per_workspace {
-                let (seat, metrics, stats, broken) =
-                    (seat.clone(), metrics.clone(), stats.clone(), broken.clone());
+                let (seat, observer, stats, broken) = (
+                    seat.clone(),
+                    observer.clone(),
+                    stats.clone(),
+                    broken.clone(),
+                );
                 let transport = *transport;
                 sessions.spawn(async move {
-                    if hold(&seat, transport, n, &metrics, &stats).await == Ended::CannotOpen {
+                    if hold(&seat, transport, n, &*observer, &stats).await == Ended::CannotOpen {
                         broken.cancel();
                     }
                 });
@@ -259,15 +324,11 @@ async fn hold(
     seat: &Seat,
     transport: Transport,
     n: u32,
-    metrics: &Metrics,
+    observer: &dyn TrafficObserver,
     stats: &TrafficStats,
 ) -> Ended {
     let ctx = &seat.ctx;
     let scenario = &ctx.scenario.name;
-    let tl = TransportLabels {
-        scenario: scenario.clone(),
-        transport: transport.as_str().into(),
-    };
     let mut failures = 0u32;
     while !ctx.stop.is_cancelled() {
         let span = tracing::info_span!(
@@ -283,11 +344,12 @@ async fn hold(
             error.reason = Empty,
             otel.status_code = Empty,
         );
+        let obs = observer.session(scenario, transport, crate::telemetry::trace_id(&span));
         let opened = open(seat, transport).instrument(span.clone()).await;
         let conn = match opened {
             Ok(c) => c,
             Err(e) => {
-                failure(metrics, stats, &tl, transport, &span, &e);
+                failure(&*obs, stats, transport, &span, &e);
                 failures += 1;
                 if failures >= REPLACE_AFTER {
                     return Ended::CannotOpen;
@@ -301,22 +363,21 @@ async fn hold(
             s.sessions_opened += 1;
             s.open_now += 1;
         });
-        metrics.traffic_sessions.get_or_create(&tl).inc();
+        obs.opened();
         let result = ticks(
             conn,
             &ctx.scenario.traffic,
             &ctx.stop,
             transport,
-            metrics,
+            &*obs,
             stats,
-            &tl,
             &span,
         )
         .await;
-        metrics.traffic_sessions.get_or_create(&tl).dec();
+        obs.closed();
         stats.with(transport, |s| s.open_now -= 1);
         if let Err(e) = result {
-            failure(metrics, stats, &tl, transport, &span, &e);
+            failure(&*obs, stats, transport, &span, &e);
             backoff(&ctx.stop, 1).await;
         }
     }
@@ -324,21 +385,13 @@ async fn hold(
 }
 
 fn failure(
-    metrics: &Metrics,
+    obs: &dyn SessionObserver,
     stats: &TrafficStats,
-    tl: &TransportLabels,
     t: Transport,
     span: &tracing::Span,
     e: &PhaseError,
 ) {
-    metrics
-        .traffic_errors
-        .get_or_create(&TrafficErrorLabels {
-            scenario: tl.scenario.clone(),
-            transport: tl.transport.clone(),
-            reason: e.reason.to_string(),
-        })
-        .inc();
+    obs.failed(e.reason);
     stats.with(t, |s| *s.errors.entry(e.reason).or_default() += 1);
     span.record("error.reason", e.reason.as_str());
     span.record("otel.status_code", "ERROR");
@@ -404,32 +457,21 @@ fn payload(n: u32) -> String {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn ticks(
     mut conn: Conn,
     t: &TrafficConfig,
     stop: &CancellationToken,
     transport: Transport,
-    metrics: &Metrics,
+    obs: &dyn SessionObserver,
     stats: &TrafficStats,
-    tl: &TransportLabels,
     span: &tracing::Span,
 ) -> Result<(), PhaseError> {
-    let bytes = |direction: &str| {
-        metrics.traffic_bytes.get_or_create(&DirectionLabels {
-            scenario: tl.scenario.clone(),
-            transport: tl.transport.clone(),
-            direction: direction.into(),
-        })
-    };
-    let trace =
-        crate::telemetry::trace_id(span).map(|trace_id| crate::metrics::TraceExemplar { trace_id });
     // A tick that has not come back within this is a stall.
     let stall = (t.tick_interval * 20).max(Duration::from_secs(5));
     let start = tokio::time::Instant::now();
     let (mut k, mut late, mut done) = (0u64, 0u64, 0u64);
     let mut buf: Vec<u8> = Vec::new();
-    let mut lat = Vec::new();
+    let mut lat = Latencies::new();
     let result = loop {
         let due = start + t.tick_interval * k as u32;
         tokio::select! {
@@ -439,33 +481,23 @@ async fn ticks(
         if tokio::time::Instant::now() > due + Duration::from_millis(1) {
             late += 1;
         }
-        let p = payload(t.bytes_per_tick);
-        if let Err(e) = conn.send(&format!("{p}\n")).await {
+        let mut p = payload(t.bytes_per_tick);
+        let sent = p.len() as u64 + 1;
+        p.push('\n');
+        if let Err(e) = conn.send(&p).await {
             break Err(e);
         }
-        bytes("sent").inc_by(p.len() as u64 + 1);
-        stats.with(transport, |s| s.bytes_sent += p.len() as u64 + 1);
+        p.pop();
+        obs.sent(sent);
+        stats.with(transport, |s| s.bytes_sent += sent);
         k += 1;
         if !t.echo {
             continue;
         }
-        // Read until the payload is back.
-        let echoed = tokio::time::timeout_at(tokio::time::Instant::now() + stall, async {
-            loop {
-                if let Some(i) = find(&buf, p.as_bytes()) {
-                    buf.drain(..i + p.len());
-                    return Ok(());
-                }
-                let chunk = conn.recv().await?;
-                buf.extend_from_slice(&chunk);
-                if buf.len() > 4 << 20 {
-                    return Err(PhaseError::new(
-                        Reason::ProtocolError,
-                        "echo never came back in 4 MiB of output",
-                    ));
-                }
-            }
-        })
+        let echoed = tokio::time::timeout_at(
+            tokio::time::Instant::now() + stall,
+            echo(&mut conn, &mut buf, p.as_bytes()),
+        )
         .await;
         match echoed {
             Ok(Ok(())) => {}
@@ -479,34 +511,45 @@ async fn ticks(
         }
         let latency = due.elapsed().as_secs_f64();
         done += 1;
-        bytes("received").inc_by(p.len() as u64 + 1);
-        metrics
-            .traffic_latency
-            .get_or_create(tl)
-            .observe(latency, trace.clone(), None);
-        lat.push(latency);
+        obs.echoed(sent, latency);
+        lat.record(latency);
         stats.with(transport, |s| {
             s.ticks += 1;
-            s.bytes_echoed += p.len() as u64 + 1;
-            if s.latencies.len() >= KEEP {
-                s.latencies.remove(0);
-            }
-            s.latencies.push(latency);
+            s.bytes_echoed += sent;
+            s.latency.record(latency);
         });
     };
     stats.with(transport, |s| s.late_ticks += late);
     span.record("ticks", done);
     span.record("late_ticks", late);
-    if !lat.is_empty() {
-        lat.sort_by(|a, b| a.total_cmp(b));
-        span.record("latency.p50_ms", lat[lat.len() / 2] * 1e3);
+    if let Some(p50) = lat.quantile(0.5) {
+        span.record("latency.p50_ms", p50 * 1e3);
     }
     conn.close().await;
     result
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Reads until `payload` has come back, scanning each received byte once; what follows it
+/// stays in `buf` for the next tick.
+async fn echo(conn: &mut Conn, buf: &mut Vec<u8>, payload: &[u8]) -> Result<(), PhaseError> {
+    let finder = memchr::memmem::Finder::new(payload);
+    // No match can start before this: earlier bytes were searched already.
+    let mut from = 0;
+    loop {
+        if let Some(i) = finder.find(&buf[from..]) {
+            buf.drain(..from + i + payload.len());
+            return Ok(());
+        }
+        from = buf.len().saturating_sub(payload.len().saturating_sub(1));
+        let chunk = conn.recv().await?;
+        buf.extend_from_slice(&chunk);
+        if buf.len() > 4 << 20 {
+            return Err(PhaseError::new(
+                Reason::ProtocolError,
+                "echo never came back in 4 MiB of output",
+            ));
+        }
+    }
 }
 
 /// The pool's context: what [`runner`] needs to bring workspaces up and delete them.
