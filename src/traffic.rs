@@ -31,7 +31,7 @@ use crate::runner::{self, RunCtx, Slice};
 const REPLACE_AFTER: u32 = 3;
 
 /// What one transport's sessions did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TransportStats {
     pub sessions_opened: u64,
     pub open_now: i64,
@@ -42,21 +42,6 @@ pub struct TransportStats {
     /// Echo latencies, in microseconds, of the sessions' whole life (fixed size).
     pub latency: Latencies,
     pub errors: BTreeMap<Reason, u64>,
-}
-
-impl Default for TransportStats {
-    fn default() -> Self {
-        TransportStats {
-            sessions_opened: 0,
-            open_now: 0,
-            ticks: 0,
-            late_ticks: 0,
-            bytes_sent: 0,
-            bytes_echoed: 0,
-            latency: Latencies::new(),
-            errors: BTreeMap::new(),
-        }
-    }
 }
 
 impl TransportStats {
