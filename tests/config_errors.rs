@@ -197,6 +197,24 @@ fn cases() -> &'static [Case] {
             "duplicate key",
         ),
         (
+            "count = 10",
+            "count = 10\nsessions_per_workspace = 2",
+            "cfg.toml:8:26",
+            "sessions_per_workspace belongs to kind = \"traffic\" scenarios, and scenario \"s\" is kind = \"lifecycle\"",
+        ),
+        (
+            "count = 10",
+            "count = 10\ntick_interval = \"10ms\"",
+            "cfg.toml:8:17",
+            "tick_interval belongs to kind = \"traffic\" scenarios",
+        ),
+        (
+            "count = 10",
+            "count = 10\nkind = \"traffic\"",
+            "cfg.toml:11:12",
+            "schedule belongs to kind = \"lifecycle\" scenarios, and scenario \"s\" is kind = \"traffic\"",
+        ),
+        (
             "[scenario.timeouts]",
             "[scenario.timeouts]\nteleport = \"1s\"",
             "cfg.toml:13:1",
