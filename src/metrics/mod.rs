@@ -7,9 +7,16 @@
 //!
 //! Every series a dashboard or an absence alert needs exists from start-up with value 0.
 
+mod observe;
+mod process;
+mod text;
+
+use process::Process;
+pub use process::{ProcStat, read_proc_stat, read_proc_stat_of};
+pub use text::to_classic_text;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -492,166 +499,6 @@ impl Metrics {
     }
 }
 
-impl RunObserver for Metrics {
-    fn workspace_started(&self, scenario: &str, _workspace: &str) {
-        self.in_flight
-            .get_or_create(&ScenarioLabel {
-                scenario: s(scenario),
-            })
-            .inc();
-    }
-
-    fn phase_done(&self, scenario: &str, _workspace: &str, r: &PhaseRecord) {
-        let outcome = if r.ok { "success" } else { "failure" };
-        let exemplar = r
-            .trace_id
-            .clone()
-            .map(|trace_id| TraceExemplar { trace_id });
-        self.phase_duration
-            .get_or_create(&PhaseLabels {
-                scenario: s(scenario),
-                phase: s(r.phase),
-                outcome: s(outcome),
-            })
-            .observe(r.duration.as_secs_f64(), exemplar, None);
-        if let Some(reason) = r.reason {
-            self.phase_failures
-                .get_or_create(&FailureLabels {
-                    scenario: s(scenario),
-                    phase: s(r.phase),
-                    reason: s(reason),
-                })
-                .inc();
-        }
-    }
-
-    fn workspace_done(&self, scenario: &str, w: &WorkspaceReport) {
-        let result = if w.ok { "succeeded" } else { "failed" };
-        self.workspaces
-            .get_or_create(&ResultLabels {
-                scenario: s(scenario),
-                result: s(result),
-            })
-            .inc();
-        self.in_flight
-            .get_or_create(&ScenarioLabel {
-                scenario: s(scenario),
-            })
-            .dec();
-        for st in &w.build_stages {
-            self.build_stage
-                .get_or_create(&StageLabels {
-                    scenario: s(scenario),
-                    stage: s(st.stage),
-                })
-                .observe(st.duration().as_secs_f64());
-        }
-    }
-}
-
-/// A traffic session's instruments, resolved once: each tick only adds to them.
-struct SessionInstruments {
-    scenario: String,
-    transport: crate::config::Transport,
-    sessions: Gauge,
-    sent: Counter,
-    received: Counter,
-    latency: HistogramWithExemplars<TraceExemplar>,
-    exemplar: Option<TraceExemplar>,
-    errors: Family<TrafficErrorLabels, Counter>,
-}
-
-impl crate::traffic::SessionObserver for SessionInstruments {
-    fn opened(&self) {
-        self.sessions.inc();
-    }
-
-    fn closed(&self) {
-        self.sessions.dec();
-    }
-
-    fn sent(&self, bytes: u64) {
-        self.sent.inc_by(bytes);
-    }
-
-    fn echoed(&self, bytes: u64, latency_seconds: f64) {
-        self.received.inc_by(bytes);
-        self.latency
-            .observe(latency_seconds, self.exemplar.clone(), None);
-    }
-
-    fn failed(&self, reason: Reason) {
-        self.errors
-            .get_or_create(&TrafficErrorLabels {
-                scenario: self.scenario.clone(),
-                transport: self.transport.as_str().into(),
-                reason: reason.as_str().into(),
-            })
-            .inc();
-    }
-}
-
-impl crate::traffic::TrafficObserver for Metrics {
-    fn session(
-        &self,
-        scenario: &str,
-        transport: crate::config::Transport,
-        trace_id: Option<String>,
-    ) -> Box<dyn crate::traffic::SessionObserver> {
-        let tl = TransportLabels {
-            scenario: scenario.into(),
-            transport: transport.as_str().into(),
-        };
-        let bytes = |direction: &str| {
-            self.traffic_bytes
-                .get_or_create(&DirectionLabels {
-                    scenario: scenario.into(),
-                    transport: transport.as_str().into(),
-                    direction: direction.into(),
-                })
-                .clone()
-        };
-        Box::new(SessionInstruments {
-            scenario: scenario.into(),
-            transport,
-            sessions: self.traffic_sessions.get_or_create(&tl).clone(),
-            sent: bytes("sent"),
-            received: bytes("received"),
-            latency: self.traffic_latency.get_or_create(&tl).clone(),
-            exemplar: trace_id.map(|trace_id| TraceExemplar { trace_id }),
-            errors: self.traffic_errors.clone(),
-        })
-    }
-}
-
-impl crate::coder::ApiObserver for Metrics {
-    fn on_response(
-        &self,
-        method: &reqwest::Method,
-        route: &'static str,
-        code: Option<u16>,
-        elapsed: Duration,
-    ) {
-        let code_label = code
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "error".into());
-        self.coder_requests
-            .get_or_create(&RequestLabels {
-                method: s(method),
-                route: s(route),
-                code: code_label,
-            })
-            .observe(elapsed.as_secs_f64());
-        if code.is_some() {
-            self.coder_up.set(1);
-            self.last_answer_ms
-                .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-        } else {
-            self.coder_up.set(0);
-        }
-    }
-}
-
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -659,154 +506,10 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// OpenMetrics text → Prometheus classic text (format 0.0.4): no exemplars, no `# EOF`, no
-/// `# UNIT`, and counter families named with their `_total` suffix as classic parsers expect.
-pub fn to_classic_text(om: &str) -> String {
-    let mut out = String::with_capacity(om.len());
-    let mut lines = om.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        if let Some(name) = line
-            .strip_prefix("# TYPE ")
-            .and_then(|r| r.strip_suffix(" counter"))
-        {
-            out.push_str(&format!("# TYPE {name}_total counter\n"));
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            // HELP comes right before its TYPE: look at the next line.
-            let counter = lines
-                .peek()
-                .and_then(|l| l.strip_prefix("# TYPE "))
-                .is_some_and(|t| t.strip_suffix(" counter") == Some(name));
-            if counter {
-                out.push_str(&format!("# HELP {name}_total {help}\n"));
-                continue;
-            }
-        }
-        // Drop an exemplar: ` # {labels} value [timestamp]` after the sample.
-        let sample = match line.find(" # {") {
-            Some(i) if !line.starts_with('#') => &line[..i],
-            _ => line,
-        };
-        out.push_str(sample);
-        out.push('\n');
-    }
-    out
-}
-
-/// Process series (Linux: from /proc/self), refreshed at every scrape.
-struct Process {
-    rss: Gauge,
-    vsize: Gauge,
-    fds: Gauge,
-    cpu: Counter<f64, AtomicU64>,
-    start: FGauge,
-    threads: Gauge,
-    /// Tasks alive in the async runtime: a leak of tasks shows here before it shows in RSS.
-    tasks: Gauge,
-}
-
-impl Process {
-    fn register(r: &mut Registry) -> Process {
-        let p = Process {
-            rss: Gauge::default(),
-            vsize: Gauge::default(),
-            fds: Gauge::default(),
-            cpu: Counter::default(),
-            start: Gauge::default(),
-            threads: Gauge::default(),
-            tasks: Gauge::default(),
-        };
-        r.register(
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes",
-            p.rss.clone(),
-        );
-        r.register(
-            "process_virtual_memory_bytes",
-            "Virtual memory size in bytes",
-            p.vsize.clone(),
-        );
-        r.register(
-            "process_open_fds",
-            "Number of open file descriptors",
-            p.fds.clone(),
-        );
-        r.register(
-            "process_cpu_seconds",
-            "Total user and system CPU time in seconds",
-            p.cpu.clone(),
-        );
-        r.register(
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch",
-            p.start.clone(),
-        );
-        r.register("process_threads", "Number of OS threads", p.threads.clone());
-        r.register(
-            "scaletest_runtime_tasks",
-            "Tasks alive in scaletestd's async runtime",
-            p.tasks.clone(),
-        );
-        p.start.set(unix_now());
-        p
-    }
-
-    fn refresh(&self) {
-        let Some(stat) = read_proc_stat() else { return };
-        self.rss.set(stat.rss_bytes as i64);
-        self.vsize.set(stat.vsize_bytes as i64);
-        self.threads.set(stat.threads as i64);
-        let delta = stat.cpu_seconds - self.cpu.get();
-        if delta > 0.0 {
-            self.cpu.inc_by(delta);
-        }
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            self.fds.set(dir.count() as i64);
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            self.tasks.set(rt.metrics().num_alive_tasks() as i64);
-        }
-    }
-}
-
-/// What /proc/<pid>/stat says of a process.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcStat {
-    pub rss_bytes: u64,
-    pub vsize_bytes: u64,
-    pub cpu_seconds: f64,
-    pub threads: u64,
-}
-
-pub fn read_proc_stat() -> Option<ProcStat> {
-    read_proc_stat_of("self")
-}
-
-/// [`read_proc_stat`] of another process (`pid`, or `self`).
-pub fn read_proc_stat_of(pid: &str) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state): utime is field 14, stime 15, threads 20, vsize 23, rss 24.
-    let num = |field: usize| f.get(field - 3)?.parse::<u64>().ok();
-    let ticks = 100.0; // USER_HZ is 100 on every Linux this runs on
-    let page = 4096;
-    Some(ProcStat {
-        cpu_seconds: (num(14)? + num(15)?) as f64 / ticks,
-        threads: num(20)?,
-        vsize_bytes: num(23)?,
-        rss_bytes: num(24)? * page,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -843,11 +546,5 @@ mod tests {
             "scaletest_phase_failures_total{scenario=\"s\",phase=\"build\",reason=\"build_failed\"} 1\n"
         ));
         assert!(text.contains("scaletest_phase_duration_seconds_count{scenario=\"s\",phase=\"build\",outcome=\"failure\"} 1\n"));
-    }
-
-    #[test]
-    fn proc_stat_reads_this_process() {
-        let st = read_proc_stat().expect("Linux /proc");
-        assert!(st.rss_bytes > 1 << 20 && st.threads >= 1);
     }
 }
