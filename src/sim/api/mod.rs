@@ -1,0 +1,381 @@
+//! The simulator's HTTP API: the subset of Coder's `/api/v2` that scaletestd uses, with
+//! Coder's JSON shapes, status codes and error bodies.
+//!
+//! Middleware, outermost first: request counting, token check (401 with Coder's body), the
+//! per-endpoint rate limiter (429 without `Retry-After`, as Coder's httprate), injected
+//! latency and 5xx, then the handler. The REST handlers are in [`routes`], the two workspace
+//! event streams and their injected faults in [`watch`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Path, Request, State as Ax};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response as AxResponse};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use rand::Rng;
+
+use super::world::State;
+use crate::coder::Response;
+use routes::*;
+use watch::{watch, watch_ws};
+
+mod routes;
+mod watch;
+
+pub use watch::MALFORMATIONS;
+
+/// Tells the `coder ssh` stand-in where the simulated agents' SSH server is (simulator only).
+pub const SSH_HEADER: &str = "X-Scaletestd-Sim-Ssh";
+
+/// Shared by every handler.
+pub struct App {
+    pub state: Arc<State>,
+    /// Where the SSH server listens, told to the `coder ssh` stand-in.
+    pub ssh_addr: std::net::SocketAddr,
+    /// coderd's tracer, when the simulator traces.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    pub token: String,
+    pub counts: Mutex<HashMap<String, u64>>,
+    limiter: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Cancelled when the simulated coderd crashes: upgraded connections (web terminals)
+    /// live outside the HTTP server's tasks and end on it.
+    connections: Mutex<tokio_util::sync::CancellationToken>,
+}
+
+impl App {
+    pub fn new(
+        state: Arc<State>,
+        token: String,
+        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+        ssh_addr: std::net::SocketAddr,
+    ) -> Arc<App> {
+        Arc::new(App {
+            state,
+            token,
+            tracer,
+            ssh_addr,
+            counts: Default::default(),
+            limiter: Default::default(),
+            connections: Default::default(),
+        })
+    }
+
+    /// A token cancelled at the next crash.
+    pub fn until_crash(&self) -> tokio_util::sync::CancellationToken {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Cuts every upgraded connection open now.
+    pub fn cut_connections(&self) {
+        let old = std::mem::take(&mut *self.connections.lock().unwrap_or_else(|p| p.into_inner()));
+        old.cancel();
+    }
+}
+
+type Shared = Arc<App>;
+
+pub fn router(app: Shared) -> Router {
+    let cfg = &app.state.cfg;
+    let mut api = Router::new()
+        .route("/api/v2/buildinfo", get(buildinfo))
+        .route("/api/v2/users/{user}", get(user))
+        .route(
+            "/api/v2/users/{user}/workspace/{workspacename}",
+            get(workspace_by_name),
+        )
+        .route("/api/v2/organizations/{organization}", get(organization))
+        .route(
+            "/api/v2/organizations/{organization}/templates/{templatename}",
+            get(template),
+        )
+        .route(
+            "/api/v2/organizations/{organization}/members/{user}/workspaces",
+            post(create_in_org),
+        )
+        .route(
+            "/api/v2/templateversions/{templateversion}/rich-parameters",
+            get(rich_parameters),
+        )
+        .route("/api/v2/workspaces", get(list))
+        .route("/api/v2/workspaces/{workspace}", get(workspace))
+        .route("/api/v2/workspaces/{workspace}/builds", post(create_build))
+        .route("/api/v2/workspacebuilds/{workspacebuild}", get(build))
+        .route(
+            "/api/v2/workspacebuilds/{workspacebuild}/timings",
+            get(timings),
+        )
+        .route(
+            "/api/v2/workspacebuilds/{workspacebuild}/cancel",
+            patch(cancel),
+        )
+        .route(
+            "/api/v2/workspaceagents/{workspaceagent}/pty",
+            get(super::pty::handler),
+        );
+    // Routes an older (or a future) Coder lacks answer its router's 404 "Route not found."
+    // (coderd/httpapi `RouteNotFound`), but only after the enclosing route's middleware ran:
+    // coderd mounts `/workspaces/{workspace}` with `ExtractWorkspaceParam`, so an unknown
+    // workspace is "Resource not found" there whatever the rest of the path.
+    api = if cfg.legacy_create_only {
+        api.route("/api/v2/users/{user}/workspaces", post(missing_under_user))
+    } else {
+        api.route("/api/v2/users/{user}/workspaces", post(create_for_user))
+    };
+    api = if cfg.watch_endpoints.sse() {
+        api.route("/api/v2/workspaces/{workspace}/watch", get(watch))
+    } else {
+        api.route(
+            "/api/v2/workspaces/{workspace}/watch",
+            get(missing_under_workspace),
+        )
+    };
+    api = if cfg.watch_endpoints.websocket() {
+        api.route("/api/v2/workspaces/{workspace}/watch-ws", get(watch_ws))
+    } else {
+        api.route(
+            "/api/v2/workspaces/{workspace}/watch-ws",
+            get(missing_under_workspace),
+        )
+    };
+    let api = api
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            inject_5xx,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::trace::server_span,
+        ))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count));
+    api.with_state(app)
+}
+
+/// Coder's error body with a status.
+pub fn error(status: StatusCode, message: impl Into<String>) -> AxResponse {
+    (
+        status,
+        Json(Response {
+            message: message.into(),
+            ..Default::default()
+        }),
+    )
+        .into_response()
+}
+
+pub fn route_of(req: &Request) -> String {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    format!(
+        "{} {}",
+        req.method(),
+        route.unwrap_or_else(|| req.uri().path().to_string())
+    )
+}
+
+pub(super) async fn count(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+    let route = route_of(&req);
+    *app.counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(route.clone())
+        .or_default() += 1;
+    let (method, path) = route
+        .split_once(' ')
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .unwrap_or_default();
+    let m = &app.state.metrics;
+    let labels = super::metrics::MethodPath {
+        method: method.clone(),
+        path: path.clone(),
+    };
+    m.concurrent.get_or_create(&labels).inc();
+    let start = Instant::now();
+    let mut resp = next.run(req).await;
+    m.concurrent.get_or_create(&labels).dec();
+    m.latencies
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    let code = resp.status().as_u16().to_string();
+    m.requests
+        .get_or_create(&super::metrics::Processed { code, method, path })
+        .inc();
+    if let Ok(v) = HeaderValue::from_str(&app.state.cfg.version) {
+        resp.headers_mut().insert("X-Coder-Build-Version", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&app.ssh_addr.to_string()) {
+        resp.headers_mut().insert(SSH_HEADER, v);
+    }
+    resp
+}
+
+/// The token from the header, the cookie, or the query (Coder accepts all three).
+pub(super) fn presented_token(req: &Request) -> Option<String> {
+    let h = req.headers();
+    if let Some(t) = h
+        .get(crate::coder::TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(t.to_string());
+    }
+    for cookie in h.get_all("cookie").iter().filter_map(|v| v.to_str().ok()) {
+        for part in cookie.split(';') {
+            if let Some(t) = part.trim().strip_prefix("coder_session_token=") {
+                return Some(t.to_string());
+            }
+        }
+    }
+    req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "coder_session_token")
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+pub(super) async fn authenticate(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+    if req.uri().path() == "/api/v2/buildinfo" {
+        return next.run(req).await;
+    }
+    match presented_token(&req) {
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "Cookie \"coder_session_token\" or query parameter must be provided.",
+        ),
+        Some(t) if t != app.token => (
+            StatusCode::UNAUTHORIZED,
+            Json(Response {
+                message: "Invalid session token.".into(),
+                detail: "The API key is invalid or expired.".into(),
+                validations: vec![],
+            }),
+        )
+            .into_response(),
+        Some(_) => next.run(req).await,
+    }
+}
+
+/// httprate's fixed one-minute window per endpoint; owners may bypass it with a header.
+pub(super) async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+    let limit = app.state.cfg.rate_limit;
+    let bypass = req
+        .headers()
+        .get(crate::coder::BYPASS_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    if limit == 0 || bypass {
+        return next.run(req).await;
+    }
+    let key = route_of(&req);
+    let (remaining, reset) = {
+        let mut l = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let slot = l.entry(key).or_insert((now, 0));
+        if now.duration_since(slot.0) >= Duration::from_secs(60) {
+            *slot = (now, 0);
+        }
+        slot.1 += 1;
+        let reset =
+            chrono::Utc::now().timestamp() + (60 - now.duration_since(slot.0).as_secs() as i64);
+        (limit as i64 - slot.1 as i64, reset)
+    };
+    let headers = [
+        ("X-Ratelimit-Limit", limit.to_string()),
+        ("X-Ratelimit-Remaining", remaining.max(0).to_string()),
+        ("X-Ratelimit-Reset", reset.to_string()),
+    ];
+    if remaining < 0 {
+        let msg =
+            format!("You've been rate limited for sending more than {limit} requests in 1m0s.");
+        let mut resp = error(StatusCode::TOO_MANY_REQUESTS, msg);
+        for (k, v) in headers {
+            resp.headers_mut()
+                .insert(k, HeaderValue::from_str(&v).expect("digits"));
+        }
+        if let Some(secs) = app.state.cfg.retry_after {
+            resp.headers_mut()
+                .insert("Retry-After", HeaderValue::from(secs));
+        }
+        return resp;
+    }
+    let mut resp = next.run(req).await;
+    for (k, v) in headers {
+        resp.headers_mut()
+            .insert(k, HeaderValue::from_str(&v).expect("digits"));
+    }
+    resp
+}
+
+pub(super) async fn inject_5xx(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+    let api_latency = app.state.cfg.latency.api.sample();
+    if !api_latency.is_zero() {
+        tokio::time::sleep(api_latency).await;
+    }
+    let rate = app.state.cfg.failures.http_5xx;
+    if rate > 0.0 && rand::rng().random_bool(rate.min(1.0)) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(Response {
+                message: "Internal error.".into(),
+                detail: "injected by the scaletestd simulator".into(),
+                validations: vec![],
+            }),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+pub(super) async fn not_found() -> AxResponse {
+    error(StatusCode::NOT_FOUND, "Route not found.")
+}
+
+/// A route this server lacks, below `/workspaces/{workspace}` (see `router`).
+pub(super) async fn missing_under_workspace(
+    Ax(app): Ax<Shared>,
+    Path(id): Path<String>,
+) -> AxResponse {
+    let known = parse_id(&id).is_some_and(|id| {
+        let w = app.state.lock();
+        w.live.contains_key(&id) || w.deleted.contains_key(&id)
+    });
+    if known {
+        not_found().await
+    } else {
+        resource_not_found()
+    }
+}
+
+/// A route this server lacks, below `/users/{user}` (see `router`).
+pub(super) async fn missing_under_user(
+    Ax(app): Ax<Shared>,
+    Path(user): Path<String>,
+) -> AxResponse {
+    if is_me(&app, &user) {
+        not_found().await
+    } else {
+        resource_not_found()
+    }
+}
+
+pub(super) fn resource_not_found() -> AxResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "Resource not found or you do not have access to this resource",
+    )
+}

@@ -1,0 +1,232 @@
+//! The workspace event streams: `/watch` (server-sent events, deprecated in Coder) and
+//! `/watch-ws` (a one-way websocket of JSON events), fed by the same events, and the faults
+//! injected into a workspace's first stream (silence, malformed states).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State as Ax};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response as AxResponse};
+use futures_util::Stream;
+
+use super::routes::parse_id;
+use super::{App, Shared, error, resource_not_found};
+use crate::sim::types::Workspace;
+
+/// A workspace's watchers: the receiver, its name, and whether this is its first stream.
+/// Deleted workspaces are still watchable (see `Grave::tx`).
+fn subscribe(
+    app: &App,
+    id: &str,
+) -> Option<(tokio::sync::watch::Receiver<Arc<Workspace>>, String, bool)> {
+    let id = parse_id(id)?;
+    let mut w = app.state.lock();
+    if let Some(e) = w.live.get_mut(&id) {
+        e.watches += 1;
+        Some((e.tx.subscribe(), e.ws.name.clone(), e.watches == 1))
+    } else {
+        let g = w.deleted.get(&id)?;
+        Some((g.tx.subscribe(), g.ws.name.clone(), false))
+    }
+}
+
+/// The fault, if any, injected into a workspace's stream: faults hit its first stream only,
+/// over whichever transport: pings and never a state (`watch_silent`), or a malformed first
+/// state (`malformed`).
+fn stream_fault(app: &App, name: &str, first: bool) -> Option<StreamFault> {
+    let cfg = &app.state.cfg;
+    if !first {
+        None
+    } else if cfg.inject("watch_silent", name, cfg.failures.watch_silent) {
+        app.state.note_stall(name, "watch");
+        Some(StreamFault::Silent)
+    } else if cfg.inject("malformed", name, cfg.failures.malformed) {
+        let kind = MALFORMATIONS[cfg.pick("malformation", name, MALFORMATIONS.len())];
+        app.state.note_malformed(name, kind);
+        Some(StreamFault::Malformed(kind))
+    } else {
+        None
+    }
+}
+
+/// `/watch` (server-sent events; deprecated in Coder, still served): a `ping`, the whole
+/// workspace, then the whole workspace on every change, `ping` events every 15 s.
+pub(super) async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
+    let Some((rx, name, first)) = subscribe(&app, &id) else {
+        return resource_not_found();
+    };
+    let fault = stream_fault(&app, &name, first);
+    let ping = app.state.cfg.ping_interval.0;
+    let events = futures_util::StreamExt::map(events(rx, fault), |e| {
+        Ok::<_, Infallible>(match e {
+            WatchEvent::Ping => Event::default().event("ping"),
+            WatchEvent::Data(data) => Event::default().event("data").data(data),
+        })
+    });
+    Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(ping)
+                .event(Event::default().event("ping")),
+        )
+        .into_response()
+}
+
+/// `/watch-ws`: the same events as JSON text messages `{"type": "ping"|"data", "data": …}`
+/// (a ping's `data` is `null`), then websocket control pings every 15 s as keep-alive. One
+/// way: a data message from the client closes the socket with 1002 (coderd/workspaces.go
+/// `watchWorkspaceWS`; coderd/httpapi/httpapi.go `OneWayWebSocketEventSender`).
+pub(super) async fn watch_ws(
+    Ax(app): Ax<Shared>,
+    Path(id): Path<String>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> AxResponse {
+    let Ok(ws) = ws else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Upgrade to a websocket is required.",
+        );
+    };
+    let Some((rx, name, first)) = subscribe(&app, &id) else {
+        return resource_not_found();
+    };
+    let fault = stream_fault(&app, &name, first);
+    let ping = app.state.cfg.ping_interval.0;
+    let crash = app.until_crash();
+    ws.on_upgrade(move |socket| async move {
+        tokio::select! {
+            _ = one_way(socket, events(rx, fault), ping) => {}
+            _ = crash.cancelled() => {} // coderd went away: no close frame
+        }
+    })
+    .into_response()
+}
+
+/// Sends `events` as watch-ws messages, with control pings, until either side goes away.
+async fn one_way(
+    mut socket: axum::extract::ws::WebSocket,
+    events: impl Stream<Item = WatchEvent>,
+    ping: Duration,
+) {
+    use axum::extract::ws::{CloseFrame, Message};
+    let mut events = std::pin::pin!(events);
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
+    loop {
+        tokio::select! {
+            ev = futures_util::StreamExt::next(&mut events) => {
+                let text = match ev {
+                    Some(WatchEvent::Ping) => r#"{"type":"ping","data":null}"#.to_string(),
+                    Some(WatchEvent::Data(d)) => format!(r#"{{"type":"data","data":{d}}}"#),
+                    None => return,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = keepalive.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: 1002,
+                            reason: "one-way websocket: the client may not send data".into(),
+                        })))
+                        .await;
+                    return;
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {} // pongs
+            },
+        }
+    }
+}
+
+/// What a faulty stream does instead of telling the truth.
+#[derive(Debug, Clone, Copy)]
+enum StreamFault {
+    Silent,
+    Malformed(&'static str),
+}
+
+/// One event of a workspace's stream, whatever the transport.
+enum WatchEvent {
+    Ping,
+    /// The workspace as JSON (or as the injected malformation of it).
+    Data(String),
+}
+
+/// The malformations `failures.malformed` chooses from.
+pub const MALFORMATIONS: [&str; 4] = ["truncated", "wrong_type", "unknown_enum", "huge"];
+
+/// A workspace's JSON spoilt in the named way.
+fn malform(ws: &Workspace, kind: &str) -> String {
+    let mut v = serde_json::to_value(ws).expect("workspaces serialize");
+    match kind {
+        "truncated" => {
+            let s = v.to_string();
+            let mut half = s.len() / 2;
+            while !s.is_char_boundary(half) {
+                half -= 1;
+            }
+            return s[..half].to_string();
+        }
+        "wrong_type" => v["id"] = serde_json::json!(42),
+        "unknown_enum" => v["latest_build"]["job"]["status"] = serde_json::json!("exploding"),
+        _ => v["padding"] = serde_json::json!("x".repeat(5 << 20)),
+    }
+    v.to_string()
+}
+
+fn events(
+    mut rx: tokio::sync::watch::Receiver<Arc<Workspace>>,
+    fault: Option<StreamFault>,
+) -> impl Stream<Item = WatchEvent> {
+    async_stream(move |tx| async move {
+        if tx.send(WatchEvent::Ping).await.is_err() {
+            return;
+        }
+        if let Some(StreamFault::Silent) = fault {
+            // Only the keep-alive's pings from now on, until the client goes away.
+            tx.closed().await;
+            return;
+        }
+        let mut malformed = match fault {
+            Some(StreamFault::Malformed(kind)) => Some(kind),
+            _ => None,
+        };
+        loop {
+            let ws = rx.borrow_and_update().clone();
+            let data = match malformed.take() {
+                Some(kind) => malform(&ws, kind),
+                None => serde_json::to_string(&*ws).expect("workspaces serialize"),
+            };
+            if tx.send(WatchEvent::Data(data)).await.is_err() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A stream fed by a task through a small channel (no extra crate for one generator).
+fn async_stream<T: Send + 'static, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+}
