@@ -190,7 +190,7 @@ pub fn route_of(req: &Request) -> String {
     )
 }
 
-pub(super) async fn count(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+async fn count(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
     let route = route_of(&req);
     *app.counts
         .lock()
@@ -227,7 +227,7 @@ pub(super) async fn count(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxRe
 }
 
 /// The token from the header, the cookie, or the query (Coder accepts all three).
-pub(super) fn presented_token(req: &Request) -> Option<String> {
+fn presented_token(req: &Request) -> Option<String> {
     let h = req.headers();
     if let Some(t) = h
         .get(crate::coder::TOKEN_HEADER)
@@ -249,7 +249,7 @@ pub(super) fn presented_token(req: &Request) -> Option<String> {
     })
 }
 
-pub(super) async fn authenticate(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+async fn authenticate(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
     if req.uri().path() == "/api/v2/buildinfo" {
         return next.run(req).await;
     }
@@ -272,7 +272,7 @@ pub(super) async fn authenticate(Ax(app): Ax<Shared>, req: Request, next: Next) 
 }
 
 /// httprate's fixed one-minute window per endpoint; owners may bypass it with a header.
-pub(super) async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
     let limit = app.state.cfg.rate_limit;
     let bypass = req
         .headers()
@@ -321,7 +321,7 @@ pub(super) async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) ->
     resp
 }
 
-pub(super) async fn inject_5xx(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+async fn inject_5xx(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
     let api_latency = app.state.cfg.latency.api.sample();
     if !api_latency.is_zero() {
         tokio::time::sleep(api_latency).await;
@@ -341,12 +341,12 @@ pub(super) async fn inject_5xx(Ax(app): Ax<Shared>, req: Request, next: Next) ->
     next.run(req).await
 }
 
-pub(super) async fn not_found() -> AxResponse {
+async fn not_found() -> AxResponse {
     error(StatusCode::NOT_FOUND, "Route not found.")
 }
 
 /// A route this server lacks, below `/workspaces/{workspace}` (see `router`).
-pub(super) async fn missing_under_workspace(
+async fn missing_under_workspace(
     Ax(app): Ax<Shared>,
     Path(id): Path<String>,
 ) -> AxResponse {
@@ -362,7 +362,7 @@ pub(super) async fn missing_under_workspace(
 }
 
 /// A route this server lacks, below `/users/{user}` (see `router`).
-pub(super) async fn missing_under_user(
+async fn missing_under_user(
     Ax(app): Ax<Shared>,
     Path(user): Path<String>,
 ) -> AxResponse {
@@ -373,7 +373,7 @@ pub(super) async fn missing_under_user(
     }
 }
 
-pub(super) fn resource_not_found() -> AxResponse {
+fn resource_not_found() -> AxResponse {
     error(
         StatusCode::NOT_FOUND,
         "Resource not found or you do not have access to this resource",
