@@ -346,10 +346,7 @@ async fn not_found() -> AxResponse {
 }
 
 /// A route this server lacks, below `/workspaces/{workspace}` (see `router`).
-async fn missing_under_workspace(
-    Ax(app): Ax<Shared>,
-    Path(id): Path<String>,
-) -> AxResponse {
+async fn missing_under_workspace(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
     let known = parse_id(&id).is_some_and(|id| {
         let w = app.state.lock();
         w.live.contains_key(&id) || w.deleted.contains_key(&id)
@@ -362,10 +359,7 @@ async fn missing_under_workspace(
 }
 
 /// A route this server lacks, below `/users/{user}` (see `router`).
-async fn missing_under_user(
-    Ax(app): Ax<Shared>,
-    Path(user): Path<String>,
-) -> AxResponse {
+async fn missing_under_user(Ax(app): Ax<Shared>, Path(user): Path<String>) -> AxResponse {
     if is_me(&app, &user) {
         not_found().await
     } else {

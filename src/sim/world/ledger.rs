@@ -1,0 +1,61 @@
+//! What the simulator injected and measured per workspace, for tests to compare with.
+
+use std::time::Duration;
+
+use super::State;
+
+/// What the simulator injected and measured for one workspace, for tests to compare with.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    pub name: String,
+    /// Start job: created → started.
+    pub queue: Option<Duration>,
+    /// Start job: created → completed.
+    pub build: Option<Duration>,
+    /// Start job completed → last agent ready.
+    pub agent: Option<Duration>,
+    pub build_failed: bool,
+    pub agent_timeout: bool,
+    pub agent_start_error: bool,
+    pub pty_dropped: bool,
+    /// The `backend_type` the last web terminal asked for (empty: none given).
+    pub pty_backend: Option<String>,
+    /// The agent the last web terminal was opened on.
+    pub pty_agent: Option<String>,
+    /// `watch`, `build` or `pty`: where an injected stall was served.
+    pub stalled: Option<&'static str>,
+    /// Which malformation the watch stream served.
+    pub malformed: Option<&'static str>,
+    pub deleted: bool,
+}
+
+impl State {
+    pub fn ledger(&self) -> Vec<Ledger> {
+        self.lock().ledger.values().cloned().collect()
+    }
+
+    pub fn note_pty_drop(&self, name: &str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.pty_dropped = true;
+        }
+    }
+
+    pub fn note_pty(&self, name: &str, backend: &str, agent: &str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.pty_backend = Some(backend.to_string());
+            l.pty_agent = Some(agent.to_string());
+        }
+    }
+
+    pub fn note_stall(&self, name: &str, what: &'static str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.stalled = Some(what);
+        }
+    }
+
+    pub fn note_malformed(&self, name: &str, what: &'static str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.malformed = Some(what);
+        }
+    }
+}

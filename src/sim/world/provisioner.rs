@@ -1,0 +1,338 @@
+//! Builds: a FIFO queue in front of `provisioners` daemons (so `queue_position` moves and
+//! `started_at - created_at` grows with load), then init, plan, graph and apply with the
+//! configured latencies, then `succeeded`, `failed` or `canceled`; coderd's job series.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::agents::new_agent;
+use super::{State, mutate_build};
+use crate::sim::types::*;
+
+impl State {
+    /// Starts a delete build; `Err` with Coder's status and message when it cannot.
+    pub fn start_delete(self: &Arc<Self>, ws_id: Uuid) -> Result<WorkspaceBuild, (u16, String)> {
+        let build = {
+            let mut w = self.lock();
+            if w.deleted.contains_key(&ws_id) {
+                // Coder's route middleware finds deleted workspaces too
+                // (coderd/httpmw/workspaceparam.go), so the answer is not a 404; which error
+                // wsbuilder gives is not pinned down here. A 400 keeps the simulator strict: a
+                // client that posts a build without first reading the workspace (410) fails.
+                return Err((400, "The workspace has been deleted.".into()));
+            }
+            let Some(e) = w.live.get_mut(&ws_id) else {
+                return Err((
+                    404,
+                    "Resource not found or you do not have access to this resource".into(),
+                ));
+            };
+            if !e.ws.latest_build.job.status.is_terminal() {
+                return Err((409, "A workspace build is already active.".into()));
+            }
+            let number = e.ws.latest_build.build_number + 1;
+            let name = e.ws.name.clone();
+            let build = self.new_build(ws_id, &name, number, WorkspaceTransition::Delete);
+            e.builds.push(build.clone());
+            e.ws.latest_build = build.clone();
+            e.ws.updated_at = Utc::now();
+            e.cancel.insert(build.id, CancellationToken::new());
+            w.build_owner.insert(build.id, ws_id);
+            w.queue.push_back((build.id, ws_id));
+            build
+        };
+        tokio::spawn(self.clone().run_job(ws_id, build.id));
+        Ok(self.build(build.id).unwrap_or(build))
+    }
+
+    /// Cancels a build's job if it is still active.
+    pub fn cancel(&self, build_id: Uuid) -> Result<(), (u16, String)> {
+        let mut w = self.lock();
+        let ws_id = *w
+            .build_owner
+            .get(&build_id)
+            .ok_or((404, "Resource not found".to_string()))?;
+        let Some(e) = w.live.get_mut(&ws_id) else {
+            return Err((400, "Job has already completed!".into()));
+        };
+        if e.ws.latest_build.id != build_id || !e.ws.latest_build.job.status.is_active() {
+            return Err((400, "Job has already completed!".into()));
+        }
+        if let Some(c) = e.cancel.get(&build_id) {
+            c.cancel();
+        }
+        let now = Utc::now();
+        mutate_build(e, build_id, |b| {
+            b.job.status = ProvisionerJobStatus::Canceling;
+            b.job.canceled_at = Some(now);
+        });
+        Ok(())
+    }
+
+    pub(super) fn new_build(
+        &self,
+        ws_id: Uuid,
+        name: &str,
+        number: i64,
+        transition: WorkspaceTransition,
+    ) -> WorkspaceBuild {
+        let now = Utc::now();
+        WorkspaceBuild {
+            id: Uuid::new_v4(),
+            created_at: now,
+            updated_at: now,
+            workspace_id: ws_id,
+            workspace_name: name.to_string(),
+            workspace_owner_id: self.id.user.id,
+            workspace_owner_name: self.id.user.username.clone(),
+            template_version_id: self.id.template.active_version_id,
+            template_version_name: "v1".into(),
+            build_number: number,
+            transition,
+            initiator_id: self.id.user.id,
+            initiator_name: self.id.user.username.clone(),
+            job: ProvisionerJob {
+                id: Uuid::new_v4(),
+                created_at: now,
+                started_at: None,
+                completed_at: None,
+                canceled_at: None,
+                error: String::new(),
+                error_code: String::new(),
+                status: ProvisionerJobStatus::Pending,
+                worker_id: None,
+                file_id: Uuid::nil(),
+                tags: BTreeMap::from([("scope".to_string(), "organization".to_string())]),
+                queue_position: 0,
+                queue_size: 0,
+                organization_id: self.id.org.id,
+                kind: "workspace_build".into(),
+            },
+            reason: "initiator".into(),
+            resources: vec![],
+            deadline: None,
+            status: WorkspaceStatus::Pending,
+            daily_cost: 0,
+        }
+    }
+
+    /// A build's job from queue to completion, then (start builds) its agents.
+    pub(super) async fn run_job(self: Arc<Self>, ws_id: Uuid, build_id: Uuid) {
+        let cancel = {
+            let w = self.lock();
+            match w.live.get(&ws_id).and_then(|e| e.cancel.get(&build_id)) {
+                Some(c) => c.clone(),
+                None => return,
+            }
+        };
+        // Queue: wait for a provisioner, or be canceled while pending.
+        let permit = tokio::select! {
+            p = self.provisioners.clone().acquire_owned() => p.expect("never closed"),
+            _ = cancel.cancelled() => {
+                self.update(ws_id, |w, id| {
+                    w.queue.retain(|(b, _)| *b != build_id);
+                    let now = Utc::now();
+                    if let Some(e) = w.live.get_mut(&id) {
+                        mutate_build(e, build_id, |b| {
+                            b.job.status = ProvisionerJobStatus::Canceled;
+                            b.job.completed_at = Some(now);
+                        });
+                    }
+                });
+                return;
+            }
+        };
+        let worker = Uuid::new_v4();
+        let started = Utc::now();
+        self.metrics.jobs_running(1);
+        let mut transition = WorkspaceTransition::Start;
+        let mut name = String::new();
+        let mut job_id = Uuid::nil();
+        self.update(ws_id, |w, id| {
+            w.queue.retain(|(b, _)| *b != build_id);
+            if let Some(e) = w.live.get_mut(&id) {
+                name = e.ws.name.clone();
+                mutate_build(e, build_id, |b| {
+                    transition = b.transition;
+                    job_id = b.job.id;
+                    b.job.status = ProvisionerJobStatus::Running;
+                    b.job.started_at = Some(started);
+                    b.job.worker_id = Some(worker);
+                });
+            }
+        });
+
+        let lat = &self.cfg.latency;
+        let apply = if transition == WorkspaceTransition::Delete {
+            lat.destroy
+        } else {
+            lat.apply
+        };
+        let stuck = transition == WorkspaceTransition::Start
+            && self
+                .cfg
+                .inject("build_stuck", &name, self.cfg.failures.build_stuck);
+        if stuck {
+            self.note_stall(&name, "build");
+        }
+        let mut timings = Vec::new();
+        let mut canceled = false;
+        for (stage, latency) in [
+            (TimingStage::Init, lat.init),
+            (TimingStage::Plan, lat.plan),
+            (TimingStage::Graph, lat.graph),
+            (TimingStage::Apply, apply),
+        ] {
+            let t0 = Utc::now();
+            let wait = if stuck && stage == TimingStage::Apply {
+                Duration::from_secs(86_400) // until canceled
+            } else {
+                latency.sample()
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => { canceled = true; }
+            }
+            timings.push(ProvisionerTiming {
+                job_id,
+                started_at: t0,
+                ended_at: Utc::now(),
+                stage,
+                source: "docker".into(),
+                action: if transition == WorkspaceTransition::Delete {
+                    "delete"
+                } else {
+                    "create"
+                }
+                .into(),
+                resource: "docker_container.workspace[0]".into(),
+            });
+            if canceled {
+                break;
+            }
+        }
+        let failed = !canceled
+            && transition == WorkspaceTransition::Start
+            && self.cfg.inject("build", &name, self.cfg.failures.build);
+        drop(permit);
+
+        let done = Utc::now();
+        self.job_metrics(&name, transition, canceled, failed, done - started);
+        let agents = if transition == WorkspaceTransition::Start && !canceled && !failed {
+            (0..self.cfg.agents_per_workspace.max(1))
+                .map(|i| new_agent(i, done))
+                .collect()
+        } else {
+            vec![]
+        };
+        let agent_ids: Vec<Uuid> = agents.iter().map(|a: &WorkspaceAgent| a.id).collect();
+        self.update(ws_id, |w, id| {
+            for a in &agent_ids {
+                w.agent_owner.insert(*a, id);
+            }
+            let Some(e) = w.live.get_mut(&id) else { return };
+            e.timings.insert(build_id, WorkspaceBuildTimings { provisioner_timings: timings, ..Default::default() });
+            mutate_build(e, build_id, |b| {
+                b.job.completed_at = Some(done);
+                if canceled {
+                    b.job.status = ProvisionerJobStatus::Canceled;
+                } else if failed {
+                    b.job.status = ProvisionerJobStatus::Failed;
+                    b.job.error = "terraform apply: docker_container.workspace[0]: injected failure (scaletestd simulator)".into();
+                    b.job.error_code = String::new();
+                } else {
+                    b.job.status = ProvisionerJobStatus::Succeeded;
+                    if !agents.is_empty() {
+                        b.resources = vec![WorkspaceResource {
+                            id: Uuid::new_v4(),
+                            created_at: done,
+                            job_id: b.job.id,
+                            workspace_transition: b.transition,
+                            kind: "docker_container".into(),
+                            name: "workspace".into(),
+                            hide: false,
+                            icon: String::new(),
+                            agents: agents.clone(),
+                            daily_cost: 0,
+                        }];
+                    }
+                }
+            });
+            if transition == WorkspaceTransition::Start
+                && let Some(l) = w.ledger.get_mut(&name)
+            {
+                l.build_failed = failed;
+                if let Some(b) = w.live.get(&id).map(|e| &e.ws.latest_build.job) {
+                    l.queue = b.queue_wait();
+                    l.build = (done - b.created_at).to_std().ok();
+                }
+            }
+        });
+
+        if transition == WorkspaceTransition::Delete && !canceled {
+            self.bury(ws_id);
+        } else if !agent_ids.is_empty() {
+            for agent in agent_ids {
+                tokio::spawn(self.clone().run_agent(
+                    ws_id,
+                    build_id,
+                    agent,
+                    name.clone(),
+                    done,
+                    true,
+                ));
+            }
+        }
+    }
+
+    /// coderd's job series for a finished job.
+    pub(super) fn job_metrics(
+        &self,
+        name: &str,
+        transition: WorkspaceTransition,
+        canceled: bool,
+        failed: bool,
+        took: chrono::Duration,
+    ) {
+        use crate::sim::metrics::{Builds, JobTiming};
+        self.metrics.jobs_running(-1);
+        let status = if canceled {
+            "canceled"
+        } else if failed {
+            "failed"
+        } else {
+            "success"
+        };
+        self.metrics
+            .job_timings
+            .get_or_create(&JobTiming {
+                provisioner: "terraform".into(),
+                status: status.into(),
+            })
+            .observe(took.to_std().unwrap_or_default().as_secs_f64());
+        let transition = match transition {
+            WorkspaceTransition::Start => "START",
+            WorkspaceTransition::Stop => "STOP",
+            WorkspaceTransition::Delete => "DELETE",
+        };
+        let labels = Builds {
+            status: if status == "success" {
+                "success"
+            } else {
+                "failed"
+            }
+            .into(),
+            template_name: self.id.template.name.clone(),
+            template_version: "v1".into(),
+            workspace_name: name.to_string(),
+            workspace_owner: self.id.user.username.clone(),
+            workspace_transition: transition.into(),
+        };
+        self.metrics.builds.get_or_create(&labels).inc();
+    }
+}
