@@ -15,12 +15,12 @@ use rand::Rng;
 use reqwest::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use url::Url;
-use uuid::Uuid;
 
-use crate::reason::{PhaseError, Reason};
 use crate::secret::Secret;
 
+mod calls;
 pub mod dialect;
+mod error;
 pub mod pty;
 pub mod sse;
 pub mod ssh_target;
@@ -30,6 +30,7 @@ pub mod watch;
 pub mod ws;
 
 pub use dialect::{CreateRoute, Dialect, WatchTransport};
+pub use error::ApiError;
 pub use types::*;
 
 /// Header Coder reads the session token from.
@@ -38,99 +39,6 @@ pub const TOKEN_HEADER: &str = "Coder-Session-Token";
 pub const BYPASS_HEADER: &str = "X-Coder-Bypass-Ratelimit";
 /// Largest response body we read; anything larger is a protocol error, not an allocation.
 pub const MAX_BODY: usize = 16 << 20;
-
-/// Why a call to Coder failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    /// Coder answered with an error status and (usually) its `Response` body.
-    #[error("{method} {path}: {status} {}", describe(.body))]
-    Status {
-        method: Method,
-        path: String,
-        status: u16,
-        body: Response,
-    },
-    /// No connection, or it broke before an answer.
-    #[error("{method} {path}: cannot reach Coder: {detail}")]
-    Connect {
-        method: Method,
-        path: String,
-        detail: String,
-    },
-    /// No answer within the request timeout.
-    #[error("{method} {path}: no answer within {}", humantime::format_duration(*.after))]
-    Timeout {
-        method: Method,
-        path: String,
-        after: Duration,
-    },
-    /// An answer that is not what Coder's API says it should be.
-    #[error("{method} {path}: malformed response: {detail}")]
-    Protocol {
-        method: Method,
-        path: String,
-        detail: String,
-    },
-}
-
-fn describe(body: &Response) -> String {
-    let mut s = body.message.clone();
-    if !body.detail.is_empty() {
-        s.push_str(": ");
-        s.push_str(&body.detail);
-    }
-    for v in &body.validations {
-        s.push_str(&format!(" [{}: {}]", v.field, v.detail));
-    }
-    s
-}
-
-impl ApiError {
-    /// The closed-set failure reason for this error.
-    pub fn reason(&self) -> Reason {
-        match self {
-            ApiError::Status { status, .. } => match *status {
-                401 | 403 => Reason::AuthError,
-                429 => Reason::RateLimited,
-                400..=499 => Reason::Http4xx,
-                _ => Reason::Http5xx,
-            },
-            ApiError::Connect { .. } => Reason::ConnectError,
-            ApiError::Timeout { .. } => Reason::Timeout,
-            ApiError::Protocol { .. } => Reason::ProtocolError,
-        }
-    }
-
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ApiError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// Whether Coder says the thing asked for does not exist (any more): **410 Gone** for a
-    /// workspace once its delete build succeeded (coderd/workspaces.go, handler `workspace`:
-    /// `if workspace.Deleted && !showDeleted`), 404 for one that never existed or that this
-    /// user may not see. Every caller that asks "is it gone?" asks this, never one status.
-    pub fn is_gone(&self) -> bool {
-        matches!(self.status(), Some(404 | 410))
-    }
-
-    /// Coder's answer for a route it does not have (`httpapi.RouteNotFound`): how an older
-    /// server says it lacks an endpoint a newer one has.
-    pub fn is_route_missing(&self) -> bool {
-        matches!(self, ApiError::Status { status: 404, body, .. } if body.message.trim() == "Route not found.")
-    }
-}
-
-impl From<ApiError> for PhaseError {
-    fn from(e: ApiError) -> Self {
-        PhaseError {
-            reason: e.reason(),
-            message: e.to_string(),
-        }
-    }
-}
 
 /// What the client reports about each call it makes (metrics, `coder_up`).
 pub trait ApiObserver: Send + Sync {
@@ -487,196 +395,6 @@ impl Client {
         let body = serde_json::to_vec(body).expect("request types serialize");
         self.call(Method::POST, route, path, Some(body)).await
     }
-
-    // --- The calls of a scale test -------------------------------------------------------
-
-    pub async fn build_info(&self) -> Result<BuildInfo, ApiError> {
-        self.get("/api/v2/buildinfo", "/api/v2/buildinfo").await
-    }
-
-    /// Whether Coder traces requests: it answers with `X-Trace-ID` only when it does.
-    pub async fn server_traces(&self) -> Result<bool, ApiError> {
-        let resp = self
-            .send_raw(
-                Method::GET,
-                "/api/v2/buildinfo",
-                "/api/v2/buildinfo",
-                None,
-                "application/json",
-            )
-            .await?;
-        Ok(resp.headers().contains_key("x-trace-id"))
-    }
-
-    pub async fn me(&self) -> Result<User, ApiError> {
-        self.get("/api/v2/users/{user}", "/api/v2/users/me").await
-    }
-
-    pub async fn organization(&self, org: &str) -> Result<Organization, ApiError> {
-        self.get(
-            "/api/v2/organizations/{organization}",
-            &format!("/api/v2/organizations/{}", enc(org)),
-        )
-        .await
-    }
-
-    pub async fn template_by_name(&self, org: &str, name: &str) -> Result<Template, ApiError> {
-        self.get(
-            "/api/v2/organizations/{organization}/templates/{templatename}",
-            &format!("/api/v2/organizations/{}/templates/{}", enc(org), enc(name)),
-        )
-        .await
-    }
-
-    pub async fn rich_parameters(
-        &self,
-        version: Uuid,
-    ) -> Result<Vec<TemplateVersionParameter>, ApiError> {
-        self.get(
-            "/api/v2/templateversions/{templateversion}/rich-parameters",
-            &format!("/api/v2/templateversions/{version}/rich-parameters"),
-        )
-        .await
-    }
-
-    /// Creates a workspace for the token's user in `organization`, through the route this
-    /// server has: `POST /users/me/workspaces`, or on servers older than mid-2024 (which answer
-    /// it with 404 "Route not found.") `POST /organizations/{org}/members/me/workspaces`,
-    /// remembered in `dialect` for the rest of the run.
-    pub async fn create_workspace(
-        &self,
-        organization: Uuid,
-        req: &CreateWorkspaceRequest,
-        dialect: &Dialect,
-    ) -> Result<Workspace, ApiError> {
-        if dialect.create_route() == CreateRoute::User {
-            match self
-                .post(
-                    CreateRoute::User.as_str(),
-                    "/api/v2/users/me/workspaces",
-                    req,
-                )
-                .await
-            {
-                Err(e) if e.is_route_missing() => dialect.create_route_missing(),
-                other => {
-                    if other.is_ok() {
-                        dialect.create_route_works();
-                    }
-                    return other;
-                }
-            }
-        }
-        self.post(
-            CreateRoute::OrganizationMember.as_str(),
-            &format!("/api/v2/organizations/{organization}/members/me/workspaces"),
-            req,
-        )
-        .await
-    }
-
-    pub async fn workspace(&self, id: Uuid) -> Result<Workspace, ApiError> {
-        self.get(
-            "/api/v2/workspaces/{workspace}",
-            &format!("/api/v2/workspaces/{id}"),
-        )
-        .await
-    }
-
-    /// Opens the workspace's event stream over `watch-ws` (a websocket of JSON events).
-    pub async fn watch_workspace_ws(&self, id: Uuid) -> Result<watch::WatchStream, ApiError> {
-        let path = format!("/api/v2/workspaces/{id}/watch-ws");
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(watch::MAX_EVENT))
-            .max_frame_size(Some(watch::MAX_EVENT));
-        let ws = self
-            .open_websocket(
-                "/api/v2/workspaces/{workspace}/watch-ws",
-                &path,
-                &[],
-                Some(config),
-            )
-            .await?;
-        Ok(watch::WatchStream::websocket(ws, path))
-    }
-
-    /// Opens the workspace's event stream over the deprecated SSE `watch`.
-    pub async fn watch_workspace_sse(&self, id: Uuid) -> Result<watch::WatchStream, ApiError> {
-        let path = format!("/api/v2/workspaces/{id}/watch");
-        let resp = self
-            .send_raw(
-                Method::GET,
-                "/api/v2/workspaces/{workspace}/watch",
-                &path,
-                None,
-                "text/event-stream",
-            )
-            .await?;
-        Ok(watch::WatchStream::sse(resp, path))
-    }
-
-    pub async fn workspace_build(&self, id: Uuid) -> Result<WorkspaceBuild, ApiError> {
-        self.get(
-            "/api/v2/workspacebuilds/{workspacebuild}",
-            &format!("/api/v2/workspacebuilds/{id}"),
-        )
-        .await
-    }
-
-    pub async fn build_timings(&self, id: Uuid) -> Result<WorkspaceBuildTimings, ApiError> {
-        self.get(
-            "/api/v2/workspacebuilds/{workspacebuild}/timings",
-            &format!("/api/v2/workspacebuilds/{id}/timings"),
-        )
-        .await
-    }
-
-    pub async fn cancel_build(&self, id: Uuid) -> Result<(), ApiError> {
-        self.send(
-            Method::PATCH,
-            "/api/v2/workspacebuilds/{workspacebuild}/cancel",
-            &format!("/api/v2/workspacebuilds/{id}/cancel"),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn create_build(
-        &self,
-        workspace: Uuid,
-        req: &CreateWorkspaceBuildRequest,
-    ) -> Result<WorkspaceBuild, ApiError> {
-        self.post(
-            "/api/v2/workspaces/{workspace}/builds",
-            &format!("/api/v2/workspaces/{workspace}/builds"),
-            req,
-        )
-        .await
-    }
-
-    /// One page of the workspaces matching a Coder search query.
-    pub async fn workspaces(
-        &self,
-        query: &str,
-        limit: u32,
-        offset: u32,
-    ) -> Result<WorkspacesResponse, ApiError> {
-        let mut u = Url::parse("http://x/api/v2/workspaces").expect("literal URL");
-        u.query_pairs_mut()
-            .append_pair("q", query)
-            .append_pair("limit", &limit.to_string())
-            .append_pair("offset", &offset.to_string());
-        let path = format!("{}?{}", u.path(), u.query().unwrap_or(""));
-        self.get("/api/v2/workspaces", &path).await
-    }
-}
-
-/// Percent-encodes one path segment.
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }
 
 fn decode<T: DeserializeOwned>(method: &Method, path: &str, bytes: &[u8]) -> Result<T, ApiError> {
@@ -708,7 +426,8 @@ async fn read_bounded(resp: reqwest::Response) -> Result<Bytes, BodyError> {
     Ok(Bytes::from(out))
 }
 
-/// Full-jitter exponential backoff: a random wait in `[0, min(max, base * 2^attempt)]`.
+/// Exponential backoff with jitter: a random wait in `[c/4, c]` where
+/// `c = min(max, base * 2^attempt)` (never near zero, so a storm of retries still spreads).
 pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(max);
     let ms = ceiling.as_millis() as u64;
@@ -751,20 +470,6 @@ mod tests {
         h.insert(header::RETRY_AFTER, later.parse().unwrap());
         let d = parse_retry_after(&h).unwrap();
         assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
-    }
-
-    #[test]
-    fn reasons_follow_status() {
-        let e = |status| ApiError::Status {
-            method: Method::GET,
-            path: "/".into(),
-            status,
-            body: Response::default(),
-        };
-        assert_eq!(e(401).reason(), Reason::AuthError);
-        assert_eq!(e(404).reason(), Reason::Http4xx);
-        assert_eq!(e(429).reason(), Reason::RateLimited);
-        assert_eq!(e(503).reason(), Reason::Http5xx);
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! The calls of a scale test, one method each, over [`Client::send`]'s retries, timing and
+//! token handling: build info, identity, templates, workspaces, builds and their timings,
+//! the event streams, the workspace list for sweeps.
+
+use reqwest::Method;
+use url::Url;
+use uuid::Uuid;
+
+use super::*;
+
+impl Client {
+    pub async fn build_info(&self) -> Result<BuildInfo, ApiError> {
+        self.get("/api/v2/buildinfo", "/api/v2/buildinfo").await
+    }
+
+    /// Whether Coder traces requests: it answers with `X-Trace-ID` only when it does.
+    pub async fn server_traces(&self) -> Result<bool, ApiError> {
+        let resp = self
+            .send_raw(
+                Method::GET,
+                "/api/v2/buildinfo",
+                "/api/v2/buildinfo",
+                None,
+                "application/json",
+            )
+            .await?;
+        Ok(resp.headers().contains_key("x-trace-id"))
+    }
+
+    pub async fn me(&self) -> Result<User, ApiError> {
+        self.get("/api/v2/users/{user}", "/api/v2/users/me").await
+    }
+
+    pub async fn organization(&self, org: &str) -> Result<Organization, ApiError> {
+        self.get(
+            "/api/v2/organizations/{organization}",
+            &format!("/api/v2/organizations/{}", enc(org)),
+        )
+        .await
+    }
+
+    pub async fn template_by_name(&self, org: &str, name: &str) -> Result<Template, ApiError> {
+        self.get(
+            "/api/v2/organizations/{organization}/templates/{templatename}",
+            &format!("/api/v2/organizations/{}/templates/{}", enc(org), enc(name)),
+        )
+        .await
+    }
+
+    pub async fn rich_parameters(
+        &self,
+        version: Uuid,
+    ) -> Result<Vec<TemplateVersionParameter>, ApiError> {
+        self.get(
+            "/api/v2/templateversions/{templateversion}/rich-parameters",
+            &format!("/api/v2/templateversions/{version}/rich-parameters"),
+        )
+        .await
+    }
+
+    /// Creates a workspace for the token's user in `organization`, through the route this
+    /// server has: `POST /users/me/workspaces`, or on servers older than mid-2024 (which answer
+    /// it with 404 "Route not found.") `POST /organizations/{org}/members/me/workspaces`,
+    /// remembered in `dialect` for the rest of the run.
+    pub async fn create_workspace(
+        &self,
+        organization: Uuid,
+        req: &CreateWorkspaceRequest,
+        dialect: &Dialect,
+    ) -> Result<Workspace, ApiError> {
+        if dialect.create_route() == CreateRoute::User {
+            match self
+                .post(
+                    CreateRoute::User.as_str(),
+                    "/api/v2/users/me/workspaces",
+                    req,
+                )
+                .await
+            {
+                Err(e) if e.is_route_missing() => dialect.create_route_missing(),
+                other => {
+                    if other.is_ok() {
+                        dialect.create_route_works();
+                    }
+                    return other;
+                }
+            }
+        }
+        self.post(
+            CreateRoute::OrganizationMember.as_str(),
+            &format!("/api/v2/organizations/{organization}/members/me/workspaces"),
+            req,
+        )
+        .await
+    }
+
+    pub async fn workspace(&self, id: Uuid) -> Result<Workspace, ApiError> {
+        self.get(
+            "/api/v2/workspaces/{workspace}",
+            &format!("/api/v2/workspaces/{id}"),
+        )
+        .await
+    }
+
+    /// Opens the workspace's event stream over `watch-ws` (a websocket of JSON events).
+    pub async fn watch_workspace_ws(&self, id: Uuid) -> Result<watch::WatchStream, ApiError> {
+        let path = format!("/api/v2/workspaces/{id}/watch-ws");
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(watch::MAX_EVENT))
+            .max_frame_size(Some(watch::MAX_EVENT));
+        let ws = self
+            .open_websocket(
+                "/api/v2/workspaces/{workspace}/watch-ws",
+                &path,
+                &[],
+                Some(config),
+            )
+            .await?;
+        Ok(watch::WatchStream::websocket(ws, path))
+    }
+
+    /// Opens the workspace's event stream over the deprecated SSE `watch`.
+    pub async fn watch_workspace_sse(&self, id: Uuid) -> Result<watch::WatchStream, ApiError> {
+        let path = format!("/api/v2/workspaces/{id}/watch");
+        let resp = self
+            .send_raw(
+                Method::GET,
+                "/api/v2/workspaces/{workspace}/watch",
+                &path,
+                None,
+                "text/event-stream",
+            )
+            .await?;
+        Ok(watch::WatchStream::sse(resp, path))
+    }
+
+    pub async fn workspace_build(&self, id: Uuid) -> Result<WorkspaceBuild, ApiError> {
+        self.get(
+            "/api/v2/workspacebuilds/{workspacebuild}",
+            &format!("/api/v2/workspacebuilds/{id}"),
+        )
+        .await
+    }
+
+    pub async fn build_timings(&self, id: Uuid) -> Result<WorkspaceBuildTimings, ApiError> {
+        self.get(
+            "/api/v2/workspacebuilds/{workspacebuild}/timings",
+            &format!("/api/v2/workspacebuilds/{id}/timings"),
+        )
+        .await
+    }
+
+    pub async fn cancel_build(&self, id: Uuid) -> Result<(), ApiError> {
+        self.send(
+            Method::PATCH,
+            "/api/v2/workspacebuilds/{workspacebuild}/cancel",
+            &format!("/api/v2/workspacebuilds/{id}/cancel"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn create_build(
+        &self,
+        workspace: Uuid,
+        req: &CreateWorkspaceBuildRequest,
+    ) -> Result<WorkspaceBuild, ApiError> {
+        self.post(
+            "/api/v2/workspaces/{workspace}/builds",
+            &format!("/api/v2/workspaces/{workspace}/builds"),
+            req,
+        )
+        .await
+    }
+
+    /// One page of the workspaces matching a Coder search query.
+    pub async fn workspaces(
+        &self,
+        query: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<WorkspacesResponse, ApiError> {
+        let mut u = Url::parse("http://x/api/v2/workspaces").expect("literal URL");
+        u.query_pairs_mut()
+            .append_pair("q", query)
+            .append_pair("limit", &limit.to_string())
+            .append_pair("offset", &offset.to_string());
+        let path = format!("{}?{}", u.path(), u.query().unwrap_or(""));
+        self.get("/api/v2/workspaces", &path).await
+    }
+}
+
+/// Percent-encodes one path segment.
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
