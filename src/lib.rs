@@ -1,12 +1,38 @@
 //! scaletestd: scheduled scale tests against a Coder deployment.
 //!
-//! - [`config`]: the TOML configuration, checked with file/line/column errors.
-//! - [`coder`]: the Coder API client (HTTP, watch stream, web terminal).
-//! - [`phases`]: what each phase of a workspace's walk does and how it fails.
-//! - [`runner`]: one run of a scenario, `count` workspaces at `concurrency`.
-//! - [`report`]: the summary line, per-phase table and JSON output.
-//! - [`sim`]: the Coder simulator the demo and the tests run against.
-//! - [`cli`]: the `scaletestd` command line.
+//! Data flows one way: configuration → daemon (schedules) → runner (a run: the walk over the
+//! scenario's phases) → phases → the Coder client; observations flow out through one observer
+//! to the metrics, the traces and the status history. No module imports one above it
+//! (`tests/layers.rs` checks there is no cycle).
+//!
+//! At the bottom, shared vocabulary:
+//! - [`reason`]: the closed set of failure reasons and their one spelling.
+//! - [`naming`]: workspace names `<prefix>-<run>-<n>`: making, limiting, recognising them.
+//! - [`secret`]: the session token, never printed.
+//! - [`schedule`]: cron expressions with seconds, checked as the scheduler reads them.
+//! - [`shard`]: which workspaces of a scenario one replica of a StatefulSet drives.
+//!
+//! Talking to Coder:
+//! - [`coder`]: the API client: calls, Coder's types as read, watch transports, the web
+//!   terminal, client spans.
+//! - [`ssh`]: SSH to a workspace with russh, over a proxy command or TCP.
+//! - [`telemetry`]: logs and OTLP spans, `traceparent` injection, the span queue.
+//!
+//! What a run does:
+//! - [`phases`]: one file per phase and the registry that names them.
+//! - [`config`]: the TOML file, one module per section, every mistake with file:line:column.
+//! - [`runner`]: one run of a lifecycle scenario: `count` workspaces walked at `concurrency`.
+//! - [`traffic`]: a traffic scenario: a pool held open, echoing bytes.
+//! - [`sweep`]: finding and deleting workspaces of ours left behind.
+//! - [`report`]: the summary line, the per-phase table, the JSON output.
+//!
+//! Where observations go, and the process around it:
+//! - [`metrics`]: the Prometheus series and their exposition.
+//! - [`status`]: the history of runs and the status page.
+//! - [`server`]: the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/`).
+//! - [`daemon`]: the long-running process, as a library (shutdown and reloads passed in).
+//! - [`cli`]: argument parsing, signals, exit codes, console output.
+//! - [`sim`]: the Coder simulator the demo and the tests run against, reached over sockets.
 
 pub mod cli;
 pub mod coder;
