@@ -6,7 +6,7 @@
 //! status page, sweeps after every run, takes each configuration that `reloads` yields, and
 //! when `shutdown` resolves stops scheduling, cancels the phases in flight and deletes what it
 //! created within `shutdown_grace`. Signals, exit codes and console output are the caller's
-//! (`cli`); tests drive it in-process and trigger runs with [`Handle::run_now`].
+//! (`cli`); tests drive it in-process and trigger runs with [`Daemon::run_now`].
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! The calls of a scale test, one method each, over [`Client::send`]'s retries, timing and
+//! The calls of a scale test, one method each, over `Client::send`'s retries, timing and
 //! token handling: build info, identity, templates, workspaces, builds and their timings,
 //! the event streams, the workspace list for sweeps.
 

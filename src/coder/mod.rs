@@ -1,6 +1,6 @@
 //! The Coder API client: typed calls, Coder's error body as a typed error, bounded retries.
 //!
-//! Every request goes through [`Client::send`], the one place that adds the session token,
+//! Every request goes through `Client::send`, the one place that adds the session token,
 //! decides on retries and times the call, so nothing else can forget any of them. Reads
 //! (GET) are retried on 5xx and connection errors; every request is retried on 429, with
 //! exponential backoff and full jitter, honouring `Retry-After` only when a proxy adds one
@@ -202,7 +202,7 @@ impl Client {
     }
 
     /// Sends one API call with retries and returns the successful answer with its body
-    /// unread (a stream, or for [`Client::send`] to read).
+    /// unread (a stream, or for `Client::send` to read).
     async fn send_raw(
         &self,
         method: Method,

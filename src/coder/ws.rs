@@ -1,6 +1,6 @@
 //! Websocket upgrades to Coder: the web terminal and the `watch-ws` event stream.
 //!
-//! One place opens them, as [`Client::send`] is the one place for plain calls: the session
+//! One place opens them, as `Client::send` is the one place for plain calls: the session
 //! token in a header (never in the URL), a client span with `traceparent` injected, the call
 //! timed for metrics, Coder's error body read from a refused upgrade, the token scrubbed from
 //! every error.

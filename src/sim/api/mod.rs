@@ -3,8 +3,8 @@
 //!
 //! Middleware, outermost first: request counting, token check (401 with Coder's body), the
 //! per-endpoint rate limiter (429 without `Retry-After`, as Coder's httprate), injected
-//! latency and 5xx, then the handler. The REST handlers are in [`routes`], the two workspace
-//! event streams and their injected faults in [`watch`].
+//! latency and 5xx, then the handler. The REST handlers are in `routes`, the two workspace
+//! event streams and their injected faults in `watch`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,8 +7,8 @@
 //! `connecting`→`connected` and `created`→`starting`→`ready`. Every change is published to
 //! the workspace's watchers as the whole workspace, as Coder's `/watch` does.
 //!
-//! Here: the world and its look-ups; [`provisioner`]: builds and the queue; [`agents`]:
-//! agents and sub-agents; [`ledger`]: what was injected, for tests.
+//! Here: the world and its look-ups; `provisioner`: builds and the queue; `agents`:
+//! agents and sub-agents; `ledger`: what was injected, for tests.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
