@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::BIN;
 use common::*;
 use scaletestd::phases::{Phase, Reason};
 use scaletestd::report;
@@ -31,69 +29,48 @@ user = "{{workspace}}""#,
     )
 }
 
-/// Proxy processes of ours still running (the stand-in's argv names our workspaces).
+/// Proxy processes this test started that still run (orphans included: see
+/// [`reap_orphans`]).
 fn proxies_left() -> Vec<String> {
-    let out = Command::new("ps")
-        .args(["-eo", "pid,stat,args"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("sim-coder ssh --stdio") && !l.contains(" Z"))
-        .map(str::to_string)
+    descendants()
+        .into_iter()
+        .map(|(_, cmd)| cmd)
+        .filter(|c| c.contains("sim-coder ssh --stdio"))
         .collect()
 }
 
 async fn no_proxies_left() {
-    for _ in 0..50 {
-        if proxies_left().is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("proxy processes left: {:?}", proxies_left());
-}
-
-fn once(cfg_text: &str) -> (i32, String) {
-    let dir = std::env::temp_dir().join(format!("scaletestd-ssh-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.toml", rand_name()));
-    std::fs::write(&path, cfg_text).unwrap();
-    let out = Command::new(BIN)
-        .args(["once", "--config"])
-        .arg(&path)
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+    let waited = tokio::time::timeout(
+        Duration::from_secs(6),
+        eventually(Duration::from_secs(5), || proxies_left().is_empty()),
     )
+    .await;
+    assert!(waited.is_ok(), "proxy processes left: {:?}", proxies_left());
 }
 
-fn rand_name() -> String {
-    format!("{:x}", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(1);
-    h.finish()
-}
-
-fn file(sim: &scaletestd::sim::Sim, count: u32, scenario_extra: &str) -> String {
-    format!(
-        "[coder]\nurl = \"{}\"\n\n[[scenario]]\nname = \"ssh\"\ntemplate = \"docker\"\ncount = {count}\nconcurrency = 10\nrun_command = \"echo hello-ssh\"\nexpect_output = \"hello-ssh\"\n{scenario_extra}\n",
-        sim.url()
-    )
+/// `scaletestd once` on `count` workspaces with `scenario_extra`; its exit code and stdout.
+fn once(sim: &scaletestd::sim::Sim, count: u32, scenario_extra: &str) -> (i32, String) {
+    reap_orphans();
+    let dir = TempDir::new("ssh-once");
+    let cfg = ConfigText::new(sim.url())
+        .scenario(
+            ScenarioText::new("ssh", count)
+                .key("concurrency = 10")
+                .key("run_command = \"echo hello-ssh\"")
+                .key("expect_output = \"hello-ssh\"")
+                .keys(scenario_extra),
+        )
+        .write(&dir, "once.toml");
+    let ran = Bin::new(&["once", "--config"]).arg(&cfg).run();
+    (ran.code.unwrap_or(-1), ran.stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_workspaces_over_each_transport() {
+    reap_orphans();
     let sim = start(fast_sim()).await;
     for (name, extra) in [("proxy-command", proxy("")), ("tcp", tcp(&sim))] {
-        let (code, stdout) = tokio::task::block_in_place(|| once(&file(&sim, 30, &extra)));
+        let (code, stdout) = tokio::task::block_in_place(|| once(&sim, 30, &extra));
         assert_eq!(code, 0, "{name}: {stdout}");
         assert_eq!(
             stdout.lines().next(),
@@ -132,6 +109,7 @@ async fn run_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_failures_are_classified_on_both_transports() {
+    reap_orphans();
     let mut sc = fast_sim();
     sc.seed = 11;
     sc.failures.ssh_refuse = 0.2;
@@ -182,6 +160,7 @@ async fn injected_failures_are_classified_on_both_transports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_proxies_and_outputs_fail_with_the_right_reason() {
+    reap_orphans();
     let sim = start(fast_sim()).await;
     let cases: Vec<(String, Reason, &str)> = vec![
         // A proxy command that does not exist: its stderr is in the error.
@@ -240,6 +219,7 @@ proxy_command = "printf 'SSH-2.0-x\r\n'; head -c 4096 /dev/urandom; sleep 4""#
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_hosts_are_checked_and_identity_files_used() {
+    reap_orphans();
     let mut sc = fast_sim();
     sc.ssh_require_key = true;
     let sim = start(sc).await;
@@ -299,6 +279,7 @@ async fn known_hosts_are_checked_and_identity_files_used() {
 /// fails against Coder, and the flag mends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coder_dot_prefix_needs_its_flag_as_with_coder() {
+    reap_orphans();
     let sim = start(fast_sim()).await;
     let with = |target: &str| {
         format!(
@@ -326,4 +307,30 @@ proxy_command = "{BIN} sim-coder ssh --stdio {target}""#
     }
     assert!(settle(&sim).await.is_empty());
     no_proxies_left().await;
+}
+
+/// The process check above can fail: it sees what this test started, orphans included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_check_sees_our_children_and_orphans() {
+    reap_orphans();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "a=30; sleep $a & exec sleep $((a+1))"])
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(5), || {
+        let d = descendants();
+        d.iter().any(|(_, c)| c == "sleep 30 ") && d.iter().any(|(_, c)| c == "sleep 31 ")
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // `sleep 30` lost its parent: it is ours still.
+    let d = descendants();
+    let orphan = d
+        .iter()
+        .find(|(_, c)| c == "sleep 30 ")
+        .expect("the orphan is ours");
+    assert!(!d.iter().any(|(_, c)| c == "sleep 31 "));
+    // SAFETY: kill(2) on a pid this test started.
+    unsafe { libc::kill(orphan.0 as i32, libc::SIGKILL) };
 }

@@ -4,15 +4,15 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openmetrics_parser::OpenMetricsValue;
 use openmetrics_parser::openmetrics::parse_openmetrics;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_scaletestd");
+pub use super::toolkit::BIN;
 
 pub struct DaemonProcess {
     pub child: Child,
@@ -27,10 +27,9 @@ impl Drop for DaemonProcess {
     }
 }
 
-pub fn tmpdir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scaletestd-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A directory of the test's own, removed when dropped.
+pub fn tmpdir(test: &str) -> super::TempDir {
+    super::TempDir::new(test)
 }
 
 /// Starts `scaletestd <args>` and waits (bounded) until it says where it listens.
@@ -92,14 +91,15 @@ impl DaemonProcess {
 
     /// Waits (bounded) for the process to exit; its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let t = Instant::now();
-        while t.elapsed() < within {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
+        let mut code = None;
+        super::eventually_blocking(within, || match self.child.try_wait().unwrap() {
+            Some(st) => {
+                code = st.code();
+                true
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+            None => false,
+        });
+        code
     }
 
     pub async fn get(&self, path: &str, accept: Option<&str>) -> (u16, String) {
@@ -123,25 +123,21 @@ impl DaemonProcess {
         Scrape::parse(&body)
     }
 
-    /// Polls (bounded) until `check` holds for a scrape; the last scrape.
-    pub async fn wait_for(
-        &self,
-        within: Duration,
-        mut check: impl FnMut(&Scrape) -> bool,
-    ) -> Scrape {
-        let t = Instant::now();
+    /// Scrapes until `check` holds (bounded): [`super::eventually`] for the daemon's
+    /// metrics, with its log in the panic.
+    pub async fn wait_for(&self, within: Duration, check: impl Fn(&Scrape) -> bool) -> Scrape {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let s = self.scrape().await;
             if check(&s) {
                 return s;
             }
-            if t.elapsed() > within {
-                panic!(
-                    "condition not reached within {within:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not reached within {within:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -229,26 +225,14 @@ impl Scrape {
     }
 }
 
-/// A daemon configuration against `sim_url`.
-pub fn write_config(path: &Path, sim_url: &str, scenario: &str) {
-    std::fs::write(
-        path,
-        format!(
-            r#"[coder]
-url = "{sim_url}"
-
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "30s"
-
-[telemetry]
-trace_link = "https://grafana.example.com/explore?traceId={{trace_id}}"
-
-{scenario}
-"#
-        ),
-    )
-    .unwrap();
+/// A daemon configuration against `sim_url`: listening on any port, a trace link for the
+/// status page, and `scenarios` as written.
+pub fn write_config(path: &Path, sim_url: &str, scenarios: &str) {
+    let text = super::ConfigText::new(sim_url)
+        .daemon()
+        .telemetry("trace_link = \"https://grafana.example.com/explore?traceId={trace_id}\"")
+        .text();
+    std::fs::write(path, format!("{text}{scenarios}\n")).unwrap();
 }
 
 /// A cron expression firing at the given offsets (seconds) from now, within one minute.

@@ -4,11 +4,14 @@
 
 pub mod daemon;
 pub mod otlp;
+pub mod toolkit;
+
+pub use toolkit::*;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use scaletestd::config::{Config, Env, HumanDuration};
+use scaletestd::config::{Config, HumanDuration};
 use scaletestd::runner::{self, NoObserver, RunReport, Slice};
 use scaletestd::sim::config::{Latencies, Latency};
 use scaletestd::sim::{Sim, SimConfig};
@@ -45,38 +48,28 @@ pub async fn start(cfg: SimConfig) -> Sim {
         .expect("the simulator starts")
 }
 
-/// A scenario against `sim`, with extra TOML lines for the scenario table.
+/// The usual test scenario against `sim`: `count` workspaces at `concurrency`, a command that
+/// prints `hello-42`, short timeouts, and `extra` lines for the scenario table.
+pub fn config_text(sim: &Sim, count: u32, concurrency: u32, extra: &str) -> ConfigText {
+    ConfigText::new(sim.url()).scenario(
+        ScenarioText::new("test", count)
+            .key("parameters = { image = \"codercom/enterprise-base:ubuntu\" }")
+            .key(&format!("concurrency = {concurrency}"))
+            .key("run_command = \"echo hello-$((40+2))\"")
+            .key("expect_output = \"hello-42\"")
+            .keys(extra)
+            .timeout("create", "10s")
+            .timeout("build", "20s")
+            .timeout("agent", "20s")
+            .timeout("ssh", "5s")
+            .timeout("pty", "10s")
+            .timeout("delete", "20s"),
+    )
+}
+
+/// [`config_text`], parsed.
 pub fn config(sim: &Sim, count: u32, concurrency: u32, extra: &str) -> Config {
-    let text = format!(
-        r#"
-[coder]
-url = "{url}"
-
-[[scenario]]
-name = "test"
-template = "docker"
-parameters = {{ image = "codercom/enterprise-base:ubuntu" }}
-count = {count}
-concurrency = {concurrency}
-run_command = "echo hello-$((40+2))"
-expect_output = "hello-42"
-{extra}
-
-[scenario.timeouts]
-create = "10s"
-build = "20s"
-agent = "20s"
-ssh = "5s"
-pty = "10s"
-delete = "20s"
-"#,
-        url = sim.url()
-    );
-    let env = Env {
-        coder_session_token: Some(TOKEN.into()),
-        ..Default::default()
-    };
-    Config::parse("test.toml", &text, &env).expect("the test configuration is valid")
+    config_text(sim, count, concurrency, extra).parse()
 }
 
 pub fn client(cfg: &Config) -> scaletestd::coder::Client {
@@ -113,26 +106,11 @@ pub async fn run_with(cfg: &Config, client: &scaletestd::coder::Client) -> RunRe
     .await
 }
 
-/// Waits until `condition` holds, checking every 20 ms; panics after `within`. The one way
-/// the tests wait for something to happen (never a fixed sleep).
-pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits (bounded) until the simulator holds no workspace, and returns what is left.
 pub async fn settle(sim: &Sim) -> Vec<String> {
-    for _ in 0..50 {
-        if sim.live_workspaces().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !sim.live_workspaces().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sim.live_workspaces()
 }
