@@ -1,11 +1,12 @@
 //! The real `scaletestd` binary: `sim` in one process, `once`/`check` in another, exit codes.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scaletestd");
-const TOKEN: &str = "cli-test-token-4f2a9b";
+use common::*;
 
 /// A `scaletestd sim` child, killed when dropped.
 struct SimProcess {
@@ -20,22 +21,14 @@ impl Drop for SimProcess {
     }
 }
 
-/// A fresh path per call: the tests of this file run in parallel.
-fn tmp(name: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("scaletestd-cli-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 fn start_sim() -> SimProcess {
     start_sim_with("")
 }
 
 /// [`start_sim`] with extra simulator knobs (TOML lines before the tables).
 fn start_sim_with(knobs_extra: &str) -> SimProcess {
-    let knobs = tmp("sim.toml");
+    let dir = TempDir::new("cli-sim");
+    let knobs = dir.join("sim.toml");
     std::fs::write(
         &knobs,
         knobs_extra.to_string() + "provisioners = 10\n[latency]\ninit = \"10ms\"\nplan = \"20ms\"\ngraph = \"5ms\"\napply = { min = \"30ms\", max = \"60ms\" }\ndestroy = \"30ms\"\nagent_connect = \"30ms\"\nagent_startup = \"30ms\"\n",
@@ -61,27 +54,20 @@ fn start_sim_with(knobs_extra: &str) -> SimProcess {
     SimProcess { child, url }
 }
 
-fn scenario_file(url: &str, name: &str) -> PathBuf {
-    let path = tmp(name);
-    std::fs::write(
-        &path,
-        format!(
-            r#"[coder]
-url = "{url}"
-
-[[scenario]]
-name = "cli"
-template = "docker"
-parameters = {{ image = "codercom/enterprise-base:ubuntu" }}
-count = 30
-concurrency = 10
-phases = ["create", "build", "agent", "pty", "delete"]
-run_command = "echo hello"
-expect_output = "hello"
-"#
-        ),
-    )
-    .unwrap();
+/// The CLI tests' scenario: 30 workspaces, 10 at a time, every phase but ssh, in a file.
+fn scenario_file(dir: &TempDir, url: &str, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = ConfigText::new(url)
+        .scenario(
+            ScenarioText::new("cli", 30)
+                .key("parameters = { image = \"codercom/enterprise-base:ubuntu\" }")
+                .key("concurrency = 10")
+                .key("phases = [\"create\", \"build\", \"agent\", \"pty\", \"delete\"]")
+                .key("run_command = \"echo hello\"")
+                .key("expect_output = \"hello\""),
+        )
+        .text();
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -103,24 +89,17 @@ fn live_workspaces(url: &str) -> i64 {
 
 #[test]
 fn once_runs_thirty_workspaces_against_the_simulator_and_exits_zero() {
+    let dir = TempDir::new("once_runs_thirty_wor");
     let sim = start_sim();
-    let cfg = scenario_file(&sim.url, "once.toml");
-    let json = tmp("out.json");
-    let out = Command::new(BIN)
-        .args(["once", "--config"])
+    let cfg = scenario_file(&dir, &sim.url, "once.toml");
+    let json = dir.join("out.json");
+    let out = Bin::new(&["once", "--config"])
         .arg(&cfg)
         .arg("--output")
         .arg(format!("json:{}", json.display()))
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run()
+        .expect_code(0);
+    let stdout = out.stdout.clone();
     assert_eq!(
         stdout.lines().next(),
         Some("30 workspaces: 30 succeeded, 0 failed")
@@ -146,7 +125,7 @@ fn once_runs_thirty_workspaces_against_the_simulator_and_exits_zero() {
     );
     let all = format!(
         "{stdout}{}{}",
-        String::from_utf8_lossy(&out.stderr),
+        out.stderr.clone(),
         std::fs::read_to_string(&json).unwrap()
     );
     assert!(!all.contains(TOKEN));
@@ -154,58 +133,47 @@ fn once_runs_thirty_workspaces_against_the_simulator_and_exits_zero() {
 
 #[test]
 fn once_exits_one_when_a_workspace_fails_and_two_on_bad_config() {
+    let dir = TempDir::new("once_exits_one_when_");
     let sim = start_sim();
-    let cfg = scenario_file(&sim.url, "fail.toml");
+    let cfg = scenario_file(&dir, &sim.url, "fail.toml");
     // A command whose output never matches: every pty phase fails, every workspace is deleted.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("expect_output = \"hello\"", "expect_output = \"goodbye\"");
     std::fs::write(&cfg, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["once", "--count", "4", "--config"])
+    let out = Bin::new(&["once", "--count", "4", "--config"])
         .arg(&cfg)
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+        .run();
+    let stdout = out.stdout.clone();
+    assert_eq!(out.code, Some(1), "{stdout}");
     assert_eq!(
         stdout.lines().next(),
         Some("4 workspaces: 0 succeeded, 4 failed (4 pty: output_mismatch)")
     );
     assert_eq!(live_workspaces(&sim.url), 0);
 
-    let bad = tmp("bad.toml");
+    let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[coder]\nurl = \"http://127.0.0.1:1\"\n\n[[scenario]]\nname = \"x\"\ntemplate = \"docker\"\ncount = 0\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["once", "--config"])
-        .arg(&bad)
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let out = Bin::new(&["once", "--config"]).arg(&bad).run();
+    let stderr = out.stderr.clone();
+    assert_eq!(out.code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!("{}:7:9: count is 0", bad.display())),
         "{stderr}"
     );
 
-    let out = Command::new(BIN).arg("no-such-command").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let out = Bin::new(&["no-such-command"]).run();
+    assert_eq!(out.code, Some(2));
 }
 
 #[test]
 fn check_reports_each_step_and_fails_on_a_wrong_token() {
+    let dir = TempDir::new("check_reports_each_s");
     let sim = start_sim();
-    let cfg = scenario_file(&sim.url, "check.toml");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let cfg = scenario_file(&dir, &sim.url, "check.toml");
+    let out = Bin::new(&["check", "--config"]).arg(&cfg).run();
+    let stdout = out.stdout.clone();
+    assert_eq!(out.code, Some(0), "{stdout}");
     assert!(
         stdout.contains("session token accepted (user \"admin\")")
             && stdout.contains("Coder traces requests (X-Trace-ID)"),
@@ -217,18 +185,12 @@ fn check_reports_each_step_and_fails_on_a_wrong_token() {
     );
 
     let wrong = "wrong-token-canary-91b2";
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
+    let out = Bin::new(&["check", "--config"])
         .arg(&cfg)
         .env("CODER_SESSION_TOKEN", wrong)
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{all}");
+        .run();
+    let all = format!("{}{}", out.stdout.clone(), out.stderr.clone());
+    assert_eq!(out.code, Some(1), "{all}");
     assert!(
         all.contains("FAIL session token") && all.contains("401"),
         "{all}"
@@ -238,10 +200,13 @@ fn check_reports_each_step_and_fails_on_a_wrong_token() {
 
 /// A directory holding an executable `coder` that is the simulator's stand-in, except that
 /// `coder version` prints `version` when given.
-fn coder_shim(version: Option<&str>) -> PathBuf {
+fn coder_shim(dir: &TempDir, version: Option<&str>) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tmp("bin");
-    let dir = dir.with_file_name("bin-dir");
+    let dir = dir.join(if version.is_some() {
+        "bin-other"
+    } else {
+        "bin"
+    });
     std::fs::create_dir_all(&dir).unwrap();
     let shim = dir.join("coder");
     let version = match version {
@@ -261,6 +226,7 @@ fn coder_shim(version: Option<&str>) -> PathBuf {
 /// `coder ssh` would, compares `coder version` with the server, and probes the watch stream.
 #[test]
 fn check_shows_the_ssh_command_and_how_coder_reads_it() {
+    let dir = TempDir::new("check_shows_the_ssh_");
     let sim = start_sim_with("watch_endpoints = \"sse\"\n");
     // A workspace of the token's user, for the watch probe.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -281,32 +247,26 @@ fn check_shows_the_ssh_command_and_how_coder_reads_it() {
             .unwrap();
     });
     let check = |proxy: Option<&str>, shim: &PathBuf| {
-        let cfg = tmp("check-ssh.toml");
+        let cfg = dir.join("check-ssh.toml");
         let ssh = proxy
             .map(|p| format!("[scenario.ssh]\nproxy_command = {p:?}\n"))
             .unwrap_or_default();
-        std::fs::write(
-            &cfg,
-            format!(
-                "[coder]\nurl = \"{}\"\n\n[[scenario]]\nname = \"s\"\ntemplate = \"docker\"\ncount = 1\nphases = [\"create\", \"build\", \"agent\", \"ssh\", \"delete\"]\n{ssh}",
-                sim.url
-            ),
-        )
-        .unwrap();
+        let text = ConfigText::new(&sim.url)
+            .scenario(
+                ScenarioText::new("s", 1)
+                    .key("phases = [\"create\", \"build\", \"agent\", \"ssh\", \"delete\"]")
+                    .keys(&ssh),
+            )
+            .text();
+        std::fs::write(&cfg, text).unwrap();
         let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
-        let out = Command::new(BIN)
-            .args(["check", "--config"])
+        let out = Bin::new(&["check", "--config"])
             .arg(&cfg)
-            .env("CODER_SESSION_TOKEN", TOKEN)
             .env("PATH", path)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+            .run();
+        (out.code, out.stdout)
     };
-    let same = coder_shim(None);
+    let same = coder_shim(&dir, None);
     let (code, out) = check(None, &same);
     assert_eq!(code, Some(0), "{out}");
     for line in [
@@ -329,7 +289,7 @@ fn check_shows_the_ssh_command_and_how_coder_reads_it() {
     );
     assert_eq!(code, Some(0), "{out}");
 
-    let old = coder_shim(Some("v2.10.1+abcdef"));
+    let old = coder_shim(&dir, Some("v2.10.1+abcdef"));
     let (code, out) = check(None, &old);
     assert_eq!(code, Some(0), "a version mismatch is a warning: {out}");
     assert!(
@@ -403,8 +363,9 @@ fn demo_runs_the_sample_scenario_and_serves_metrics() {
 
 #[test]
 fn cleanup_dry_run_lists_and_cleanup_deletes_leftovers() {
+    let dir = TempDir::new("cleanup_dry_run_list");
     let sim = start_sim();
-    let cfg = scenario_file(&sim.url, "cleanup.toml");
+    let cfg = scenario_file(&dir, &sim.url, "cleanup.toml");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = scaletestd::coder::Client::new(
@@ -428,14 +389,11 @@ fn cleanup_dry_run_lists_and_cleanup_deletes_leftovers() {
                 .unwrap();
         }
     });
-    let out = Command::new(BIN)
-        .args(["cleanup", "--dry-run", "--config"])
+    let out = Bin::new(&["cleanup", "--dry-run", "--config"])
         .arg(&cfg)
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+        .run();
+    let stdout = out.stdout.clone();
+    assert_eq!(out.code, Some(0), "{stdout}");
     assert!(
         stdout.contains("would delete scaletest-abcdef-1")
             && stdout.contains("would delete scaletest-abcdef-2"),
@@ -443,14 +401,9 @@ fn cleanup_dry_run_lists_and_cleanup_deletes_leftovers() {
     );
     assert!(!stdout.contains("scaletest-other"), "not ours: {stdout}");
     assert_eq!(live_workspaces(&sim.url), 3, "a dry run deletes nothing");
-    let out = Command::new(BIN)
-        .args(["cleanup", "--config"])
-        .arg(&cfg)
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let out = Bin::new(&["cleanup", "--config"]).arg(&cfg).run();
+    let stdout = out.stdout.clone();
+    assert_eq!(out.code, Some(0), "{stdout}");
     assert!(
         stdout.contains("2 leftover workspaces, 2 deleted"),
         "{stdout}"
