@@ -87,10 +87,7 @@ fn coder_on_path(dir: &std::path::Path) -> String {
     let shim = bin.join("coder");
     std::fs::write(
         &shim,
-        format!(
-            "#!/bin/sh\nexec '{}' sim-coder \"$@\"\n",
-            common::daemon::BIN
-        ),
+        format!("#!/bin/sh\nexec '{}' sim-coder \"$@\"\n", BIN),
     )
     .unwrap();
     std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -104,47 +101,28 @@ fn coder_on_path(dir: &std::path::Path) -> String {
 /// `scaletestd once` on 8 workspaces, 2 at a time, through every phase, with the default
 /// proxy command; its exit code, stdout and JSON report.
 fn once_every_phase(sim: &scaletestd::sim::Sim, test: &str) -> (i32, String, serde_json::Value) {
-    let dir = common::daemon::tmpdir(test);
-    let cfg = dir.join("every-phase.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[coder]
-url = "{}"
-
-[[scenario]]
-name = "all"
-template = "docker"
-count = 8
-concurrency = 2
-phases = ["create", "build", "agent", "ssh", "pty", "delete"]
-run_command = "echo every-phase"
-expect_output = "every-phase"
-"#,
-            sim.url()
-        ),
-    )
-    .unwrap();
+    let dir = TempDir::new(test);
+    let cfg = ConfigText::new(sim.url())
+        .scenario(
+            ScenarioText::new("all", 8)
+                .key("concurrency = 2")
+                .key("phases = [\"create\", \"build\", \"agent\", \"ssh\", \"pty\", \"delete\"]")
+                .key("run_command = \"echo every-phase\"")
+                .key("expect_output = \"every-phase\""),
+        )
+        .write(&dir, "every-phase.toml");
     let json = dir.join("report.json");
-    let out = std::process::Command::new(common::daemon::BIN)
-        .args(["once", "--config"])
+    let ran = Bin::new(&["once", "--config"])
         .arg(&cfg)
         .arg("--output")
         .arg(format!("json:{}", json.display()))
-        .env("CODER_SESSION_TOKEN", TOKEN)
         .env("PATH", coder_on_path(&dir))
-        .output()
-        .unwrap();
+        .run();
     let report = std::fs::read_to_string(&json)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null);
-    let _ = std::fs::remove_dir_all(&dir);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-        report,
-    )
+    (ran.code.unwrap_or(-1), ran.all(), report)
 }
 
 /// Requests the simulator saw whose `METHOD /path` satisfies `f` (routes it lacks are

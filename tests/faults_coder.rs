@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{spawn, tmpdir};
 use common::*;
@@ -19,43 +19,24 @@ async fn coder_down_mid_run_then_back_on_the_same_port() {
     sc.latency.apply = ms(1500);
     let mut sim = start(sc).await;
     let dir = tmpdir("coder-down");
-    let cfg = dir.join("run.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[coder]
-url = "{url}"
-max_retries = 1
-request_timeout = "2s"
-
-[server]
-listen = "127.0.0.1:0"
-
-[[scenario]]
-name = "d"
-workspace_prefix = "stdown"
-schedule = "* * * * * *"
-template = "docker"
-count = 6
-run_command = "echo hi"
-expect_output = "hi"
-
-[scenario.timeouts]
-build = "20s"
-delete = "3s"
-"#,
-            url = sim.url()
-        ),
-    )
-    .unwrap();
+    let cfg = ConfigText::new(sim.url())
+        .coder("max_retries = 1")
+        .coder("request_timeout = \"2s\"")
+        .server("listen = \"127.0.0.1:0\"")
+        .scenario(
+            ScenarioText::new("d", 6)
+                .key("workspace_prefix = \"stdown\"")
+                .key("schedule = \"* * * * * *\"")
+                .key("run_command = \"echo hi\"")
+                .key("expect_output = \"hi\"")
+                .timeout("build", "20s")
+                .timeout("delete", "3s"),
+        )
+        .write(&dir, "run.toml");
     let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
 
     // A run in flight, its builds running.
-    let t = Instant::now();
-    while sim.live_workspaces().len() < 6 {
-        assert!(t.elapsed() < Duration::from_secs(20), "no run started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), || sim.live_workspaces().len() >= 6).await;
     let interrupted = sim.live_workspaces();
     sim.crash().await;
 
@@ -83,20 +64,11 @@ delete = "3s"
                 && s.sum("scaletest_runs", &[("result", "success")]) >= 1.0
         })
         .await;
-    let t = Instant::now();
-    loop {
+    eventually(Duration::from_secs(30), || {
         let live = sim.live_workspaces();
-        let left: Vec<_> = interrupted.iter().filter(|n| live.contains(n)).collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "left behind: {left:?}\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        !interrupted.iter().any(|n| live.contains(n))
+    })
+    .await;
     let swept = d.scrape().await.sum("scaletest_cleanup_deleted", &[]);
     println!(
         "coder down: 6 in flight failed connect_error, runs {} failed then succeeded, {swept} swept, 0 of the interrupted run left",

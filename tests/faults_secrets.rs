@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::{BIN, cron_at, spawn_logging, tmpdir, write_config};
+use common::eventually;
 use common::otlp;
 use scaletestd::sim::Sim;
 
@@ -134,7 +135,7 @@ async fn the_canary_token_appears_nowhere() {
 
     // Spans, ours and the simulator's.
     tokio::task::block_in_place(|| sim.flush_spans());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(Duration::from_secs(10), || got.spans().len() > 50).await;
     let spans = got.spans();
     assert!(spans.len() > 50, "spans were captured: {}", spans.len());
     for g in &spans {

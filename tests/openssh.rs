@@ -119,19 +119,16 @@ fn start_sshd(test: &str) -> Sshd {
         dir,
         user,
     };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return d;
-        }
+    eventually_blocking(Duration::from_secs(5), || {
         if let Ok(Some(status)) = d.child.try_wait() {
             panic!(
                 "sshd exited with {status}: {}",
                 std::fs::read_to_string(d.dir.join("sshd.log")).unwrap_or_default()
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("sshd did not listen on {port}");
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    d
 }
 
 impl Sshd {

@@ -3,10 +3,13 @@
 //! rules loaded; then every PromQL expression of every dashboard panel and every rule is
 //! evaluated through Prometheus's HTTP API, and must neither error nor return no series.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scaletestd");
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{BIN, eventually_async};
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 struct Kill(Child);
@@ -129,43 +132,42 @@ scrape_configs:
             ),
     );
 
-    let t = Instant::now();
-    loop {
-        let ready = reqwest::get(format!("http://{prom}/-/ready"))
-            .await
-            .map(|r| r.status().is_success());
-        if ready.unwrap_or(false) {
-            break;
-        }
-        let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "prometheus did not become ready:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let ready = tokio::time::timeout(
+        Duration::from_secs(31),
+        eventually_async(Duration::from_secs(30), || async {
+            let ok = reqwest::get(format!("http://{prom}/-/ready"))
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            ok.then_some(())
+        }),
+    )
+    .await;
+    assert!(
+        ready.is_ok(),
+        "prometheus did not become ready:\n{}",
+        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+    );
 
     // Two runs, one of them fully successful, seen by Prometheus (bounded wait).
-    let t = Instant::now();
-    loop {
+    let n = |v: &serde_json::Value| {
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    eventually_async(Duration::from_secs(90), || async {
         let runs = query(&prom, "sum(scaletest_runs_total)").await;
         let ok = query(&prom, "sum(scaletest_runs_total{result=\"success\"})").await;
-        let n = |v: &serde_json::Value| {
-            v["data"]["result"][0]["value"][1]
-                .as_str()
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        if n(&runs) >= 2.0 && n(&ok) >= 1.0 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "no two runs within 90 s: {runs}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+        (n(&runs) >= 2.0 && n(&ok) >= 1.0).then_some(())
+    })
+    .await;
+    // Two more scrapes of the daemon since (rate() needs two samples of what it counts).
+    let last_scrape = "max(timestamp(up{job=\"scaletestd\"}))";
+    let before = n(&query(&prom, last_scrape).await);
+    eventually_async(Duration::from_secs(20), || async {
+        (n(&query(&prom, last_scrape).await) >= before + 2.0).then_some(())
+    })
+    .await;
 
     // Every panel query of every dashboard.
     let mut checked = 0;

@@ -20,29 +20,16 @@ fn once_config(
     count: u32,
     propagate: bool,
 ) -> std::path::PathBuf {
-    let path = dir.join("once.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[coder]
-url = "{sim_url}"
-
-[telemetry]
-otlp_endpoint = "{otlp}"
-propagate = {propagate}
-
-[[scenario]]
-name = "tr"
-template = "docker"
-count = {count}
-concurrency = {count}
-run_command = "echo hello"
-expect_output = "hello"
-"#
-        ),
-    )
-    .unwrap();
-    path
+    ConfigText::new(sim_url)
+        .telemetry(&format!("otlp_endpoint = \"{otlp}\""))
+        .telemetry(&format!("propagate = {propagate}"))
+        .scenario(
+            ScenarioText::new("tr", count)
+                .key(&format!("concurrency = {count}"))
+                .key("run_command = \"echo hello\"")
+                .key("expect_output = \"hello\""),
+        )
+        .write(dir, "once.toml")
 }
 
 fn once(cfg: &std::path::Path, env: &[(&str, &str)]) -> (i32, String, String) {
@@ -66,15 +53,17 @@ async fn collect(
     sim: &scaletestd::sim::Sim,
     enough: impl Fn(&[Got]) -> bool,
 ) -> Vec<Got> {
-    let t = std::time::Instant::now();
-    loop {
-        tokio::task::block_in_place(|| sim.flush_spans());
-        let spans = got.spans();
-        if enough(&spans) || t.elapsed() > Duration::from_secs(10) {
-            return spans;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let waited = tokio::time::timeout(
+        Duration::from_secs(10),
+        eventually_async(Duration::from_secs(10), || async {
+            tokio::task::block_in_place(|| sim.flush_spans());
+            enough(&got.spans()).then_some(())
+        }),
+    )
+    .await;
+    // Too few is for the caller to say, with what it got.
+    let _ = waited;
+    got.spans()
 }
 
 fn traced_sim(endpoint: &str) -> scaletestd::sim::SimConfig {

@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use scaletestd::metrics::Metrics;
@@ -82,15 +82,7 @@ async fn start_pool(cfg: &scaletestd::config::Config) -> Running {
 
 /// Waits (bounded) until `n` sessions are open.
 async fn wait_open(stats: &TrafficStats, n: i64, within_secs: u64) {
-    let t = Instant::now();
-    while open_now(stats) < n {
-        assert!(
-            t.elapsed() < Duration::from_secs(within_secs),
-            "sessions open: {}",
-            open_now(stats)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(within_secs), || open_now(stats) >= n).await;
 }
 
 fn open_now(stats: &TrafficStats) -> i64 {
@@ -204,9 +196,8 @@ async fn stalls_and_disconnects_are_counted_by_reason_and_recover() {
     let sim = start(sc).await;
     let cfg = traffic_config(&sim, 5);
     let pool = start_pool(&cfg).await;
-    let t = Instant::now();
     // Until both kinds of fault were seen and sessions were reopened after them (bounded).
-    loop {
+    eventually(Duration::from_secs(60), || {
         let snap = pool.stats.snapshot();
         let errors = |r: Reason| {
             snap.values()
@@ -214,15 +205,9 @@ async fn stalls_and_disconnects_are_counted_by_reason_and_recover() {
                 .sum::<u64>()
         };
         let reopened = snap.values().map(|s| s.sessions_opened).sum::<u64>() > 20;
-        if errors(Reason::ConnectError) > 0 && errors(Reason::Timeout) > 0 && reopened {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "faults not seen: {snap:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        errors(Reason::ConnectError) > 0 && errors(Reason::Timeout) > 0 && reopened
+    })
+    .await;
     let ticks_before: u64 = pool.stats.snapshot().values().map(|s| s.ticks).sum();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ticks_after: u64 = pool.stats.snapshot().values().map(|s| s.ticks).sum();
@@ -310,24 +295,15 @@ async fn a_workspace_whose_agent_disconnects_is_replaced() {
     let victim = sim.live_workspaces()[0].clone();
     assert!(sim.app.state.disconnect_agents(&victim));
     // Sessions fail, cannot reopen, the workspace is deleted and a new one takes its place.
-    let t = Instant::now();
-    loop {
+    eventually(Duration::from_secs(60), || {
         let live = sim.live_workspaces();
         let replaced = pool
             .stats
             .replaced
             .load(std::sync::atomic::Ordering::Relaxed);
-        if replaced == 1 && !live.contains(&victim) && live.len() == 2 && open_now(&pool.stats) == 4
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "replaced {replaced}, live {live:?}, open {}",
-            open_now(&pool.stats)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        replaced == 1 && !live.contains(&victim) && live.len() == 2 && open_now(&pool.stats) == 4
+    })
+    .await;
     let snap = pool.stats.snapshot();
     assert!(
         snap.values()
