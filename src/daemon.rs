@@ -175,7 +175,8 @@ impl Daemon {
         if let Some(f) = &self.on_run {
             f(&report);
         }
-        self.history.push(report.clone());
+        self.history
+            .push(&sc.name, crate::status::RunSummary::of(&report));
         if !self.abort.is_cancelled() {
             self.sweep(sc).await;
         }

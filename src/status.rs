@@ -1,32 +1,109 @@
 //! Recent runs per scenario, and the status page rendered from them (server-side HTML, no
-//! external assets): results, per-phase p50/p95, failures by reason, and every failed
-//! workspace with its error and a link to its trace.
+//! external assets): results, per-phase p50/p95, failures by reason, and failed workspaces
+//! with their errors and links to their traces.
+//!
+//! Bounded by size, not only by count: a run is kept as what the page shows of it (a
+//! [`RunSummary`]: counts, percentiles, failures by reason, and at most
+//! [`FAILED_KEPT`] failed workspaces), never as its full report, so 20 runs of 10,000
+//! workspaces cost what 20 runs of 10 do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::report;
-use crate::runner::RunReport;
+use crate::phases::{Phase, PhaseError, Reason};
+use crate::report::{self, PhaseStats};
+use crate::runner::{RunReport, RunResult};
 
 /// Runs kept per scenario.
 pub const KEEP: usize = 20;
+/// Failed workspaces kept per run, with their errors and trace ids.
+pub const FAILED_KEPT: usize = 50;
+
+/// What the page shows of one run.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub elapsed: Duration,
+    pub result: RunResult,
+    pub summary_line: String,
+    pub watch_transport: Option<&'static str>,
+    pub create_route: Option<&'static str>,
+    pub setup_error: Option<PhaseError>,
+    pub phases: Vec<PhaseStats>,
+    pub failures: BTreeMap<(Phase, Reason), usize>,
+    /// The first failed workspaces.
+    pub failed: Vec<FailedWorkspace>,
+    /// How many more failed than are kept.
+    pub failed_more: usize,
+}
+
+/// A failed workspace as the page lists it.
+#[derive(Debug, Clone)]
+pub struct FailedWorkspace {
+    pub name: String,
+    pub phase: Phase,
+    pub reason: Reason,
+    pub error: String,
+    pub trace_id: Option<String>,
+    pub coder_trace_id: Option<String>,
+}
+
+impl RunSummary {
+    pub fn of(r: &RunReport) -> RunSummary {
+        let mut failed = Vec::new();
+        let mut failed_all = 0;
+        for w in r.workspaces.iter().filter(|w| !w.ok) {
+            failed_all += 1;
+            if failed.len() >= FAILED_KEPT {
+                continue;
+            }
+            if let Some(p) = w.phases.iter().find(|p| !p.ok) {
+                failed.push(FailedWorkspace {
+                    name: w.name.clone(),
+                    phase: p.phase,
+                    reason: p.reason.unwrap_or(Reason::ProtocolError),
+                    error: p.error.clone().unwrap_or_default(),
+                    trace_id: p.trace_id.clone(),
+                    coder_trace_id: p.coder_trace_id.clone(),
+                });
+            }
+        }
+        RunSummary {
+            run_id: r.run_id.clone(),
+            started_at: r.started_at,
+            elapsed: r.elapsed,
+            result: r.result(),
+            summary_line: report::summary_line(r),
+            watch_transport: r.watch_transport,
+            create_route: r.create_route,
+            setup_error: r.setup_error.clone(),
+            phases: report::phase_stats(r),
+            failures: r.failures_by_phase(),
+            failed_more: failed_all - failed.len(),
+            failed,
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct History {
-    runs: Mutex<HashMap<String, VecDeque<RunReport>>>,
+    runs: Mutex<HashMap<String, VecDeque<Arc<RunSummary>>>>,
 }
 
 impl History {
-    pub fn push(&self, r: RunReport) {
+    /// Keeps what the page shows of a finished run.
+    pub fn push(&self, scenario: &str, r: RunSummary) {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        let q = runs.entry(r.scenario.clone()).or_default();
-        q.push_front(r);
+        let q = runs.entry(scenario.to_string()).or_default();
+        q.push_front(Arc::new(r));
         q.truncate(KEEP);
     }
 
-    /// The scenario's runs, newest first.
-    pub fn runs(&self, scenario: &str) -> Vec<RunReport> {
+    /// The scenario's runs, newest first (shared, not copied).
+    pub fn runs(&self, scenario: &str) -> Vec<Arc<RunSummary>> {
         let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.get(scenario)
             .map(|q| q.iter().cloned().collect())
@@ -112,13 +189,13 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
         }
         s.push_str("<h3>Recent runs</h3><table><tr><th>started</th><th>run</th><th>result</th><th>summary</th><th>duration</th></tr>");
         for r in &runs {
-            let res = r.result().as_str();
+            let res = r.result.as_str();
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td><code>{}</code></td><td class=\"{res}\">{res}</td><td>{}</td><td>{:.1}s</td></tr>",
                 r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
                 esc(&r.run_id),
-                esc(&report::summary_line(r)),
+                esc(&r.summary_line),
                 r.elapsed.as_secs_f64()
             );
         }
@@ -134,7 +211,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
             );
         }
         s.push_str("<h3>Phases of the last run</h3><table><tr><th>phase</th><th>ok</th><th>failed</th><th>p50</th><th>p95</th></tr>");
-        for st in report::phase_stats(last) {
+        for st in &last.phases {
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1} ms</td><td>{:.1} ms</td></tr>",
@@ -149,7 +226,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
 
         let mut by_reason: BTreeMap<(String, String), usize> = BTreeMap::new();
         for r in &runs {
-            for ((p, reason), n) in r.failures_by_phase() {
+            for ((p, reason), n) in &r.failures {
                 *by_reason
                     .entry((p.to_string(), reason.to_string()))
                     .or_default() += n;
@@ -172,10 +249,6 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
             s.push_str("</table>");
         }
 
-        let failed: Vec<_> = runs
-            .iter()
-            .flat_map(|r| r.workspaces.iter().filter(|w| !w.ok).map(move |w| (r, w)))
-            .collect();
         for r in runs.iter().filter(|r| r.setup_error.is_some()) {
             let e = r.setup_error.as_ref().expect("filtered");
             let _ = write!(
@@ -186,30 +259,33 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
                 esc(&e.message)
             );
         }
-        if !failed.is_empty() {
+        if runs.iter().any(|r| !r.failed.is_empty()) {
             s.push_str("<h3>Failed workspaces</h3><table><tr><th>run</th><th>workspace</th><th>phase</th><th>reason</th><th>error</th><th>trace</th></tr>");
-            for (r, w) in failed.iter().take(100) {
-                let rec = w.phases.iter().find(|p| !p.ok);
-                let (phase, reason, error, trace, coder) = match rec {
-                    Some(p) => (
-                        p.phase.to_string(),
-                        p.reason.map(|r| r.to_string()).unwrap_or_default(),
-                        p.error.clone().unwrap_or_default(),
-                        p.trace_id.as_deref(),
-                        p.coder_trace_id.as_deref(),
-                    ),
-                    None => Default::default(),
-                };
-                let _ = write!(
-                    s,
-                    "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&r.run_id),
-                    esc(&w.name),
-                    esc(&phase),
-                    esc(&reason),
-                    esc(&error),
-                    trace_cell(info.trace_link, trace, coder)
-                );
+            for r in &runs {
+                for w in &r.failed {
+                    let _ = write!(
+                        s,
+                        "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(&r.run_id),
+                        esc(&w.name),
+                        w.phase,
+                        w.reason,
+                        esc(&w.error),
+                        trace_cell(
+                            info.trace_link,
+                            w.trace_id.as_deref(),
+                            w.coder_trace_id.as_deref()
+                        )
+                    );
+                }
+                if r.failed_more > 0 {
+                    let _ = write!(
+                        s,
+                        "<tr><td><code>{}</code></td><td colspan=\"5\">and {} more</td></tr>",
+                        esc(&r.run_id),
+                        r.failed_more
+                    );
+                }
             }
             s.push_str("</table>");
         }

@@ -1,0 +1,70 @@
+//! The status history is bounded by size: ten runs of 2,000 workspaces, half of them failing
+//! with an error each, leave the daemon's resident memory where two runs left it, and the
+//! page lists at most 50 failed workspaces per run with "and N more".
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{spawn, tmpdir, write_config};
+use common::*;
+
+/// RSS may move this much from the fourth run (warmed up) to the tenth. The history holds
+/// about 20 KiB a run now; full reports of 2,000 workspaces held about 1.5 MiB a run, which
+/// over six runs would pass this.
+const RSS_BOUND_MIB: f64 = 8.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_runs_of_two_thousand_workspaces_hold_memory_flat() {
+    let mut sc = fast_sim();
+    sc.provisioners = 400;
+    sc.rate_limit = 0;
+    sc.latency.init = ms(1);
+    sc.latency.plan = ms(1);
+    sc.latency.graph = ms(1);
+    sc.latency.apply = ms(5);
+    sc.latency.destroy = ms(5);
+    sc.failures.build = 0.5;
+    let sim = start(sc).await;
+    let dir = tmpdir("history");
+    let cfg = dir.join("run.toml");
+    write_config(
+        &cfg,
+        sim.url().as_str(),
+        "[[scenario]]\nname = \"big\"\nworkspace_prefix = \"sthist\"\nschedule = \"* * * * * *\"\ntemplate = \"docker\"\ncount = 2000\nconcurrency = 400\nphases = [\"create\", \"build\", \"delete\"]\n",
+    );
+    let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
+    let rss_after = |runs: f64| {
+        let d = &d;
+        async move {
+            let s = d
+                .wait_for(Duration::from_secs(300), |s| {
+                    s.sum("scaletest_runs", &[("scenario", "big")]) >= runs
+                        && s.sum("scaletest_workspaces_in_flight", &[]) == 0.0
+                })
+                .await;
+            s.sum("process_resident_memory_bytes", &[]) / 1048576.0
+        }
+    };
+    let mut each = Vec::new();
+    for n in 1..=10 {
+        each.push(rss_after(n as f64).await);
+    }
+    let (base, last) = (each[3], each[9]);
+    println!("RSS after runs 1..=10: {each:.1?}");
+    let (_, page) = d.get("/", None).await;
+    println!(
+        "history: RSS {base:.1} MiB after 4 runs of 2,000 workspaces, {last:.1} MiB after 10; page {} KiB",
+        page.len() / 1024
+    );
+    assert!(
+        last - base < RSS_BOUND_MIB,
+        "RSS grew {:.1} MiB from run 4 to run 10",
+        last - base
+    );
+    // 20 runs at most, 50 failed workspaces each at most, the rest counted.
+    let rows = page.matches("<tr><td><code>").count();
+    assert!(rows <= 20 + 10 * 51, "{rows} rows");
+    assert!(page.contains(" more</td></tr>"), "and N more");
+    assert!(page.len() < 2 << 20, "{} bytes", page.len());
+}
