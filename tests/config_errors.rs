@@ -297,3 +297,41 @@ fn token_file_is_read_and_never_printed() {
     assert!(!format!("{c:?}").contains("file-token-abcdef"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A count from the command line goes through the same check as one in the file: names that
+/// would pass Coder's 32 characters are refused before anything is created.
+#[test]
+fn an_impossible_count_on_the_command_line_is_refused() {
+    let dir = std::env::temp_dir().join(format!("scaletestd-badcount-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cfg.toml");
+    let long_prefix = GOOD.replacen(
+        "name = \"s\"",
+        "name = \"s\"\nworkspace_prefix = \"a-twenty-two-chars-pfx\"",
+        1,
+    );
+    for (text, count, words) in [
+        (
+            GOOD,
+            "100000",
+            "--count: count is 100000: expected 1 to 99999",
+        ),
+        (GOOD, "0", "--count: count is 0: expected 1 to 99999"),
+        (
+            long_prefix.as_str(),
+            "100",
+            "--count: count is 100: expected 1 to 99 (Coder's names are at most 32 characters, and workspace_prefix \"a-twenty-two-chars-pfx\" leaves room for 2 digits)",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_scaletestd"))
+            .args(["once", "--count", count, "--config", path.to_str().unwrap()])
+            .env("CODER_SESSION_TOKEN", "tok")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--count {count}: {err}");
+        assert!(err.contains(words), "--count {count}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -96,10 +96,10 @@ tick_interval = "2ms"
     let min = |f: fn(&Sample) -> f64| after.iter().map(|s| f(s)).fold(f64::MAX, f64::min);
     let (rss_max, rss_min) = (max(|s| s.rss), min(|s| s.rss));
     let last = samples.last().unwrap();
-    let errors = d.scrape().await.sum(
-        "scaletest_traffic_errors",
-        &[("scenario", "tsoak")],
-    );
+    let errors = d
+        .scrape()
+        .await
+        .sum("scaletest_traffic_errors", &[("scenario", "tsoak")]);
     println!(
         "traffic soak: {:.0} echoed ticks in {elapsed:.0} s ({:.0} a second), {errors} errors; RSS {:.2} MiB at {:.0} ticks, {:.2}..{:.2} MiB after, {:.2} MiB at the end; fds {} → max {}; tasks {} → max {}",
         last.ticks,
@@ -120,5 +120,8 @@ tick_interval = "2ms"
         (rss_max - base.rss) / 1048576.0
     );
     assert!(max(|s| s.fds) - base.fds <= 2.0, "fds grew: {samples:?}");
-    assert!(max(|s| s.tasks) - base.tasks <= 4.0, "tasks grew: {samples:?}");
+    assert!(
+        max(|s| s.tasks) - base.tasks <= 4.0,
+        "tasks grew: {samples:?}"
+    );
 }

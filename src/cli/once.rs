@@ -95,15 +95,16 @@ pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
         );
         return EXIT_USAGE;
     }
-    let mut scenario = scenario.clone();
-    if let Some(n) = args.count {
-        if n == 0 {
-            eprintln!("error: --count must be at least 1");
-            return EXIT_USAGE;
-        }
-        scenario.count = n;
-        scenario.concurrency = scenario.concurrency.min(n);
-    }
+    let scenario = match args.count {
+        None => scenario.clone(),
+        Some(n) => match scenario.clone().with_count(n) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: --count: {e}");
+                return EXIT_USAGE;
+            }
+        },
+    };
 
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(scenario.count as u64);

@@ -93,6 +93,18 @@ fn default_command() -> String {
     "echo scaletest-ok".into()
 }
 
+impl Scenario {
+    /// This scenario with `count` workspaces, through the same check as `count` in the file
+    /// (the names its `workspace_prefix` makes must fit Coder's 32 characters); concurrency
+    /// is capped at the new count. `once --count` comes this way.
+    pub fn with_count(mut self, count: u32) -> Result<Scenario, String> {
+        crate::naming::check_count(&self.workspace_prefix, count)?;
+        self.count = count;
+        self.concurrency = self.concurrency.min(count);
+        Ok(self)
+    }
+}
+
 pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, ConfigError> {
     let name = s.name.get_ref().clone();
     let name_ok = !name.is_empty()
