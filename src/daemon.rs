@@ -49,6 +49,31 @@ pub struct Daemon {
     on_run: Option<OnRun>,
     /// Live statistics of traffic scenarios, for the status page.
     pub traffic: Mutex<std::collections::BTreeMap<String, Arc<crate::traffic::TrafficStats>>>,
+    /// The traffic pools running, by scenario.
+    pools: Mutex<std::collections::BTreeMap<String, Pool>>,
+}
+
+/// A running traffic pool, and what a reload can tell it.
+struct Pool {
+    /// Everything of its scenario but its size and traffic settings: when this changes, the
+    /// pool is deleted and started again.
+    identity: String,
+    slice: tokio::sync::watch::Sender<crate::runner::Slice>,
+    settings: tokio::sync::watch::Sender<crate::config::TrafficConfig>,
+    stop: CancellationToken,
+}
+
+/// See [`Pool::identity`].
+fn pool_identity(sc: &Scenario) -> String {
+    let mut s = sc.clone();
+    s.count = 0;
+    s.concurrency = 0;
+    s.traffic.transports.clear();
+    s.traffic.sessions_per_workspace = 0;
+    s.traffic.bytes_per_tick = 0;
+    s.traffic.tick_interval = Duration::ZERO;
+    s.traffic.echo = false;
+    format!("{s:?}")
 }
 
 /// What the daemon needs beyond the configuration.
@@ -183,14 +208,28 @@ impl Daemon {
         Some(report)
     }
 
-    /// Keeps a traffic scenario's pool up until shutdown (retrying its set-up while Coder
-    /// cannot be reached), then deletes it.
+    /// Keeps a traffic scenario's pool up until shutdown or until a reload stops it
+    /// (retrying its set-up while Coder cannot be reached), then deletes it. A reload that
+    /// changes only the pool's size or its traffic settings reaches it through its
+    /// [`traffic::PoolControl`](crate::traffic::PoolControl).
     async fn keep_traffic(self: &Arc<Self>, sc: Scenario) {
         let stats = Arc::new(crate::traffic::TrafficStats::default());
         self.traffic
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(sc.name.clone(), stats.clone());
+        let (slice_tx, slice) = tokio::sync::watch::channel(self.shard.slice(sc.count));
+        let (settings_tx, settings) = tokio::sync::watch::channel(sc.traffic.clone());
+        let stop = self.stop.child_token();
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            sc.name.clone(),
+            Pool {
+                identity: pool_identity(&sc),
+                slice: slice_tx,
+                settings: settings_tx,
+                stop: stop.clone(),
+            },
+        );
         let mut attempt = 0;
         let ctx = loop {
             let cfg = self.config();
@@ -199,7 +238,7 @@ impl Daemon {
                 &sc,
                 cfg.coder.organization.as_deref(),
                 self.metrics.clone(),
-                self.stop.child_token(),
+                stop.clone(),
                 self.abort.child_token(),
             )
             .await;
@@ -215,14 +254,54 @@ impl Daemon {
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = self.stop.cancelled() => return,
+                        _ = stop.cancelled() => return,
                     }
                 }
             }
         };
-        let slice = self.shard.slice(sc.count);
-        let reports = crate::traffic::run(ctx, slice, self.metrics.clone(), stats).await;
+        let control = crate::traffic::PoolControl { slice, settings };
+        let reports = crate::traffic::run(ctx, control, self.metrics.clone(), stats).await;
         tracing::info!(scenario = %sc.name, workspaces = reports.len(), "traffic pool deleted");
+    }
+
+    /// Brings the traffic pools in line with the configuration now in force: new scenarios
+    /// start, removed ones are deleted, a changed count or traffic setting reaches the running
+    /// pool, and any other change (template, parameters, prefix, phases, SSH settings)
+    /// deletes the pool and starts it again.
+    fn reload_traffic(self: &Arc<Self>) {
+        let cfg = self.config();
+        let wanted: std::collections::BTreeMap<&str, &Scenario> = cfg
+            .scenarios
+            .iter()
+            .filter(|s| s.kind == crate::config::ScenarioKind::Traffic)
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        let mut start = Vec::new();
+        {
+            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            pools.retain(|name, pool| match wanted.get(name.as_str()) {
+                Some(sc) if pool_identity(sc) == pool.identity => true,
+                changed => {
+                    tracing::info!(scenario = %name, "traffic pool {}: deleting it", if changed.is_some() { "changed beyond its size and traffic settings" } else { "removed from the configuration" });
+                    pool.stop.cancel();
+                    false
+                }
+            });
+            for (name, sc) in &wanted {
+                match pools.get(*name) {
+                    Some(pool) => {
+                        pool.slice.send_replace(self.shard.slice(sc.count));
+                        pool.settings.send_replace(sc.traffic.clone());
+                    }
+                    None => start.push((*sc).clone()),
+                }
+            }
+        }
+        for sc in start {
+            tracing::info!(scenario = %sc.name, "starting the traffic pool");
+            let d = self.clone();
+            self.runs.spawn(async move { d.keep_traffic(sc).await });
+        }
     }
 
     /// Deletes the scenario's leftovers (of this shard) and sets the orphan gauge.
@@ -304,6 +383,7 @@ pub async fn start(cfg: Config, opts: Options) -> Result<Handle, DaemonError> {
         runs: TaskTracker::new(),
         on_run: opts.on_run,
         traffic: Default::default(),
+        pools: Default::default(),
     });
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz and the status page");
     Ok(Handle { d, listener, addr })
@@ -338,8 +418,7 @@ impl Handle {
         shutdown: impl std::future::Future<Output = ()>,
         reloads: impl Stream<Item = Config>,
     ) -> Result<(), DaemonError> {
-        let Handle { d, listener, .. } = self;
-        let grace = d.config().server.shutdown_grace;
+        let Handle { d, listener, addr } = self;
         let server_stop = CancellationToken::new();
         let server = {
             let stop = server_stop.clone();
@@ -357,15 +436,7 @@ impl Handle {
             d.sweep(&sc).await;
         }
 
-        for sc in d
-            .config()
-            .scenarios
-            .iter()
-            .filter(|s| s.kind == crate::config::ScenarioKind::Traffic)
-        {
-            let (dd, sc) = (d.clone(), sc.clone());
-            d.runs.spawn(async move { dd.keep_traffic(sc).await });
-        }
+        d.reload_traffic();
 
         let mut sched = schedule(&d).await.map_err(DaemonError::Schedule)?;
         let mut reloads = std::pin::pin!(reloads);
@@ -374,6 +445,9 @@ impl Handle {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
                 Some(new) = reloads.next() => {
+                    if new.server.listen != d.config().server.listen {
+                        tracing::warn!(listen = %new.server.listen, serving = %addr, "[server] listen changed: a restart is needed for it; still serving on the address bound at start-up");
+                    }
                     for sc in &new.scenarios {
                         d.metrics.declare(sc);
                     }
@@ -384,12 +458,14 @@ impl Handle {
                         Ok(s) => s,
                         Err(e) => break Err(DaemonError::Schedule(format!("cannot schedule the reloaded configuration: {e}"))),
                     };
+                    d.reload_traffic();
                     tracing::info!("configuration reloaded");
                 }
             }
         };
 
         // Shutdown: stop scheduling, cancel phases, let deletes finish within the grace period.
+        let grace = d.config().server.shutdown_grace;
         tracing::info!(grace = %humantime::format_duration(grace), "stopping: canceling phases and deleting what this process created");
         d.stop.cancel();
         let _ = sched.shutdown().await;

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -53,8 +54,18 @@ impl TransportStats {
 
 /// Echo latencies in a fixed-size HDR histogram: 1 µs to 10 min at two significant digits
 /// (±1%), whatever the number of ticks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Latencies(hdrhistogram::Histogram<u64>);
+
+impl std::fmt::Debug for Latencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latencies")
+            .field("count", &self.0.len())
+            .field("p50_s", &self.quantile(0.5))
+            .field("p99_s", &self.quantile(0.99))
+            .finish()
+    }
+}
 
 impl Latencies {
     pub fn new() -> Latencies {
@@ -180,23 +191,72 @@ struct Seat {
     workspace: String,
     owner: String,
     agent: (Uuid, String),
+    /// Ends this workspace's sessions: the pool stops, or shrank past this place.
+    stop: CancellationToken,
+    /// What a reload can change while sessions run.
+    settings: watch::Receiver<TrafficConfig>,
 }
 
-/// Keeps the scenario's pool (this shard's part of it) running with traffic until `stop`;
-/// then deletes it. `abort` also cancels the deletes.
+/// What a reload changes in a running pool (see [`run`]).
+pub struct PoolControl {
+    /// This shard's part of the pool: it grows or shrinks to it.
+    pub slice: watch::Receiver<Slice>,
+    /// Ticks of sessions already open take the new interval, size and echo at their next
+    /// tick; a change of transports or sessions per workspace reopens the sessions.
+    pub settings: watch::Receiver<TrafficConfig>,
+}
+
+impl PoolControl {
+    /// A pool of one size and settings for its whole life.
+    pub fn fixed(slice: Slice, settings: TrafficConfig) -> PoolControl {
+        PoolControl {
+            slice: watch::channel(slice).1,
+            settings: watch::channel(settings).1,
+        }
+    }
+}
+
+/// Keeps the scenario's pool (this shard's part of it) running with traffic until the
+/// context's `stop`; then deletes it. `abort` also cancels the deletes. The pool follows
+/// `control`: places added when the slice grows, workspaces deleted when it shrinks.
 pub async fn run(
     ctx: Arc<RunCtx>,
-    slice: Slice,
+    mut control: PoolControl,
     observer: Arc<dyn TrafficObserver>,
     stats: Arc<TrafficStats>,
 ) -> Vec<runner::WorkspaceReport> {
-    let mut slots = tokio::task::JoinSet::new();
-    for index in slice.first..slice.first + slice.count {
-        let (ctx, observer, stats) = (ctx.clone(), observer.clone(), stats.clone());
-        slots.spawn(slot(ctx, index, observer, stats));
+    let mut slots: BTreeMap<u32, CancellationToken> = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let want = *control.slice.borrow_and_update();
+        let range = want.first..want.first + want.count;
+        for index in range.clone() {
+            slots.entry(index).or_insert_with(|| {
+                let stop = ctx.stop.child_token();
+                let (ctx, observer, stats) = (ctx.clone(), observer.clone(), stats.clone());
+                let settings = control.settings.clone();
+                tasks.spawn(slot(ctx, index, stop.clone(), settings, observer, stats));
+                stop
+            });
+        }
+        slots.retain(|index, stop| {
+            let keep = range.contains(index);
+            if !keep {
+                stop.cancel(); // its workspace is deleted
+            }
+            keep
+        });
+        tokio::select! {
+            _ = ctx.stop.cancelled() => break,
+            changed = control.slice.changed() => if changed.is_err() {
+                // Nobody can resize it any more: it keeps its size until it stops.
+                ctx.stop.cancelled().await;
+                break;
+            },
+        }
     }
     let mut reports = Vec::new();
-    while let Some(r) = slots.join_next().await {
+    while let Some(r) = tasks.join_next().await {
         if let Ok(r) = r {
             reports.extend(r);
         }
@@ -204,16 +264,19 @@ pub async fn run(
     reports
 }
 
-/// One place in the pool: bring a workspace up, hold its sessions, replace it when it breaks.
+/// One place in the pool: bring a workspace up, hold its sessions, replace it when it breaks,
+/// reopen them when a reload changes their shape; delete it when `stop` fires.
 async fn slot(
     ctx: Arc<RunCtx>,
     index: u32,
+    stop: CancellationToken,
+    mut settings: watch::Receiver<TrafficConfig>,
     observer: Arc<dyn TrafficObserver>,
     stats: Arc<TrafficStats>,
 ) -> Vec<runner::WorkspaceReport> {
     let mut reports = Vec::new();
     let mut generation = 0u32;
-    while !ctx.stop.is_cancelled() {
+    while !stop.is_cancelled() {
         // A replacement gets a fresh run id, so its name never collides with the one going.
         let name = if generation == 0 {
             ctx.workspace_name(index)
@@ -229,13 +292,13 @@ async fn slot(
             Ok(up) => up,
             Err(report) => {
                 reports.push(report);
-                backoff(&ctx.stop, generation).await;
+                backoff(&stop, generation).await;
                 continue;
             }
         };
         let Some(agent) = up.agent().filter(|_| up.ok) else {
             reports.push(runner::tear_down(&ctx, up).await);
-            backoff(&ctx.stop, generation).await;
+            backoff(&stop, generation).await;
             continue;
         };
         stats
@@ -246,19 +309,41 @@ async fn slot(
             workspace: name,
             owner: up.walk.owner.clone(),
             agent,
+            stop: stop.clone(),
+            settings: settings.clone(),
+        };
+        hold_all(&seat, &mut settings, &observer, &stats).await;
+        stats
+            .workspaces_up
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        reports.push(runner::tear_down(&ctx, up).await);
+    }
+    reports
+}
+
+/// Holds a workspace's sessions until it must go: the slot stops (`seat.stop`) or they keep
+/// failing to open (the workspace is replaced). A reload that changes transports or sessions
+/// per workspace reopens them all.
+async fn hold_all(
+    seat: &Seat,
+    settings: &mut watch::Receiver<TrafficConfig>,
+    observer: &Arc<dyn TrafficObserver>,
+    stats: &Arc<TrafficStats>,
+) {
+    loop {
+        let shape = {
+            let t = settings.borrow_and_update();
+            (t.transports.clone(), t.sessions_per_workspace)
         };
         let broken = CancellationToken::new();
+        let sessions_stop = seat.stop.child_token();
         let mut sessions = tokio::task::JoinSet::new();
-        let t = &ctx.scenario.traffic;
-        for transport in &t.transports {
-            for n in 0..t.sessions_per_workspace {
-                let (seat, observer, stats, broken) = (
-                    seat.clone(),
-                    observer.clone(),
-                    stats.clone(),
-                    broken.clone(),
-                );
-                let transport = *transport;
+        for transport in &shape.0 {
+            for n in 0..shape.1 {
+                let mut seat = seat.clone();
+                seat.stop = sessions_stop.clone();
+                let (stats, broken, transport) = (stats.clone(), broken.clone(), *transport);
+                let observer = observer.clone();
                 sessions.spawn(async move {
                     if hold(&seat, transport, n, &*observer, &stats).await == Ended::CannotOpen {
                         broken.cancel();
@@ -266,24 +351,38 @@ async fn slot(
                 });
             }
         }
-        tokio::select! {
-            _ = ctx.stop.cancelled() => {}
-            _ = broken.cancelled() => {
-                tracing::warn!(scenario = %ctx.scenario.name, workspace = %seat.workspace, "sessions keep failing to open: replacing the workspace");
-                stats.replaced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut live = settings.has_changed().is_ok();
+        let reopen = loop {
+            tokio::select! {
+                _ = seat.stop.cancelled() => break false,
+                _ = broken.cancelled() => {
+                    tracing::warn!(scenario = %seat.ctx.scenario.name, workspace = %seat.workspace, "sessions keep failing to open: replacing the workspace");
+                    stats.replaced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break false;
+                }
+                changed = settings.changed(), if live => {
+                    if changed.is_err() {
+                        live = false; // fixed settings from now on
+                        continue;
+                    }
+                    let t = settings.borrow();
+                    if (t.transports.clone(), t.sessions_per_workspace) != shape {
+                        break true;
+                    }
+                }
             }
-        }
-        // Sessions end after their current tick (stop) or at once (replacement).
-        if !ctx.stop.is_cancelled() {
+        };
+        // Sessions end after their current tick (stop) or at once (replacement, reshaping).
+        if !seat.stop.is_cancelled() {
             sessions.abort_all();
         }
+        sessions_stop.cancel();
         while sessions.join_next().await.is_some() {}
-        stats
-            .workspaces_up
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        reports.push(runner::tear_down(&ctx, up).await);
+        if !reopen {
+            return;
+        }
+        tracing::info!(scenario = %seat.ctx.scenario.name, workspace = %seat.workspace, "reloaded traffic settings: reopening the sessions");
     }
-    reports
 }
 
 async fn backoff(stop: &CancellationToken, attempt: u32) {
@@ -315,7 +414,7 @@ async fn hold(
     let ctx = &seat.ctx;
     let scenario = &ctx.scenario.name;
     let mut failures = 0u32;
-    while !ctx.stop.is_cancelled() {
+    while !seat.stop.is_cancelled() {
         let span = tracing::info_span!(
             "traffic.session",
             otel.name = "traffic.session",
@@ -339,34 +438,59 @@ async fn hold(
                 if failures >= REPLACE_AFTER {
                     return Ended::CannotOpen;
                 }
-                backoff(&ctx.stop, failures).await;
+                backoff(&seat.stop, failures).await;
                 continue;
             }
         };
         failures = 0;
-        stats.with(transport, |s| {
-            s.sessions_opened += 1;
-            s.open_now += 1;
-        });
-        obs.opened();
+        let open = OpenSession::new(&*obs, stats, transport);
         let result = ticks(
             conn,
-            &ctx.scenario.traffic,
-            &ctx.stop,
+            &seat.settings,
+            &seat.stop,
             transport,
             &*obs,
             stats,
             &span,
         )
         .await;
-        obs.closed();
-        stats.with(transport, |s| s.open_now -= 1);
+        drop(open);
         if let Err(e) = result {
             failure(&*obs, stats, transport, &span, &e);
-            backoff(&ctx.stop, 1).await;
+            backoff(&seat.stop, 1).await;
         }
     }
     Ended::Stopped
+}
+
+/// An open session as counted (the sessions gauge, `open_now`): counted out when dropped,
+/// so a session whose task is aborted (a replacement, a reload) is counted out too.
+struct OpenSession<'a> {
+    obs: &'a dyn SessionObserver,
+    stats: &'a TrafficStats,
+    transport: Transport,
+}
+
+impl<'a> OpenSession<'a> {
+    fn new(obs: &'a dyn SessionObserver, stats: &'a TrafficStats, transport: Transport) -> Self {
+        stats.with(transport, |s| {
+            s.sessions_opened += 1;
+            s.open_now += 1;
+        });
+        obs.opened();
+        OpenSession {
+            obs,
+            stats,
+            transport,
+        }
+    }
+}
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.obs.closed();
+        self.stats.with(self.transport, |s| s.open_now -= 1);
+    }
 }
 
 fn failure(
@@ -444,21 +568,30 @@ fn payload(n: u32) -> String {
 
 async fn ticks(
     mut conn: Conn,
-    t: &TrafficConfig,
+    settings: &watch::Receiver<TrafficConfig>,
     stop: &CancellationToken,
     transport: Transport,
     obs: &dyn SessionObserver,
     stats: &TrafficStats,
     span: &tracing::Span,
 ) -> Result<(), PhaseError> {
-    // A tick that has not come back within this is a stall.
-    let stall = (t.tick_interval * 20).max(Duration::from_secs(5));
-    let start = tokio::time::Instant::now();
+    let mut start = tokio::time::Instant::now();
+    let mut interval = settings.borrow().tick_interval;
     let (mut k, mut late, mut done) = (0u64, 0u64, 0u64);
     let mut buf: Vec<u8> = Vec::new();
     let mut lat = Latencies::new();
     let result = loop {
-        let due = start + t.tick_interval * k as u32;
+        // What a reload set applies from this tick on; a new interval starts a new cadence.
+        let (tick_interval, bytes_per_tick, wait_echo) = {
+            let t = settings.borrow();
+            (t.tick_interval, t.bytes_per_tick, t.echo)
+        };
+        if tick_interval != interval {
+            (start, interval, k) = (tokio::time::Instant::now(), tick_interval, 0);
+        }
+        // A tick that has not come back within this is a stall.
+        let stall = (interval * 20).max(Duration::from_secs(5));
+        let due = start + interval * k as u32;
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
             _ = stop.cancelled() => break Ok(()),
@@ -466,7 +599,7 @@ async fn ticks(
         if tokio::time::Instant::now() > due + Duration::from_millis(1) {
             late += 1;
         }
-        let mut p = payload(t.bytes_per_tick);
+        let mut p = payload(bytes_per_tick);
         let sent = p.len() as u64 + 1;
         p.push('\n');
         if let Err(e) = conn.send(&p).await {
@@ -476,7 +609,7 @@ async fn ticks(
         obs.sent(sent);
         stats.with(transport, |s| s.bytes_sent += sent);
         k += 1;
-        if !t.echo {
+        if !wait_echo {
             continue;
         }
         let echoed = tokio::time::timeout_at(

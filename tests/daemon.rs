@@ -513,3 +513,124 @@ async fn the_daemon_runs_in_process_on_demand_and_takes_reloads() {
         .expect("cleanly");
     assert!(settle(&sim).await.is_empty());
 }
+
+/// A reload reaches a running traffic pool: its size grows and shrinks, a new tick interval
+/// applies to the sessions already open, new transports reopen them, a changed prefix starts
+/// the pool again, a removed scenario deletes it, and a new `[server] listen` waits for a
+/// restart while the old address keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_a_running_traffic_pool() {
+    let sim = start(fast_sim()).await;
+    let ssh = format!(
+        "transport = \"tcp\"\naddress = \"{}\"\nuser = \"{{workspace}}\"",
+        sim.ssh_addr()
+    );
+    let pool = |count: u32, tick: &str, transports: &str, prefix: &str| {
+        ConfigText::new(sim.url())
+            .daemon()
+            .scenario(
+                ScenarioText::new("pool", count)
+                    .key("kind = \"traffic\"")
+                    .key(&format!("workspace_prefix = \"{prefix}\""))
+                    .key("phases = [\"create\", \"build\", \"agent\", \"delete\"]")
+                    .key(&format!("transports = {transports}"))
+                    .key("bytes_per_tick = 16")
+                    .key(&format!("tick_interval = \"{tick}\""))
+                    .table("ssh", &ssh),
+            )
+            .parse()
+    };
+    let cfg = pool(2, "100ms", "[\"pty\"]", "stpool");
+    let handle = scaletestd::daemon::start(cfg, Default::default())
+        .await
+        .unwrap();
+    let addr = handle.addr();
+    let d = handle.daemon().clone();
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(handle.run(
+        async move {
+            let _ = stopped.await;
+        },
+        futures_util::stream::unfold(
+            reloads,
+            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+        ),
+    ));
+    let stats = || d.traffic.lock().unwrap().get("pool").cloned();
+    let open = |t: &str| stats().map_or(0, |s| s.snapshot().get(t).map_or(0, |x| x.open_now));
+    let ticks = || stats().map_or(0, |s| s.snapshot().values().map(|x| x.ticks).sum::<u64>());
+    let live = || sim.live_workspaces();
+    let within = Duration::from_secs(30);
+    eventually(within, || live().len() == 2 && open("pty") == 2).await;
+
+    reload
+        .send(pool(3, "100ms", "[\"pty\"]", "stpool"))
+        .await
+        .unwrap();
+    eventually(within, || live().len() == 3 && open("pty") == 3).await;
+    reload
+        .send(pool(1, "100ms", "[\"pty\"]", "stpool"))
+        .await
+        .unwrap();
+    eventually(within, || live().len() == 1 && open("pty") == 1).await;
+    let kept = live();
+
+    // Ticks per second of one session, at 100 ms and then at 10 ms.
+    let rate = || async {
+        let before = ticks();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (ticks() - before) as f64 / 2.0
+    };
+    let slow = rate().await;
+    reload
+        .send(pool(1, "10ms", "[\"pty\"]", "stpool"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fast = rate().await;
+    assert!(
+        fast > slow * 3.0,
+        "{slow} ticks/s at 100 ms, {fast} at 10 ms"
+    );
+    assert_eq!(live(), kept, "the same workspace: only the ticks changed");
+
+    reload
+        .send(pool(1, "10ms", "[\"pty\", \"ssh\"]", "stpool"))
+        .await
+        .unwrap();
+    eventually(within, || open("ssh") == 1 && open("pty") == 1).await;
+    assert_eq!(live(), kept, "sessions reopened on the same workspace");
+
+    // A new prefix is a new pool: the old workspace goes, one of the new prefix comes.
+    reload
+        .send(pool(1, "10ms", "[\"pty\"]", "stpool-b"))
+        .await
+        .unwrap();
+    eventually(within, || {
+        let l = live();
+        l.len() == 1 && l[0].starts_with("stpool-b-")
+    })
+    .await;
+
+    // The scenario gone: its pool deleted. A new listen address: the old one keeps serving.
+    let mut other = ConfigText::new(sim.url())
+        .server("listen = \"127.0.0.1:1\"")
+        .scenario(ScenarioText::new("lifecycle", 1))
+        .parse();
+    other.server.shutdown_grace = Duration::from_secs(30);
+    reload.send(other).await.unwrap();
+    eventually(within, || live().is_empty()).await;
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the daemon stops")
+        .unwrap()
+        .unwrap();
+    assert!(settle(&sim).await.is_empty());
+}

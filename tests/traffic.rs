@@ -71,7 +71,8 @@ async fn start_pool(cfg: &scaletestd::config::Config) -> Running {
         first: 1,
         count: sc.count,
     };
-    let task = tokio::spawn(traffic::run(ctx, slice, metrics.clone(), stats.clone()));
+    let control = traffic::PoolControl::fixed(slice, sc.traffic.clone());
+    let task = tokio::spawn(traffic::run(ctx, control, metrics.clone(), stats.clone()));
     Running {
         stop,
         stats,

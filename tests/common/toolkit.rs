@@ -234,44 +234,60 @@ impl std::fmt::Display for Ran {
 
 /// Waits until `condition` holds, checking every 20 ms; panics after `within`. The way the
 /// tests wait for something to happen (never a fixed sleep).
-pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+#[track_caller]
+pub fn eventually(
+    within: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> impl std::future::Future<Output = ()> {
+    let at = std::panic::Location::caller();
+    async move {
+        let deadline = tokio::time::Instant::now() + within;
+        while !condition() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the condition at {at} was not reached within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
 /// [`eventually`] for a condition that has to await (a scrape, a request): returns the value
 /// `check` accepted.
-pub async fn eventually_async<T, F, Fut>(within: Duration, mut check: F) -> T
+#[track_caller]
+pub fn eventually_async<T, F, Fut>(
+    within: Duration,
+    mut check: F,
+) -> impl std::future::Future<Output = T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
+    let at = std::panic::Location::caller();
+    async move {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the condition at {at} was not reached within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// [`eventually`] for code that is not async.
+#[track_caller]
 pub fn eventually_blocking(within: Duration, mut condition: impl FnMut() -> bool) {
+    let at = std::panic::Location::caller();
     let deadline = std::time::Instant::now() + within;
     while !condition() {
         assert!(
             std::time::Instant::now() < deadline,
-            "condition not reached within {within:?}"
+            "the condition at {at} was not reached within {within:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
