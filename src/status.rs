@@ -261,8 +261,15 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
         }
         if runs.iter().any(|r| !r.failed.is_empty()) {
             s.push_str("<h3>Failed workspaces</h3><table><tr><th>run</th><th>workspace</th><th>phase</th><th>reason</th><th>error</th><th>trace</th></tr>");
+            // The newest first, [`FAILED_KEPT`] rows in all: older runs are counted.
+            let mut room = FAILED_KEPT;
+            let mut older = 0;
             for r in &runs {
-                for w in &r.failed {
+                if room == 0 {
+                    older += r.failed.len() + r.failed_more;
+                    continue;
+                }
+                for w in r.failed.iter().take(room) {
                     let _ = write!(
                         s,
                         "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -278,14 +285,22 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
                         )
                     );
                 }
-                if r.failed_more > 0 {
+                let shown = r.failed.len().min(room);
+                room -= shown;
+                let more = r.failed.len() - shown + r.failed_more;
+                if more > 0 {
                     let _ = write!(
                         s,
-                        "<tr><td><code>{}</code></td><td colspan=\"5\">and {} more</td></tr>",
-                        esc(&r.run_id),
-                        r.failed_more
+                        "<tr><td><code>{}</code></td><td colspan=\"5\">and {more} more</td></tr>",
+                        esc(&r.run_id)
                     );
                 }
+            }
+            if older > 0 {
+                let _ = write!(
+                    s,
+                    "<tr><td colspan=\"6\">and {older} more in older runs</td></tr>"
+                );
             }
             s.push_str("</table>");
         }

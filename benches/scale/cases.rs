@@ -57,6 +57,7 @@ pub async fn run_child(case: &str) -> Value {
             )
             .await
         }
+        "traffic" => traffic(num(1), num(2), num(3)).await,
         other => panic!("unknown case {other}"),
     };
     let (peak, _) = rss_mib("self");
@@ -194,6 +195,102 @@ user = "{{workspace}}"
     })
 }
 
+/// A traffic pool of `sessions` web-terminal sessions (10 per workspace) ticking every
+/// `tick_ms` for `seconds`: ticks a second, echo latency, errors, CPU.
+async fn traffic(tick_ms: u32, sessions: u32, seconds: u32) -> Value {
+    let workspaces = sessions.div_ceil(10);
+    let text = format!(
+        "[coder]\nurl = \"{}\"\n[[scenario]]\nname = \"t\"\nkind = \"traffic\"\ntemplate = \"docker\"\ncount = {workspaces}\nconcurrency = {workspaces}\nphases = [\"create\", \"build\", \"agent\", \"delete\"]\nsessions_per_workspace = {}\nbytes_per_tick = 64\ntick_interval = \"{tick_ms}ms\"\n",
+        env("SCALE_BENCH_URL"),
+        sessions / workspaces
+    );
+    let env = Env {
+        coder_session_token: Some(TOKEN.into()),
+        ..Default::default()
+    };
+    let cfg = Config::parse("traffic.toml", &text, &env).expect("the traffic configuration");
+    let sc = &cfg.scenarios[0];
+    let metrics = Metrics::new();
+    metrics.declare(sc);
+    let client = Client::observed(
+        cfg.coder.url.clone(),
+        cfg.coder.token.clone(),
+        ClientOptions::default(),
+        metrics.clone(),
+    );
+    let stop = CancellationToken::new();
+    let ctx = scaletestd::traffic::context(
+        &client,
+        sc,
+        None,
+        metrics.clone(),
+        stop.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("the pool starts");
+    let stats = Arc::new(scaletestd::traffic::TrafficStats::default());
+    let control = scaletestd::traffic::PoolControl::fixed(
+        Slice {
+            first: 1,
+            count: workspaces,
+        },
+        sc.traffic.clone(),
+    );
+    let pool = tokio::spawn(scaletestd::traffic::run(
+        ctx,
+        control,
+        metrics.clone(),
+        stats.clone(),
+    ));
+    let open = || {
+        stats
+            .snapshot()
+            .values()
+            .map(|s| s.open_now)
+            .sum::<i64>()
+    };
+    let t = Instant::now();
+    while open() < sessions as i64 && t.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if open() < sessions as i64 {
+        stop.cancel();
+        let _ = pool.await;
+        return json!({"error": format!("only {} of {sessions} sessions opened", open())});
+    }
+    // Measure from here: a fresh histogram of what the window echoes.
+    let before = stats.snapshot();
+    let cpu0 = cpu_seconds("self");
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+    let elapsed = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds("self") - cpu0;
+    let after = stats.snapshot();
+    let ticks = |s: &std::collections::BTreeMap<&str, scaletestd::traffic::TransportStats>| {
+        s.values().map(|x| x.ticks).sum::<u64>()
+    };
+    let errors: u64 = after
+        .values()
+        .flat_map(|x| x.errors.values())
+        .sum::<u64>()
+        - before
+            .values()
+            .flat_map(|x| x.errors.values())
+            .sum::<u64>();
+    let lat = after.values().next().map(|x| x.latency.clone());
+    stop.cancel();
+    let _ = pool.await;
+    json!({
+        "summary": format!("{sessions} sessions at {tick_ms} ms"),
+        "ticks_per_second": (ticks(&after) - ticks(&before)) as f64 / elapsed,
+        "p50_ms": lat.as_ref().and_then(|l| l.quantile(0.5)).map(|v| v * 1e3),
+        "p99_ms": lat.as_ref().and_then(|l| l.quantile(0.99)).map(|v| v * 1e3),
+        "errors": errors,
+        "cpu_percent": cpu / elapsed * 100.0,
+    })
+}
+
 /// Runs a case in a child process against `sim`; its JSON line, or an error string.
 fn child(case: &str, sim: &SimProcess, otlp: &str, within: Duration) -> Value {
     eprintln!("== {case}");
@@ -227,11 +324,51 @@ fn child(case: &str, sim: &SimProcess, otlp: &str, within: Duration) -> Value {
     v
 }
 
+/// Traffic: how many sessions one instance holds at a 100 ms and a 1 s tick, growing until
+/// the p99 echo passes 50 ms or a session fails.
+fn traffic_section(t: &mut Table, quick: bool, sim: &SimProcess, otlp: &str) {
+    let mut traffic = Vec::new();
+    let steps: &[(u32, &[u32])] = if quick {
+        &[(100, &[50, 200]), (1000, &[50, 200])]
+    } else {
+        &[
+            (100, &[50, 100, 150, 200, 400, 800]),
+            (1000, &[50, 100, 200, 500, 1000, 2000]),
+        ]
+    };
+    for (tick, sizes) in steps {
+        for &n in *sizes {
+            let v = child(
+                &format!("traffic:{tick}:{n}:20"),
+                sim,
+                otlp,
+                Duration::from_secs(600),
+            );
+            let held = v["p99_ms"].as_f64().is_some_and(|p| p < 50.0) && v["errors"] == 0;
+            traffic.push((*tick, n, v));
+            if !held {
+                break;
+            }
+        }
+    }
+    t.traffic(&traffic);
+}
+
 /// Every case, one after another; the table.
 pub async fn run_all(quick: bool) -> String {
     let otlp = report::OtlpSink::start().await;
     let sim = SimProcess::start(crate::sim::FAST);
     let mut t = Table::default();
+    // `SCALE_BENCH_ONLY=traffic` (or `page`): only those sections, for a quick look.
+    if let Ok(only) = std::env::var("SCALE_BENCH_ONLY") {
+        if only.contains("traffic") {
+            traffic_section(&mut t, quick, &sim, &otlp.url);
+        }
+        if only.contains("page") {
+            t.status_page();
+        }
+        return t.render();
+    }
     // 10 and 30 find where the error stays under 5 ms; 100 to 10,000 are the sizes.
     let sizes: &[u32] = if quick {
         &[10, 100, 1000]
@@ -286,7 +423,9 @@ pub async fn run_all(quick: bool) -> String {
         long,
     };
     t.capacity(&capacity, &accuracy);
+    traffic_section(&mut t, quick, &sim, &otlp.url);
     t.scrape_time();
+    t.status_page();
     t.idle(&sim).await;
     t.render()
 }

@@ -308,6 +308,134 @@ impl Table {
         );
     }
 
+    /// The status page with 20 scenarios, each with 20 runs of 10,000 workspaces of which a
+    /// tenth failed: what the history keeps, how long a render takes.
+    pub fn status_page(&mut self) {
+        use scaletestd::phases::{Phase, PhaseRecord, Reason};
+        use scaletestd::runner::{RunReport, WorkspaceReport};
+        use scaletestd::status::{History, PageInfo, RunSummary};
+        let record = |phase, ok: bool, i: u32| PhaseRecord {
+            phase,
+            started_at: chrono::Utc::now(),
+            duration: Duration::from_millis(100 + u64::from(i % 997)),
+            ok,
+            reason: (!ok).then_some(Reason::BuildFailed),
+            error: (!ok).then(|| {
+                "terraform apply: docker_container.workspace[0]: injected failure".to_string()
+            }),
+            trace_id: Some(format!("{i:032x}")),
+            coder_trace_id: None,
+            sub_timings_ms: Default::default(),
+        };
+        let report = RunReport {
+            scenario: "s".into(),
+            run_id: "abc123".into(),
+            started_at: chrono::Utc::now(),
+            elapsed: Duration::from_secs(300),
+            setup_error: None,
+            aborted: false,
+            watch_transport: Some("watch-ws"),
+            create_route: Some("/api/v2/users/{user}/workspaces"),
+            workspaces: (1..=10_000)
+                .map(|i| {
+                    let ok = i % 10 != 0;
+                    WorkspaceReport {
+                        index: i,
+                        name: format!("scaletest-abc123-{i}"),
+                        id: None,
+                        ok,
+                        phases: vec![
+                            record(Phase::Create, true, i),
+                            record(Phase::Build, ok, i),
+                            record(Phase::Delete, true, i),
+                        ],
+                        build_stages: vec![],
+                        last_coder_trace: None,
+                    }
+                })
+                .collect(),
+        };
+        let t = Instant::now();
+        let summary = RunSummary::of(&report);
+        let summarize_ms = ms(t.elapsed());
+        drop(report);
+        let history = History::default();
+        let names: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+        for name in &names {
+            for _ in 0..20 {
+                history.push(name, summary.clone());
+            }
+        }
+        let info = PageInfo {
+            scenarios: names.iter().map(|n| (n.as_str(), Some("0 */15 * * * *"))).collect(),
+            coder_url: "https://coder.example.com",
+            coder_up: true,
+            trace_link: Some("https://grafana.example.com/explore?traceId={trace_id}"),
+            traffic: vec![],
+        };
+        let _ = scaletestd::status::render(&history, &info);
+        let t = Instant::now();
+        let mut bytes = 0;
+        for _ in 0..10 {
+            bytes = scaletestd::status::render(&history, &info).len();
+        }
+        let render_ms = ms(t.elapsed()) / 10.0;
+        let o = &mut self.out;
+        let _ = writeln!(
+            o,
+            "### Status page: 20 scenarios × 20 runs of 10,000 workspaces (1,000 failed each)\n"
+        );
+        let _ = writeln!(o, "| figure | measured | target |");
+        let _ = writeln!(o, "|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| a run's summary (kept instead of its report) | {} failed workspaces kept, {} more counted; {summarize_ms:.1} ms to make | ≤ 50 kept |",
+            summary.failed.len(),
+            summary.failed_more
+        );
+        let _ = writeln!(
+            o,
+            "| page render | {render_ms:.1} ms, {} KiB | < 50 ms |\n",
+            bytes / 1024
+        );
+    }
+
+    /// Traffic: sessions held open at a tick interval with p99 echo under 50 ms.
+    pub fn traffic(&mut self, rows: &[(u32, u32, Value)]) {
+        let o = &mut self.out;
+        let _ = writeln!(
+            o,
+            "### Traffic: web-terminal sessions echoing 64 bytes a tick, 20 s each (sessions held while p99 echo < 50 ms)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| tick | sessions | ticks per second | echo p50 / p99 ms | errors | CPU % of a core (ours) | peak RSS MiB (ours) | held |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+        for (tick, sessions, v) in rows {
+            if let Some(e) = v["error"].as_str() {
+                let _ = writeln!(o, "| {tick} ms | {sessions} | {e} | | | | | no |");
+                continue;
+            }
+            let p99 = v["p99_ms"].as_f64().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                o,
+                "| {tick} ms | {sessions} | {:.0} | {:.1} / {p99:.1} | {} | {:.0} | {:.0} | {} |",
+                v["ticks_per_second"].as_f64().unwrap_or(0.0),
+                v["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                v["errors"],
+                v["cpu_percent"].as_f64().unwrap_or(0.0),
+                v["peak_rss_mib"].as_f64().unwrap_or(0.0),
+                if p99 < 50.0 && v["errors"].as_u64() == Some(0) {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+        }
+        o.push('\n');
+    }
+
     /// The daemon between runs: one scheduled run of 50 full lifecycles, then 10 s of idle.
     pub async fn idle(&mut self, sim: &SimProcess) {
         let dir =
