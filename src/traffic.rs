@@ -575,8 +575,11 @@ async fn ticks(
     stats: &TrafficStats,
     span: &tracing::Span,
 ) -> Result<(), PhaseError> {
-    let mut start = tokio::time::Instant::now();
     let mut interval = settings.borrow().tick_interval;
+    // Each session starts its cadence at a random point of the interval: sessions opened
+    // together would otherwise tick in unison, and the burst (not the server) would set the
+    // tail of the latency.
+    let mut start = tokio::time::Instant::now() + spread(interval);
     let (mut k, mut late, mut done) = (0u64, 0u64, 0u64);
     let mut buf: Vec<u8> = Vec::new();
     let mut lat = Latencies::new();
@@ -587,7 +590,11 @@ async fn ticks(
             (t.tick_interval, t.bytes_per_tick, t.echo)
         };
         if tick_interval != interval {
-            (start, interval, k) = (tokio::time::Instant::now(), tick_interval, 0);
+            (start, interval, k) = (
+                tokio::time::Instant::now() + spread(tick_interval),
+                tick_interval,
+                0,
+            );
         }
         // A tick that has not come back within this is a stall.
         let stall = (interval * 20).max(Duration::from_secs(5));
@@ -645,6 +652,12 @@ async fn ticks(
     }
     conn.close().await;
     result
+}
+
+/// A random offset within one tick interval.
+fn spread(interval: Duration) -> Duration {
+    let us = interval.as_micros().min(u64::MAX as u128) as u64;
+    Duration::from_micros(rand::rng().random_range(0..us.max(1)))
 }
 
 /// Reads until `payload` has come back, scanning each received byte once; what follows it

@@ -243,13 +243,7 @@ async fn traffic(tick_ms: u32, sessions: u32, seconds: u32) -> Value {
         metrics.clone(),
         stats.clone(),
     ));
-    let open = || {
-        stats
-            .snapshot()
-            .values()
-            .map(|s| s.open_now)
-            .sum::<i64>()
-    };
+    let open = || stats.snapshot().values().map(|s| s.open_now).sum::<i64>();
     let t = Instant::now();
     while open() < sessions as i64 && t.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -270,14 +264,8 @@ async fn traffic(tick_ms: u32, sessions: u32, seconds: u32) -> Value {
     let ticks = |s: &std::collections::BTreeMap<&str, scaletestd::traffic::TransportStats>| {
         s.values().map(|x| x.ticks).sum::<u64>()
     };
-    let errors: u64 = after
-        .values()
-        .flat_map(|x| x.errors.values())
-        .sum::<u64>()
-        - before
-            .values()
-            .flat_map(|x| x.errors.values())
-            .sum::<u64>();
+    let errors: u64 = after.values().flat_map(|x| x.errors.values()).sum::<u64>()
+        - before.values().flat_map(|x| x.errors.values()).sum::<u64>();
     let lat = after.values().next().map(|x| x.latency.clone());
     stop.cancel();
     let _ = pool.await;
@@ -333,7 +321,7 @@ fn traffic_section(t: &mut Table, quick: bool, sim: &SimProcess, otlp: &str) {
     } else {
         &[
             (100, &[50, 100, 150, 200, 400, 800]),
-            (1000, &[50, 100, 200, 500, 1000, 2000]),
+            (1000, &[50, 100, 200, 500, 1000, 2000, 4000]),
         ]
     };
     for (tick, sizes) in steps {

@@ -367,7 +367,10 @@ impl Table {
             }
         }
         let info = PageInfo {
-            scenarios: names.iter().map(|n| (n.as_str(), Some("0 */15 * * * *"))).collect(),
+            scenarios: names
+                .iter()
+                .map(|n| (n.as_str(), Some("0 */15 * * * *")))
+                .collect(),
             coder_url: "https://coder.example.com",
             coder_up: true,
             trace_link: Some("https://grafana.example.com/explore?traceId={trace_id}"),
