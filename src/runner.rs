@@ -500,36 +500,61 @@ pub(crate) async fn bring_up(
         ctx.observer.workspace_done(&s.name, &report);
         return Err(report);
     }
-    let start_job = walk
+    // The latest build's job is in hand; an earlier one's is read back (one call).
+    let latest = walk
         .updates
         .as_ref()
         .and_then(|u| u.latest.as_ref())
-        .map(|w| &w.latest_build)
-        .filter(|b| Some(b.id) == walk.start_build && b.job.status.is_terminal())
-        .map(|b| (b.id, b.job.clone()));
-    if let Some(start_job) = start_job {
-        build_stages(ctx, &mut report, start_job, &first_span).await;
-    }
+        .map(|w| (w.latest_build.id, w.latest_build.job.clone()));
+    build_stages(ctx, &mut report, latest, walk.builds.clone(), &first_span).await;
     Ok(Up { report, walk, ok })
 }
 
-/// Where the first start build spent its time, once its job has finished (failed builds
-/// too), as spans with Coder's own timestamps under the `build` and `agent` phases.
+/// Where each build the walk waited for spent its time, once its job has finished (failed
+/// builds too): the first start build, and any stop and start. As spans with Coder's own
+/// timestamps under the phase that waited for the build (the agent's under `agent`).
 async fn build_stages(
     ctx: &RunCtx,
     report: &mut WorkspaceReport,
-    (build, job): (Uuid, crate::coder::ProvisionerJob),
+    latest: Option<(Uuid, crate::coder::ProvisionerJob)>,
+    builds: Vec<(Uuid, Phase)>,
     first_span: &BTreeMap<Phase, opentelemetry::Context>,
 ) {
-    let Some(build_cx) = first_span.get(&Phase::Build) else {
-        return;
-    };
-    report.build_stages = Box::pin(phases::build::fetch_stages(ctx.client(), build, &job)).await;
-    phases::build::stage_spans(
-        build_cx,
-        first_span.get(&Phase::Agent),
-        &report.build_stages,
-    );
+    for (build, phase) in builds {
+        let Some(span) = first_span.get(&phase) else {
+            continue;
+        };
+        let job = match &latest {
+            Some((id, job)) if *id == build => Some(job.clone()),
+            _ => ctx
+                .client()
+                .workspace_build(build)
+                .await
+                .ok()
+                .map(|b| b.job),
+        };
+        let Some(job) = job.filter(|j| j.status.is_terminal()) else {
+            continue;
+        };
+        let transition = if phase == Phase::Stop {
+            "stop"
+        } else {
+            "start"
+        };
+        let stages = Box::pin(phases::build::fetch_stages(
+            ctx.client(),
+            build,
+            &job,
+            transition,
+        ))
+        .await;
+        let agent_span = match phase {
+            Phase::Build => first_span.get(&Phase::Agent),
+            _ => None,
+        };
+        phases::build::stage_spans(span, agent_span, &stages);
+        report.build_stages.extend(stages);
+    }
 }
 
 /// Deletes a workspace that [`bring_up`] made, and reports it.

@@ -86,6 +86,24 @@ fn cases() -> &'static [Case] {
             "phase \"pty\" (number 3) cannot run after \"build\": no agent is known ready yet",
         ),
         (
+            "\"agent\", \"pty\"",
+            "\"agent\", \"start\", \"pty\"",
+            "cfg.toml:9:10",
+            "phase \"start\" (number 4) cannot run after \"agent\": the workspace is running with its agent ready; it needs a stopped workspace",
+        ),
+        (
+            "\"agent\", \"pty\"",
+            "\"agent\", \"stop\", \"agent\", \"pty\"",
+            "cfg.toml:9:10",
+            "phase \"agent\" (number 5) cannot run after \"stop\": the workspace is stopped (put \"start\" before it)",
+        ),
+        (
+            "\"agent\", \"pty\"",
+            "\"agent\", \"stop\", \"pty\"",
+            "cfg.toml:9:10",
+            "phase \"pty\" (number 5) cannot run after \"stop\"",
+        ),
+        (
             "\"pty\", \"delete\"",
             "\"pty\", \"app\", \"delete\"",
             "cfg.toml:9:46",

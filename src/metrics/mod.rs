@@ -73,6 +73,8 @@ pub struct FailureLabels {
 pub struct StageLabels {
     pub scenario: String,
     pub stage: String,
+    /// The build's transition: `start` (first builds and restarts) or `stop`.
+    pub transition: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -364,11 +366,24 @@ impl Metrics {
                 });
             }
         }
-        if sc.phases.contains(&Phase::Build) {
+        let transitions = [
+            ("start", Phase::Build),
+            ("start", Phase::Start),
+            ("stop", Phase::Stop),
+        ];
+        for (transition, phase) in transitions {
+            if !sc.phases.contains(&phase) {
+                continue;
+            }
             for stage in STAGES {
+                // A stop build connects no agent.
+                if transition == "stop" && stage.starts_with("agent_") {
+                    continue;
+                }
                 let _ = self.build_stage.get_or_create(&StageLabels {
                     scenario: s(name),
                     stage: s(stage),
+                    transition: s(transition),
                 });
             }
         }

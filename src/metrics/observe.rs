@@ -64,6 +64,7 @@ impl RunObserver for Metrics {
                 .get_or_create(&StageLabels {
                     scenario: s(scenario),
                     stage: s(st.stage),
+                    transition: s(st.transition),
                 })
                 .observe(st.duration().as_secs_f64());
         }

@@ -57,6 +57,8 @@ async fn run(walk: &mut Walk) -> Result<(), PhaseError> {
 pub struct StageTiming {
     /// `queue`, `init`, `plan`, `graph`, `apply`, `agent_connect` or `agent_startup`.
     pub stage: &'static str,
+    /// The build's transition: `start` (the first build, and `start` after `stop`) or `stop`.
+    pub transition: &'static str,
     pub started_at: Time,
     pub ended_at: Time,
     /// A script's name, for `agent_startup`.
@@ -74,11 +76,16 @@ impl StageTiming {
 
 /// The stages of a start build: the queue wait from the job, then Coder's build timings
 /// with each stage's resources merged into one span from its first start to its last end.
-pub fn stages(job: &ProvisionerJob, timings: &WorkspaceBuildTimings) -> Vec<StageTiming> {
+pub fn stages(
+    job: &ProvisionerJob,
+    timings: &WorkspaceBuildTimings,
+    transition: &'static str,
+) -> Vec<StageTiming> {
     let mut out = Vec::new();
     if let Some(started) = job.started_at {
         out.push(StageTiming {
             stage: "queue",
+            transition,
             started_at: job.created_at,
             ended_at: started,
             name: String::new(),
@@ -99,6 +106,7 @@ pub fn stages(job: &ProvisionerJob, timings: &WorkspaceBuildTimings) -> Vec<Stag
         if let (Some(started_at), Some(ended_at)) = (start, end) {
             out.push(StageTiming {
                 stage: name,
+                transition,
                 started_at,
                 ended_at,
                 name: String::new(),
@@ -108,6 +116,7 @@ pub fn stages(job: &ProvisionerJob, timings: &WorkspaceBuildTimings) -> Vec<Stag
     for t in &timings.agent_connection_timings {
         out.push(StageTiming {
             stage: "agent_connect",
+            transition,
             started_at: t.started_at,
             ended_at: t.ended_at,
             name: t.workspace_agent_name.clone(),
@@ -120,6 +129,7 @@ pub fn stages(job: &ProvisionerJob, timings: &WorkspaceBuildTimings) -> Vec<Stag
     {
         out.push(StageTiming {
             stage: "agent_startup",
+            transition,
             started_at: t.started_at,
             ended_at: t.ended_at,
             name: t.display_name.clone(),
@@ -133,13 +143,61 @@ pub async fn fetch_stages(
     client: &Client,
     build: uuid::Uuid,
     job: &ProvisionerJob,
+    transition: &'static str,
 ) -> Vec<StageTiming> {
     match client.build_timings(build).await {
-        Ok(t) => stages(job, &t),
+        Ok(t) => stages(job, &t, transition),
         Err(e) => {
             tracing::warn!(build.id = %build, error = %e, "cannot read build timings");
-            stages(job, &WorkspaceBuildTimings::default())
+            stages(job, &WorkspaceBuildTimings::default(), transition)
         }
+    }
+}
+
+/// Posts a build of `transition` and waits on the workspace's events until its job has
+/// finished: the body of `stop` and `start` (Coder refuses the post with 409 while another
+/// build is active, and takes the version and parameters from the previous build).
+pub(super) async fn post_and_wait(
+    ctx: &super::Ctx,
+    walk: &mut Walk,
+    transition: WorkspaceTransition,
+    phase: super::Phase,
+) -> Result<(), PhaseError> {
+    let id = walk
+        .id
+        .ok_or_else(|| PhaseError::new(Reason::ProtocolError, "no workspace to build"))?;
+    let req = crate::coder::CreateWorkspaceBuildRequest {
+        transition,
+        orphan: false,
+    };
+    let build = ctx.client.create_build(id, &req).await?;
+    walk.builds.push((build.id, phase));
+    let job = walk
+        .updates()?
+        .wait_for(POLL_EVERY, |ws| {
+            let b = &ws.latest_build;
+            (b.id == build.id && b.job.status.is_terminal()).then(|| b.job.clone())
+        })
+        .await?;
+    let what = match transition {
+        WorkspaceTransition::Start => "start",
+        WorkspaceTransition::Stop => "stop",
+        WorkspaceTransition::Delete => "delete",
+    };
+    match job.status {
+        ProvisionerJobStatus::Succeeded => Ok(()),
+        ProvisionerJobStatus::Canceled => Err(PhaseError::new(
+            Reason::BuildCanceled,
+            format!("the {what} build was canceled"),
+        )),
+        _ => Err(PhaseError::new(
+            Reason::BuildFailed,
+            if job.error.is_empty() {
+                format!("the {what} build failed")
+            } else {
+                format!("the {what} build failed: {}", job.error)
+            },
+        )),
     }
 }
 

@@ -38,7 +38,7 @@ async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
         .await?;
     walk.id = Some(ws.id);
     walk.owner = ws.owner_name.clone();
-    walk.start_build = Some(ws.latest_build.id);
+    walk.builds.push((ws.latest_build.id, super::Phase::Build));
     let mut updates = Updates::new(&ctx.client, ws.id, ctx.dialect.clone());
     updates.latest = Some(ws);
     walk.updates = Some(updates);

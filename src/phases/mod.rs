@@ -31,6 +31,8 @@ pub mod create;
 pub mod delete;
 pub mod pty;
 pub mod ssh;
+pub mod start;
+pub mod stop;
 
 pub use create::Blueprint;
 
@@ -70,6 +72,8 @@ registry! {
     Agent => "agent", agent;
     Ssh => "ssh", ssh;
     Pty => "pty", pty;
+    Stop => "stop", stop;
+    Start => "start", start;
     Delete => "delete", delete;
 }
 
@@ -120,6 +124,18 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// What a phase that runs in this stage needs.
+    fn needed(self) -> &'static str {
+        match self {
+            Stage::None => "no workspace yet",
+            Stage::Created => "a workspace still building",
+            Stage::Started => "a started workspace",
+            Stage::AgentReady => "an agent ready",
+            Stage::Stopped => "a stopped workspace",
+            Stage::Gone => "a deleted workspace",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Stage::None => "before \"create\" there is no workspace",
@@ -171,10 +187,12 @@ pub fn check_order(phases: &[Phase]) -> Result<(), String> {
                 0 => String::new(),
                 _ => format!(" after \"{}\"", phases[i - 1]),
             };
+            let needs: Vec<&str> = def.runs_in.iter().map(|s| s.needed()).collect();
             return Err(format!(
-                "phase \"{p}\" (number {}) cannot run{after}: {}",
+                "phase \"{p}\" (number {}) cannot run{after}: {}; it needs {}",
                 i + 1,
-                stage.describe()
+                stage.describe(),
+                needs.join(" or ")
             ));
         }
         if let Leaves::Stage(s) = def.leaves {
@@ -216,8 +234,9 @@ pub struct Walk {
     pub updates: Option<Updates>,
     /// The agent terminals and SSH go to (set by `agent`; cleared by `stop`).
     pub agent: Option<(Uuid, String)>,
-    /// The first start build, whose stages are reported.
-    pub start_build: Option<Uuid>,
+    /// The builds whose stages are reported, with the phase that waited for each: the
+    /// first (`build`), and any `stop` and `start` posted.
+    pub builds: Vec<(Uuid, Phase)>,
     /// Parts of the phase in progress timed apart, in milliseconds (moved to its record).
     pub sub_timings: BTreeMap<&'static str, f64>,
 }
@@ -230,7 +249,7 @@ impl Walk {
             owner: String::new(),
             updates: None,
             agent: None,
-            start_build: None,
+            builds: Vec::new(),
             sub_timings: BTreeMap::new(),
         }
     }

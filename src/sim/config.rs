@@ -177,6 +177,8 @@ pub struct Latencies {
     pub apply: Latency,
     /// The delete build's apply (terraform destroy).
     pub destroy: Latency,
+    /// The stop build's apply (the workspace's compute destroyed, its volumes kept).
+    pub stop: Latency,
     pub agent_connect: Latency,
     pub agent_startup: Latency,
 }
@@ -194,6 +196,7 @@ impl Default for Latencies {
             graph: ms(20, 60),
             apply: ms(400, 1200),
             destroy: ms(300, 900),
+            stop: ms(300, 900),
             agent_connect: ms(300, 900),
             agent_startup: ms(200, 800),
         }
@@ -204,8 +207,10 @@ impl Default for Latencies {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Failures {
-    /// The start build's job fails (`build_failed`).
+    /// The first start build's job fails (`build_failed`).
     pub build: f64,
+    /// A stop build's job fails (`build_failed` in `stop`).
+    pub stop: f64,
     /// The agent never connects and goes to `timeout` (`agent_timeout`).
     pub agent_timeout: f64,
     /// The agent's start-up script fails: lifecycle `start_error` (`agent_unhealthy`).

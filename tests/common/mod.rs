@@ -34,6 +34,7 @@ pub fn fast_sim() -> SimConfig {
             graph: ms(5),
             apply: ms(40),
             destroy: ms(30),
+            stop: ms(30),
             agent_connect: ms(30),
             agent_startup: ms(40),
         },

@@ -14,7 +14,7 @@ use super::{App, Shared, error, resource_not_found};
 use crate::coder::{
     CreateWorkspaceBuildRequest, CreateWorkspaceRequest, Response, ValidationError,
 };
-use crate::sim::types::{Workspace, WorkspaceTransition, WorkspacesResponse};
+use crate::sim::types::{Workspace, WorkspacesResponse};
 
 pub(super) async fn buildinfo(Ax(app): Ax<Shared>) -> AxResponse {
     Json(crate::sim::types::BuildInfo {
@@ -273,10 +273,7 @@ pub(super) async fn create_build(
             );
         }
     };
-    if req.transition != WorkspaceTransition::Delete {
-        return bad_request("The simulator supports the delete transition only.", vec![]);
-    }
-    match app.state.start_delete(id) {
+    match app.state.start_build(id, req.transition) {
         Ok(b) => (StatusCode::CREATED, Json(b)).into_response(),
         Err((code, msg)) => error(StatusCode::from_u16(code).expect("valid code"), msg),
     }

@@ -27,6 +27,11 @@ pub struct Ledger {
     /// Which malformation the watch stream served.
     pub malformed: Option<&'static str>,
     pub deleted: bool,
+    /// Stop builds run, and whether the last one failed as injected (`failures.stop`).
+    pub stops: u32,
+    pub stop_failed: bool,
+    /// Start builds after the first.
+    pub restarts: u32,
 }
 
 impl State {

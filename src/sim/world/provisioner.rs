@@ -15,8 +15,15 @@ use super::{State, mutate_build};
 use crate::sim::types::*;
 
 impl State {
-    /// Starts a delete build; `Err` with Coder's status and message when it cannot.
-    pub fn start_delete(self: &Arc<Self>, ws_id: Uuid) -> Result<WorkspaceBuild, (u16, String)> {
+    /// Queues a build of `transition` (start, stop or delete), its template version and
+    /// parameters the previous build's, as Coder's wsbuilder defaults them
+    /// (codersdk/workspaces.go, coderd/wsbuilder); `Err` with Coder's status and message when
+    /// it cannot: 409 while another build is active (coderd/workspacebuilds.go).
+    pub fn start_build(
+        self: &Arc<Self>,
+        ws_id: Uuid,
+        transition: WorkspaceTransition,
+    ) -> Result<WorkspaceBuild, (u16, String)> {
         let build = {
             let mut w = self.lock();
             if w.deleted.contains_key(&ws_id) {
@@ -37,7 +44,7 @@ impl State {
             }
             let number = e.ws.latest_build.build_number + 1;
             let name = e.ws.name.clone();
-            let build = self.new_build(ws_id, &name, number, WorkspaceTransition::Delete);
+            let build = self.new_build(ws_id, &name, number, transition);
             e.builds.push(build.clone());
             e.ws.latest_build = build.clone();
             e.ws.updated_at = Utc::now();
@@ -151,14 +158,22 @@ impl State {
         let started = Utc::now();
         self.metrics.jobs_running(1);
         let mut transition = WorkspaceTransition::Start;
+        let mut first = false;
         let mut name = String::new();
         let mut job_id = Uuid::nil();
+        let mut agents_going = None;
         self.update(ws_id, |w, id| {
             w.queue.retain(|(b, _)| *b != build_id);
             if let Some(e) = w.live.get_mut(&id) {
                 name = e.ws.name.clone();
+                if e.ws.latest_build.transition != WorkspaceTransition::Start {
+                    // A stop or delete: the agents shut down with the job, and their
+                    // terminals and SSH sessions end (a start brings new ones).
+                    agents_going = Some(std::mem::take(&mut e.agent_gone));
+                }
                 mutate_build(e, build_id, |b| {
                     transition = b.transition;
+                    first = b.build_number == 1;
                     job_id = b.job.id;
                     b.job.status = ProvisionerJobStatus::Running;
                     b.job.started_at = Some(started);
@@ -167,13 +182,18 @@ impl State {
             }
         });
 
+        if let Some(gone) = agents_going {
+            gone.cancel();
+        }
         let lat = &self.cfg.latency;
-        let apply = if transition == WorkspaceTransition::Delete {
-            lat.destroy
-        } else {
-            lat.apply
+        let apply = match transition {
+            WorkspaceTransition::Delete => lat.destroy,
+            WorkspaceTransition::Stop => lat.stop,
+            WorkspaceTransition::Start => lat.apply,
         };
+        // The first build's injected failures; a restart is not failed again for them.
         let stuck = transition == WorkspaceTransition::Start
+            && first
             && self
                 .cfg
                 .inject("build_stuck", &name, self.cfg.failures.build_stuck);
@@ -204,10 +224,9 @@ impl State {
                 ended_at: Utc::now(),
                 stage,
                 source: "docker".into(),
-                action: if transition == WorkspaceTransition::Delete {
-                    "delete"
-                } else {
-                    "create"
+                action: match transition {
+                    WorkspaceTransition::Start => "create",
+                    WorkspaceTransition::Stop | WorkspaceTransition::Delete => "delete",
                 }
                 .into(),
                 resource: "docker_container.workspace[0]".into(),
@@ -217,8 +236,13 @@ impl State {
             }
         }
         let failed = !canceled
-            && transition == WorkspaceTransition::Start
-            && self.cfg.inject("build", &name, self.cfg.failures.build);
+            && match transition {
+                WorkspaceTransition::Start => {
+                    first && self.cfg.inject("build", &name, self.cfg.failures.build)
+                }
+                WorkspaceTransition::Stop => self.cfg.inject("stop", &name, self.cfg.failures.stop),
+                WorkspaceTransition::Delete => false,
+            };
         drop(permit);
 
         let done = Utc::now();
@@ -263,7 +287,20 @@ impl State {
                     }
                 }
             });
+            if transition == WorkspaceTransition::Stop
+                && let Some(l) = w.ledger.get_mut(&name)
+            {
+                l.stop_failed = failed;
+                l.stops += 1;
+            }
             if transition == WorkspaceTransition::Start
+                && !first
+                && let Some(l) = w.ledger.get_mut(&name)
+            {
+                l.restarts += 1;
+            }
+            if transition == WorkspaceTransition::Start
+                && first
                 && let Some(l) = w.ledger.get_mut(&name)
             {
                 l.build_failed = failed;
@@ -284,7 +321,7 @@ impl State {
                     agent,
                     name.clone(),
                     done,
-                    true,
+                    first,
                 ));
             }
         }
