@@ -19,7 +19,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::coder::{Client, ClientOptions};
+use crate::coder::Client;
 use crate::config::{Config, Scenario};
 use crate::metrics::Metrics;
 use crate::runner::{self, RunReport};
@@ -100,13 +100,7 @@ fn client_for(cfg: &Config, metrics: &Arc<Metrics>) -> Client {
     Client::observed(
         cfg.coder.url.clone(),
         cfg.coder.token.clone(),
-        ClientOptions {
-            request_timeout: cfg.coder.request_timeout,
-            max_retries: cfg.coder.max_retries,
-            bypass_ratelimit: cfg.coder.bypass_ratelimit,
-            propagate: cfg.telemetry.propagate,
-            ..Default::default()
-        },
+        cfg.coder.client_options(cfg.telemetry.propagate),
         metrics.clone(),
     )
 }

@@ -181,6 +181,7 @@ impl RunCtx {
                 settings: settings(&scenario),
                 blueprint,
                 dialect: Arc::new(Dialect::new(first_transport(&scenario))),
+                app_host: Default::default(),
             },
             scenario,
             run_id,
@@ -216,6 +217,7 @@ fn settings(s: &Scenario) -> phases::Settings {
         expect_output: s.expect_output.clone(),
         agent: s.agent.clone(),
         ssh: s.ssh.clone(),
+        app: s.app.clone(),
     }
 }
 

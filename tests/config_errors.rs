@@ -106,8 +106,50 @@ fn cases() -> &'static [Case] {
         (
             "\"pty\", \"delete\"",
             "\"pty\", \"app\", \"delete\"",
-            "cfg.toml:9:46",
-            "phase \"app\" (workspace apps through Coder's app proxy) is not available yet",
+            "cfg.toml:9:10",
+            "phase \"app\" needs `app = \"<slug>\"`",
+        ),
+        (
+            "\"pty\", \"delete\"]",
+            "\"pty\", \"app\", \"delete\"]\napp = \"Code Server\"",
+            "cfg.toml:10:7",
+            "app \"Code Server\" is not an app slug",
+        ),
+        (
+            "\"pty\", \"delete\"]",
+            "\"pty\", \"app\", \"delete\"]\napp = \"echo\"\napp_status = [200, 700]",
+            "cfg.toml:11:14",
+            "app_status has 700: expected HTTP statuses from 100 to 599",
+        ),
+        (
+            "\"pty\", \"delete\"]",
+            "\"pty\", \"app\", \"delete\"]\napp = \"echo\"\napp_path = \"healthz\"",
+            "cfg.toml:11:12",
+            "expected a path starting with '/'",
+        ),
+        (
+            "\"pty\", \"delete\"]",
+            "\"pty\", \"app\", \"delete\"]\napp = \"echo\"\napp_access = \"dns\"",
+            "cfg.toml:11:14",
+            "unknown variant `dns`, expected one of `auto`, `path`, `subdomain`",
+        ),
+        (
+            "count = 10",
+            "count = 10\napp_expect = \"hi\"",
+            "cfg.toml:8:14",
+            "app_expect is set but `phases` has no \"app\"",
+        ),
+        (
+            "url = \"http://127.0.0.1:3000\"",
+            "url = \"http://127.0.0.1:3000\"\napps_address = \"localhost\"",
+            "cfg.toml:3:16",
+            "apps_address \"localhost\": expected an IP address",
+        ),
+        (
+            "\"agent\", \"pty\"",
+            "\"agent\", \"stop\", \"app\", \"pty\"",
+            "cfg.toml:9:10",
+            "phase \"app\" (number 5) cannot run after \"stop\"",
         ),
         (
             "count = 10",

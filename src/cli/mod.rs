@@ -153,13 +153,7 @@ pub(crate) fn client(cfg: &crate::config::Config) -> crate::coder::Client {
     crate::coder::Client::new(
         cfg.coder.url.clone(),
         cfg.coder.token.clone(),
-        crate::coder::ClientOptions {
-            request_timeout: cfg.coder.request_timeout,
-            max_retries: cfg.coder.max_retries,
-            bypass_ratelimit: cfg.coder.bypass_ratelimit,
-            propagate: cfg.telemetry.propagate,
-            ..Default::default()
-        },
+        cfg.coder.client_options(cfg.telemetry.propagate),
     )
 }
 

@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::secret::Secret;
 
+pub mod apps;
 mod calls;
 pub mod dialect;
 mod error;
@@ -64,6 +65,9 @@ pub struct ClientOptions {
     pub bypass_ratelimit: bool,
     /// Send W3C `traceparent` so Coder's server spans join our traces.
     pub propagate: bool,
+    /// Where app requests to a host other than the access URL's connect (a wildcard app
+    /// host the daemon's DNS cannot resolve); `None`: resolve names as usual.
+    pub apps_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientOptions {
@@ -75,6 +79,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_secs(10),
             bypass_ratelimit: false,
             propagate: true,
+            apps_address: None,
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// For app requests: redirects are answers to report, not to follow.
+    apps_http: reqwest::Client,
     base: Url,
     token: Secret,
     opts: ClientOptions,
@@ -123,15 +130,25 @@ impl Client {
         opts: ClientOptions,
         observer: Option<Arc<dyn ApiObserver>>,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("scaletestd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the TLS backend initializes");
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .user_agent(concat!("scaletestd/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = builder().build().expect("the TLS backend initializes");
+        let mut apps = builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(ip) = opts.apps_address {
+            apps = apps.dns_resolver(Arc::new(apps::Override {
+                ip,
+                except: base.host_str().unwrap_or_default().to_string(),
+            }));
+        }
+        let apps_http = apps.build().expect("the TLS backend initializes");
         Client {
             inner: Arc::new(Inner {
                 http,
+                apps_http,
                 base,
                 token,
                 opts,

@@ -224,6 +224,51 @@ pub struct WorkspaceAgent {
     /// Set on a devcontainer sub-agent: the agent it runs under.
     #[serde(default)]
     pub parent_id: Option<Uuid>,
+    #[serde(default)]
+    pub apps: Vec<WorkspaceApp>,
+}
+
+/// `codersdk.WorkspaceApp`: what the `app` phase reads of an agent's app.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkspaceApp {
+    pub slug: String,
+    /// The dashboard opens it on a subdomain (when the deployment has a wildcard host).
+    #[serde(default)]
+    pub subdomain: bool,
+    /// Opened by the browser directly, never through Coder's proxy.
+    #[serde(default)]
+    pub external: bool,
+    #[serde(default)]
+    pub health: WorkspaceAppHealth,
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// `codersdk.Healthcheck`: how the agent checks an app (`interval` in seconds, `threshold`
+/// failed checks in a row before `unhealthy`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Healthcheck {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub interval: i32,
+    #[serde(default)]
+    pub threshold: i32,
+}
+
+/// `codersdk.WorkspaceAppHealth`: waited on, but a value of a newer Coder is `Other` (and
+/// waited through) rather than an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceAppHealth {
+    /// No health check: usable as soon as the agent is.
+    #[default]
+    Disabled,
+    Initializing,
+    Healthy,
+    Unhealthy,
+    #[serde(other)]
+    Other,
 }
 
 /// `codersdk.WorkspaceResource`.

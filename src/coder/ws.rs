@@ -1,6 +1,6 @@
 //! Websocket upgrades to Coder: the web terminal and the `watch-ws` event stream.
 //!
-//! One place opens them, as `Client::send` is the one place for plain calls: the session
+//! One place opens them (app websockets too), as `Client::send` is the one place for plain calls: the session
 //! token in a header (never in the URL), a client span with `traceparent` injected, the call
 //! timed for metrics, Coder's error body read from a refused upgrade, the token scrubbed from
 //! every error.
@@ -32,6 +32,30 @@ impl Client {
                 q.append_pair(k, v);
             }
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            TOKEN_HEADER,
+            self.token()
+                .expose()
+                .parse()
+                .map_err(|_| ApiError::Protocol {
+                    method: Method::GET,
+                    path: path.to_string(),
+                    detail: "the session token is not a valid header value".into(),
+                })?,
+        );
+        self.upgrade(route, url, headers, config).await
+    }
+
+    /// Upgrades `GET url` (http or https) to a websocket, with `headers` (which sign in).
+    pub(super) async fn upgrade(
+        &self,
+        route: &'static str,
+        mut url: url::Url,
+        headers: reqwest::header::HeaderMap,
+        config: Option<WebSocketConfig>,
+    ) -> Result<Ws, ApiError> {
+        let path = url.path().to_string();
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme)
             .expect("ws and wss are valid schemes");
@@ -39,20 +63,14 @@ impl Client {
         let get = Method::GET;
         let protocol = |detail: String| ApiError::Protocol {
             method: get.clone(),
-            path: path.to_string(),
+            path: path.clone(),
             detail,
         };
         let mut req = url
             .as_str()
             .into_client_request()
             .map_err(|e| protocol(e.to_string()))?;
-        req.headers_mut().insert(
-            TOKEN_HEADER,
-            self.token()
-                .expose()
-                .parse()
-                .map_err(|_| protocol("the session token is not a valid header value".into()))?,
-        );
+        req.headers_mut().extend(headers);
         let span = super::trace::client_span(&get, route, &url, 0);
         if self.inner.opts.propagate {
             let mut h = reqwest::header::HeaderMap::new();
@@ -60,16 +78,25 @@ impl Client {
             req.headers_mut().extend(h);
         }
         let start = std::time::Instant::now();
-        let connect = tracing::Instrument::instrument(
-            tokio_tungstenite::connect_async_with_config(req, config, true),
-            span.clone(),
-        );
-        let result = match tokio::time::timeout(self.inner.opts.request_timeout, connect).await {
+        let host = url.host_str().unwrap_or_default().to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let connect = async {
+            let addrs = self.connect_addrs(&host, port).await?;
+            let tcp = tokio::net::TcpStream::connect(&*addrs).await?;
+            tcp.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(tcp)
+        };
+        let handshake = async {
+            let tcp = connect.await.map_err(tungstenite::Error::Io)?;
+            tokio_tungstenite::client_async_tls_with_config(req, tcp, config, None).await
+        };
+        let handshake = tracing::Instrument::instrument(handshake, span.clone());
+        let result = match tokio::time::timeout(self.inner.opts.request_timeout, handshake).await {
             Err(_) => {
                 self.observe(&get, route, None, start);
                 let e = ApiError::Timeout {
                     method: get,
-                    path: path.to_string(),
+                    path,
                     after: self.inner.opts.request_timeout,
                 };
                 super::trace::failed(&span, &e);
@@ -96,7 +123,7 @@ impl Client {
                 body.detail = self.token().scrub(&body.detail);
                 Err(ApiError::Status {
                     method: get,
-                    path: path.to_string(),
+                    path,
                     status,
                     body,
                 })
@@ -105,7 +132,7 @@ impl Client {
                 self.observe(&get, route, None, start);
                 let e = ApiError::Connect {
                     method: get,
-                    path: path.to_string(),
+                    path,
                     detail: self.token().scrub(&e.to_string()),
                 };
                 super::trace::failed(&span, &e);

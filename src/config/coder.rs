@@ -20,6 +20,7 @@ pub(super) struct RawCoder {
     pub(super) bypass_ratelimit: bool,
     pub(super) request_timeout: Option<HumanDuration>,
     pub(super) max_retries: Option<u32>,
+    pub(super) apps_address: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,22 @@ pub struct CoderConfig {
     pub bypass_ratelimit: bool,
     pub request_timeout: Duration,
     pub max_retries: u32,
+    /// Where app requests to a wildcard app host connect, instead of resolving its name.
+    pub apps_address: Option<std::net::IpAddr>,
+}
+
+impl CoderConfig {
+    /// The API client's settings from this table; `propagate` from `[telemetry]`.
+    pub fn client_options(&self, propagate: bool) -> crate::coder::ClientOptions {
+        crate::coder::ClientOptions {
+            request_timeout: self.request_timeout,
+            max_retries: self.max_retries,
+            bypass_ratelimit: self.bypass_ratelimit,
+            propagate,
+            apps_address: self.apps_address,
+            ..Default::default()
+        }
+    }
 }
 
 pub(super) fn validate(
@@ -125,7 +142,22 @@ pub(super) fn validate(
         },
     };
 
+    let apps_address = match &coder_raw.apps_address {
+        Some(a) => Some(a.get_ref().trim().parse().map_err(|_| {
+            ConfigError::at(
+                src,
+                Some(a.span()),
+                format!(
+                    "apps_address {:?}: expected an IP address such as \"10.0.0.5\" (where the wildcard app host's names should connect)",
+                    a.get_ref()
+                ),
+            )
+        })?),
+        None => None,
+    };
+
     Ok(CoderConfig {
+        apps_address,
         url,
         token,
         organization: coder_raw.organization.filter(|o| !o.is_empty()),

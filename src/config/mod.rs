@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod app;
 pub mod coder;
 pub mod duration;
 pub mod scenario;

@@ -42,6 +42,12 @@ pub(super) struct RawScenario {
     pub(super) bytes_per_tick: Option<Spanned<u32>>,
     pub(super) tick_interval: Option<Spanned<HumanDuration>>,
     pub(super) echo: Option<Spanned<bool>>,
+    pub(super) app: Option<Spanned<String>>,
+    pub(super) app_access: Option<Spanned<crate::phases::app::AccessMode>>,
+    pub(super) app_path: Option<Spanned<String>>,
+    pub(super) app_status: Option<Spanned<Vec<u16>>>,
+    pub(super) app_expect: Option<Spanned<String>>,
+    pub(super) app_websocket: Option<Spanned<bool>>,
 }
 
 /// What a scenario does with its workspaces.
@@ -85,6 +91,8 @@ pub struct Scenario {
     /// A random delay from 0 to this before each scheduled run, to spread load.
     pub jitter: Duration,
     pub ssh: SshConfig,
+    /// What the `app` phase reaches; set when `phases` has `app`.
+    pub app: Option<crate::phases::app::AppSettings>,
     pub kind: ScenarioKind,
     pub traffic: TrafficConfig,
 }
@@ -145,11 +153,12 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
         }
         None => count.min(20),
     };
-    let phases = match s.phases {
+    let phases_span = s.phases.as_ref().map(|p| p.span());
+    let phases = match &s.phases {
         Some(p) => {
             let span = p.span();
             let mut list = Vec::new();
-            for name in p.into_inner() {
+            for name in p.get_ref() {
                 let phase = Phase::parse(name.get_ref())
                     .map_err(|e| ConfigError::at(src, Some(name.span()), e))?;
                 list.push(phase);
@@ -166,6 +175,7 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
         ],
     };
 
+    let app = super::app::validate(src, &s, &phases, phases_span)?;
     let mut parameters = BTreeMap::new();
     for (k, v) in s.parameters {
         let text = match v {
@@ -256,6 +266,7 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
         timeouts,
         wait: s.wait,
         jitter: s.jitter.map(|j| j.into_inner().0).unwrap_or_default(),
+        app,
         ssh: super::ssh::validate(src, s.ssh)?,
         kind: s.kind,
         traffic,

@@ -26,6 +26,7 @@ pub use crate::reason::{PhaseError, Reason};
 use crate::ssh::SshConfig;
 
 pub mod agent;
+pub mod app;
 pub mod build;
 pub mod create;
 pub mod delete;
@@ -72,16 +73,14 @@ registry! {
     Agent => "agent", agent;
     Ssh => "ssh", ssh;
     Pty => "pty", pty;
+    App => "app", app;
     Stop => "stop", stop;
     Start => "start", start;
     Delete => "delete", delete;
 }
 
 /// Phases a configuration may name that are not built yet, with what to say about them.
-pub const NOT_YET: &[(&str, &str)] = &[(
-    "app",
-    "phase \"app\" (workspace apps through Coder's app proxy) is not available yet: remove it from `phases`",
-)];
+pub const NOT_YET: &[(&str, &str)] = &[];
 
 impl Phase {
     /// The phase named `s`, or what to tell the user.
@@ -211,6 +210,8 @@ pub struct Settings {
     /// The agent to wait for and connect to; `None`: every top-level agent, the first one.
     pub agent: Option<String>,
     pub ssh: SshConfig,
+    /// What `app` reaches and expects; set whenever the scenario has an `app` phase.
+    pub app: Option<app::AppSettings>,
 }
 
 /// What every walk of a run shares, resolved once per run.
@@ -220,6 +221,8 @@ pub struct Ctx {
     pub blueprint: Blueprint,
     /// What this Coder speaks, learnt by the first workspaces of the run.
     pub dialect: Arc<Dialect>,
+    /// The wildcard app host, asked once per run by the first `app` phase that needs it.
+    pub app_host: tokio::sync::OnceCell<Option<String>>,
 }
 
 /// What the walk knows of one workspace so far: what phases read, and what they add.

@@ -50,6 +50,12 @@ pub struct SimConfig {
     /// No `POST /users/{user}/workspaces` (Coder older than mid-2024): workspaces are created
     /// only through `POST /organizations/{org}/members/{user}/workspaces`.
     pub legacy_create_only: bool,
+    /// The wildcard app host (`CODER_WILDCARD_ACCESS_URL`), such as `*.apps.sim.test`:
+    /// apps also answer on `{slug}--{agent}--{workspace}--{user}.apps.sim.test` at the API's
+    /// port, and are marked `subdomain`. None: path-based apps only.
+    pub wildcard_host: Option<String>,
+    /// Path-based apps served; false: as `CODER_DISABLE_PATH_APPS`, they answer 403.
+    pub path_apps: bool,
     pub latency: Latencies,
     pub failures: Failures,
     pub tracing: SimTracing,
@@ -129,6 +135,8 @@ impl Default for SimConfig {
             metrics_listen: None,
             watch_endpoints: WatchEndpoints::Both,
             legacy_create_only: false,
+            wildcard_host: None,
+            path_apps: true,
             latency: Latencies::default(),
             failures: Failures::default(),
             tracing: SimTracing::default(),
@@ -181,6 +189,11 @@ pub struct Latencies {
     pub stop: Latency,
     pub agent_connect: Latency,
     pub agent_startup: Latency,
+    /// From the agent ready to its `echo` app's health check passing (`initializing` →
+    /// `healthy`).
+    pub app_health: Latency,
+    /// The app's own answer through the proxy.
+    pub app: Latency,
 }
 
 impl Default for Latencies {
@@ -199,6 +212,8 @@ impl Default for Latencies {
             stop: ms(300, 900),
             agent_connect: ms(300, 900),
             agent_startup: ms(200, 800),
+            app_health: ms(200, 600),
+            app: ms(2, 10),
         }
     }
 }
@@ -236,6 +251,11 @@ pub struct Failures {
     /// a field of the wrong type, an unknown enum value or a 5 MiB event, chosen per
     /// workspace (`protocol_error` in build).
     pub malformed: f64,
+    /// The proxy cannot reach the workspace's apps: 502 "Bad Gateway" (`http_5xx` in app).
+    pub app_502: f64,
+    /// The `echo` app's health check never passes: `initializing` → `unhealthy`
+    /// (`agent_unhealthy` in app).
+    pub app_unhealthy: f64,
 }
 
 impl SimConfig {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub mod api;
+pub mod apps;
 pub mod config;
 pub mod faults;
 pub mod metrics;
@@ -80,7 +81,22 @@ impl Sim {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_listen).await?;
         let metrics_addr = metrics_listener.local_addr()?;
         let state = world::State::new(cfg);
-        let app = api::App::new(state.clone(), token.to_string(), tracer, ssh_addr);
+        let wildcard = match &state.cfg.wildcard_host {
+            Some(w) => Some(
+                apps::Wildcard::parse(w)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
+        let access_url = url::Url::parse(&format!("http://{addr}")).expect("an address is a URL");
+        let app = api::App::new(api::AppParts {
+            state: state.clone(),
+            token: token.to_string(),
+            tracer,
+            ssh_addr,
+            access_url,
+            wildcard,
+        });
         let router = api::router(app.clone());
         let stop = CancellationToken::new();
         let host_key = ssh::host_key();

@@ -46,7 +46,7 @@ pub async fn server_span(State(app): State<Arc<App>>, req: Request, next: Next) 
     };
     let propagator = TraceContextPropagator::new();
     let parent = propagator.extract(&Headers(req.headers()));
-    let route = route_of(&req);
+    let route = route_of(&app, &req);
     let attrs = vec![
         KeyValue::new("http.request.method", req.method().to_string()),
         KeyValue::new(

@@ -14,8 +14,8 @@ use uuid::Uuid;
 // The enums are the client's own: one spelling of each value on both sides (the client's
 // `Other` fallbacks are never sent).
 pub use crate::coder::types::{
-    ProvisionerJobStatus, TimingStage, WorkspaceAgentLifecycle, WorkspaceAgentStatus,
-    WorkspaceStatus, WorkspaceTransition,
+    Healthcheck, ProvisionerJobStatus, TimingStage, WorkspaceAgentLifecycle, WorkspaceAgentStatus,
+    WorkspaceAppHealth, WorkspaceStatus, WorkspaceTransition,
 };
 
 pub type Time = DateTime<Utc>;
@@ -173,22 +173,25 @@ pub struct WorkspaceAgentHealth {
     pub reason: String,
 }
 
-/// `codersdk.WorkspaceApp` (the fields we read).
+/// `codersdk.WorkspaceApp` (codersdk/workspaceapps.go).
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkspaceApp {
     pub id: Uuid,
-    #[serde(default)]
-    pub slug: String,
-    #[serde(default)]
-    pub display_name: String,
-    #[serde(default)]
+    /// Where the agent reaches it; the proxy forwards there.
     pub url: String,
-    #[serde(default)]
+    pub external: bool,
+    pub slug: String,
+    pub display_name: String,
     pub subdomain: bool,
-    #[serde(default)]
+    /// The app's host under the wildcard, when the deployment has one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subdomain_name: String,
     pub sharing_level: String,
-    #[serde(default)]
-    pub health: String,
+    pub healthcheck: Healthcheck,
+    pub health: WorkspaceAppHealth,
+    pub hidden: bool,
+    pub open_in: String,
+    pub statuses: Vec<serde_json::Value>,
 }
 
 /// `codersdk.WorkspaceAgent` (the fields we read).

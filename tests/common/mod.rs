@@ -37,6 +37,8 @@ pub fn fast_sim() -> SimConfig {
             stop: ms(30),
             agent_connect: ms(30),
             agent_startup: ms(40),
+            app_health: ms(30),
+            app: ms(1),
         },
         ping_interval: HumanDuration(Duration::from_secs(15)),
         ..Default::default()
@@ -80,7 +82,7 @@ pub fn client(cfg: &Config) -> scaletestd::coder::Client {
         scaletestd::coder::ClientOptions {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
-            ..Default::default()
+            ..cfg.coder.client_options(cfg.telemetry.propagate)
         },
     )
 }

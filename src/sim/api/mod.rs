@@ -39,6 +39,12 @@ pub struct App {
     /// coderd's tracer, when the simulator traces.
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     pub token: String,
+    /// The API's own URL: where app requests that are not signed in are sent to log in.
+    pub access_url: url::Url,
+    /// The wildcard app host, when subdomain apps are served.
+    pub wildcard: Option<super::apps::Wildcard>,
+    /// Signed app tokens issued by the app proxy.
+    pub apps: super::apps::Tokens,
     pub counts: Mutex<HashMap<String, u64>>,
     limiter: Mutex<HashMap<String, (Instant, u32)>>,
     /// Cancelled when the simulated coderd crashes: upgraded connections (web terminals)
@@ -46,18 +52,26 @@ pub struct App {
     connections: Mutex<tokio_util::sync::CancellationToken>,
 }
 
+/// What an [`App`] is made of.
+pub struct AppParts {
+    pub state: Arc<State>,
+    pub token: String,
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    pub ssh_addr: std::net::SocketAddr,
+    pub access_url: url::Url,
+    pub wildcard: Option<super::apps::Wildcard>,
+}
+
 impl App {
-    pub fn new(
-        state: Arc<State>,
-        token: String,
-        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
-        ssh_addr: std::net::SocketAddr,
-    ) -> Arc<App> {
+    pub fn new(p: AppParts) -> Arc<App> {
         Arc::new(App {
-            state,
-            token,
-            tracer,
-            ssh_addr,
+            state: p.state,
+            token: p.token,
+            tracer: p.tracer,
+            ssh_addr: p.ssh_addr,
+            access_url: p.access_url,
+            wildcard: p.wildcard,
+            apps: Default::default(),
             counts: Default::default(),
             limiter: Default::default(),
             connections: Default::default(),
@@ -85,6 +99,7 @@ pub fn router(app: Shared) -> Router {
     let cfg = &app.state.cfg;
     let mut api = Router::new()
         .route("/api/v2/buildinfo", get(buildinfo))
+        .route("/api/v2/applications/host", get(app_host))
         .route("/api/v2/users/{user}", get(user))
         .route(
             "/api/v2/users/{user}/workspace/{workspacename}",
@@ -158,6 +173,12 @@ pub fn router(app: Shared) -> Router {
             app.clone(),
             authenticate,
         ))
+        // App requests (by path or by host) never reach the API's middleware: the proxy
+        // reads tokens and cookies itself.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::apps::proxy,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             super::trace::server_span,
@@ -178,7 +199,10 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> AxResponse {
         .into_response()
 }
 
-pub fn route_of(req: &Request) -> String {
+pub fn route_of(app: &App, req: &Request) -> String {
+    if let Some(route) = super::apps::route(app, req) {
+        return format!("{} {route}", req.method());
+    }
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -191,7 +215,7 @@ pub fn route_of(req: &Request) -> String {
 }
 
 async fn count(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
-    let route = route_of(&req);
+    let route = route_of(&app, &req);
     *app.counts
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -227,7 +251,7 @@ async fn count(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
 }
 
 /// The token from the header, the cookie, or the query (Coder accepts all three).
-fn presented_token(req: &Request) -> Option<String> {
+pub(super) fn presented_token(req: &Request) -> Option<String> {
     let h = req.headers();
     if let Some(t) = h
         .get(crate::coder::TOKEN_HEADER)
@@ -281,7 +305,7 @@ async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse
     if limit == 0 || bypass {
         return next.run(req).await;
     }
-    let key = route_of(&req);
+    let key = route_of(&app, &req);
     let (remaining, reset) = {
         let mut l = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();

@@ -26,6 +26,24 @@ pub(super) async fn buildinfo(Ax(app): Ax<Shared>) -> AxResponse {
     .into_response()
 }
 
+/// `GET /applications/host` (coderd/workspaceapps.go `appHost`): the wildcard app host with
+/// the access URL's port added when it has none (`appurl.SubdomainAppHost`); `""` without.
+pub(super) async fn app_host(Ax(app): Ax<Shared>) -> AxResponse {
+    let host = match &app.state.cfg.wildcard_host {
+        Some(h) => {
+            let has_port = h
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()));
+            match app.access_url.port() {
+                Some(port) if !has_port => format!("{h}:{port}"),
+                _ => h.clone(),
+            }
+        }
+        None => String::new(),
+    };
+    Json(serde_json::json!({ "host": host })).into_response()
+}
+
 pub(super) fn is_me(app: &App, user: &str) -> bool {
     let u = &app.state.id.user;
     user == "me" || user == u.username || user == u.id.to_string()

@@ -116,7 +116,12 @@ impl State {
                     .all(|a| a.lifecycle_state == WorkspaceAgentLifecycle::Ready);
             let first = e.ws.latest_build.agents().next().map(|a| a.id) == Some(agent);
             if first && !error && self.cfg.subagent != SubAgent::None {
-                sub = Some(add_subagent(e, agent, ready));
+                sub = Some(add_subagent(
+                    e,
+                    agent,
+                    ready,
+                    self.cfg.wildcard_host.is_some(),
+                ));
             }
             if let Some(id) = sub {
                 w.agent_owner.insert(id, ws_id);
@@ -128,11 +133,40 @@ impl State {
                 }
             }
         });
+        if !error {
+            tokio::spawn(self.clone().run_app_health(ws_id, agent, name.clone()));
+        }
         if let Some(sub) = sub
             && self.cfg.subagent == SubAgent::Ready
         {
             Box::pin(self.run_agent(ws_id, build_id, sub, name, since, false)).await;
         }
+    }
+
+    /// The agent's health-checked apps pass their first check (`initializing` → `healthy`)
+    /// some time after the agent is ready, or never pass (`unhealthy`) as injected.
+    async fn run_app_health(self: Arc<Self>, ws_id: Uuid, agent: Uuid, name: String) {
+        tokio::time::sleep(self.cfg.latency.app_health.sample()).await;
+        let unhealthy = self
+            .cfg
+            .inject("app_unhealthy", &name, self.cfg.failures.app_unhealthy);
+        self.update(ws_id, |w, id| {
+            if let Some(l) = w.ledger.get_mut(&name) {
+                l.app_unhealthy |= unhealthy;
+            }
+            let Some(e) = w.live.get_mut(&id) else { return };
+            mutate_agent(e, agent, |a| {
+                for app in &mut a.apps {
+                    if app.health == WorkspaceAppHealth::Initializing {
+                        app.health = if unhealthy {
+                            WorkspaceAppHealth::Unhealthy
+                        } else {
+                            WorkspaceAppHealth::Healthy
+                        };
+                    }
+                }
+            });
+        });
     }
 
     /// Disconnects the workspace's agents, as when its VM dies or loses the network: status
@@ -181,7 +215,45 @@ impl State {
     }
 }
 
-pub(super) fn new_agent(i: usize, now: Time) -> WorkspaceAgent {
+/// Every simulated agent's apps: `echo`, an HTTP app with a health check, and `ws-echo`, a
+/// websocket echo without one (health `disabled`). Marked `subdomain` when the deployment
+/// has a wildcard host, as a template author would.
+fn apps(subdomain: bool) -> Vec<WorkspaceApp> {
+    let app = |slug: &str, name: &str, port: u16, healthcheck: Healthcheck| WorkspaceApp {
+        id: Uuid::new_v4(),
+        url: format!("http://127.0.0.1:{port}"),
+        external: false,
+        slug: slug.into(),
+        display_name: name.into(),
+        subdomain,
+        subdomain_name: String::new(),
+        sharing_level: "owner".into(),
+        health: if healthcheck.url.is_empty() {
+            WorkspaceAppHealth::Disabled
+        } else {
+            WorkspaceAppHealth::Initializing
+        },
+        healthcheck,
+        hidden: false,
+        open_in: "slim-window".into(),
+        statuses: vec![],
+    };
+    vec![
+        app(
+            "echo",
+            "Echo",
+            8080,
+            Healthcheck {
+                url: "http://127.0.0.1:8080/healthz".into(),
+                interval: 1,
+                threshold: 3,
+            },
+        ),
+        app("ws-echo", "Websocket echo", 8081, Healthcheck::default()),
+    ]
+}
+
+pub(super) fn new_agent(i: usize, now: Time, subdomain_apps: bool) -> WorkspaceAgent {
     WorkspaceAgent {
         id: Uuid::new_v4(),
         name: if i == 0 {
@@ -205,7 +277,7 @@ pub(super) fn new_agent(i: usize, now: Time) -> WorkspaceAgent {
         directory: "/home/coder".into(),
         version: "v2.22.0".into(),
         api_version: "2.3".into(),
-        apps: vec![],
+        apps: apps(subdomain_apps),
         health: WorkspaceAgentHealth {
             healthy: true,
             reason: String::new(),
@@ -217,8 +289,8 @@ pub(super) fn new_agent(i: usize, now: Time) -> WorkspaceAgent {
 
 /// A devcontainer sub-agent under `parent`, as Coder adds one once the parent agent has
 /// started the devcontainer: same resource, `parent_id` set, not yet connected.
-fn add_subagent(e: &mut WsEntry, parent: Uuid, now: Time) -> Uuid {
-    let mut sub = new_agent(0, now);
+fn add_subagent(e: &mut WsEntry, parent: Uuid, now: Time, subdomain_apps: bool) -> Uuid {
+    let mut sub = new_agent(0, now, subdomain_apps);
     sub.name = "devcontainer".into();
     sub.parent_id = Some(parent);
     sub.directory = "/workspaces/project".into();

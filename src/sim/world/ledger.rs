@@ -32,6 +32,16 @@ pub struct Ledger {
     pub stop_failed: bool,
     /// Start builds after the first.
     pub restarts: u32,
+    /// App requests that reached an app, how they came (`path` or `subdomain`), and how many
+    /// were let in on a signed app token rather than the session token.
+    pub app_requests: u32,
+    pub app_access: Option<&'static str>,
+    pub app_signed: u32,
+    /// Messages the `ws-echo` app sent back.
+    pub app_echoes: u32,
+    /// Injected: the proxy answered 502; the `echo` app's health check never passed.
+    pub app_502: bool,
+    pub app_unhealthy: bool,
 }
 
 impl State {
@@ -61,6 +71,28 @@ impl State {
     pub fn note_malformed(&self, name: &str, what: &'static str) {
         if let Some(l) = self.lock().ledger.get_mut(name) {
             l.malformed = Some(what);
+        }
+    }
+}
+
+impl State {
+    pub fn note_app(&self, name: &str, access: &'static str, signed: bool) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.app_requests += 1;
+            l.app_access = Some(access);
+            l.app_signed += u32::from(signed);
+        }
+    }
+
+    pub fn note_app_502(&self, name: &str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.app_502 = true;
+        }
+    }
+
+    pub fn note_app_echo(&self, name: &str) {
+        if let Some(l) = self.lock().ledger.get_mut(name) {
+            l.app_echoes += 1;
         }
     }
 }

@@ -249,7 +249,7 @@ impl State {
         self.job_metrics(&name, transition, canceled, failed, done - started);
         let agents = if transition == WorkspaceTransition::Start && !canceled && !failed {
             (0..self.cfg.agents_per_workspace.max(1))
-                .map(|i| new_agent(i, done))
+                .map(|i| new_agent(i, done, self.cfg.wildcard_host.is_some()))
                 .collect()
         } else {
             vec![]
