@@ -245,6 +245,24 @@ scrape_configs:
         }
     }
     assert!(alerts >= 9, "{alerts} alerts");
+
+    // The demo's walk has an app and a restart: their series, and the rules over them.
+    for q in [
+        "scaletest_phase_duration_seconds_count{phase=\"app\",outcome=\"success\"} > 0",
+        "scaletest_phase_duration_seconds_count{phase=\"stop\",outcome=\"success\"} > 0",
+        "scaletest_phase_duration_seconds_count{phase=\"start\",outcome=\"success\"} > 0",
+        "scaletest:phase_duration_seconds:p95{phase=\"app\"}",
+        "scaletest:phase_duration_seconds:p95{phase=\"start\"}",
+        "scaletest:build_stage_duration_seconds:p95{transition=\"stop\",stage=\"apply\"}",
+        "scaletest:phase_p95_budget_seconds{phase=\"app\"}",
+        "scaletest_coder_requests_duration_seconds_count{route=\"/@{user}/{workspace_and_agent}/apps/{workspaceapp}/*\"} > 0",
+    ] {
+        match series(&prom, q).await {
+            Ok(0) => failures.push(format!("no series: {q}")),
+            Ok(_) => {}
+            Err(e) => failures.push(format!("{e}: {q}")),
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} failed:\n{}",

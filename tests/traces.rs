@@ -20,6 +20,11 @@ fn once_config(
     count: u32,
     propagate: bool,
 ) -> std::path::PathBuf {
+    once_text(sim_url, otlp, count, propagate, "").write(dir, "once.toml")
+}
+
+/// The traced scenario, with `extra` lines in its table.
+fn once_text(sim_url: &str, otlp: &str, count: u32, propagate: bool, extra: &str) -> ConfigText {
     ConfigText::new(sim_url)
         .telemetry(&format!("otlp_endpoint = \"{otlp}\""))
         .telemetry(&format!("propagate = {propagate}"))
@@ -27,9 +32,9 @@ fn once_config(
             ScenarioText::new("tr", count)
                 .key(&format!("concurrency = {count}"))
                 .key("run_command = \"echo hello\"")
-                .key("expect_output = \"hello\""),
+                .key("expect_output = \"hello\"")
+                .keys(extra),
         )
-        .write(dir, "once.toml")
 }
 
 fn once(cfg: &std::path::Path, env: &[(&str, &str)]) -> (i32, String, String) {
@@ -80,7 +85,11 @@ async fn our_spans_and_coders_spans_form_one_tree() {
     sc.failures.build = 0.5;
     let sim = start(sc).await;
     let dir = tmpdir("traces-tree");
-    let cfg = once_config(&dir, sim.url().as_str(), &endpoint, 20, true);
+    // With an app and its websocket: the proxy's requests join the tree like API calls.
+    let extra = r#"phases = ["create", "build", "agent", "app", "pty", "delete"]
+app = "ws-echo"
+app_websocket = true"#;
+    let cfg = once_text(sim.url().as_str(), &endpoint, 20, true, extra).write(&dir, "once.toml");
     let (code, stdout, stderr) = once(&cfg, &[]);
     let injected = sim.ledger().iter().filter(|l| l.build_failed).count();
     assert!(injected > 0, "seed 3 fails some builds");
@@ -208,6 +217,26 @@ async fn our_spans_and_coders_spans_form_one_tree() {
         theirs
             .iter()
             .any(|s| s.name() == "POST /api/v2/users/{user}/workspaces")
+    );
+    // The app's GET and websocket: client spans under `phase.app`, Coder's proxy spans
+    // under them, two per workspace that got that far.
+    let app_route = "/@{user}/{workspace_and_agent}/apps/{workspaceapp}/*";
+    let app_calls: Vec<_> = clients
+        .iter()
+        .filter(|c| c.attr("url.template").as_deref() == Some(app_route))
+        .collect();
+    assert_eq!(app_calls.len(), 2 * (20 - injected));
+    assert!(
+        app_calls
+            .iter()
+            .all(|c| by_id[&c.parent_id()].name() == "phase.app")
+    );
+    assert_eq!(
+        theirs
+            .iter()
+            .filter(|s| s.name() == format!("GET {app_route}"))
+            .count(),
+        2 * (20 - injected)
     );
 
     // Build stages carry the simulator's own timestamps.

@@ -141,6 +141,7 @@ fn demo_sim() -> SimConfig {
     s.failures.build = 0.03;
     s.failures.agent_timeout = 0.02;
     s.failures.pty_drop = 0.02;
+    s.failures.app_502 = 0.02;
     s
 }
 
@@ -175,9 +176,11 @@ template = "docker"
 parameters = {{ image = "codercom/enterprise-base:ubuntu" }}
 count = {count}
 concurrency = {concurrency}
-phases = ["create", "build", "agent", "ssh", "pty", "delete"]
+phases = ["create", "build", "agent", "app", "ssh", "pty", "stop", "start", "agent", "delete"]
 run_command = "echo hello from $(hostname)"
 expect_output = "hello from"
+app = "echo"
+app_expect = "echo app on"
 
 [scenario.ssh]
 transport = "proxy-command"
