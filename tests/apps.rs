@@ -191,29 +191,17 @@ async fn app_failure_knobs_are_classified_as_injected() {
         let sim = start(sc).await;
         let cfg = app_config(&sim, 24, &format!("{WALK}\napp = \"echo\""));
         let r = run(&cfg).await;
-        let mut failed = 0;
-        for w in &r.workspaces {
-            let injected = sim.app.state.cfg.inject(knob, &w.name, 0.3);
-            match w.failure() {
-                Some((phase, got, msg)) => {
-                    assert!(injected, "{knob}: {}: {msg}", w.name);
-                    assert_eq!((phase, got), (Phase::App, reason), "{knob}: {msg}");
-                    match knob {
-                        "app_502" => assert!(msg.contains("answered 502 (Bad Gateway)"), "{msg}"),
-                        _ => assert!(msg.contains("is unhealthy"), "{msg}"),
-                    }
-                    failed += 1;
-                }
-                None => assert!(!injected, "{knob}: {}", w.name),
-            }
-            assert!(w.record(Phase::Delete).is_some_and(|d| d.ok), "{}", w.name);
+        Injected {
+            knob,
+            rate: 0.3,
+            phase: Phase::App,
+            reason,
+            says: match knob {
+                "app_502" => "answered 502 (Bad Gateway)",
+                _ => "is unhealthy",
+            },
         }
-        assert!(failed > 0, "{knob}: 24 workspaces at 30% include a failure");
-        let line = report::summary_line(&r);
-        assert!(
-            line.contains(&format!("{failed} app: {reason}")),
-            "{knob}: {line}"
-        );
+        .check(&sim, &r);
         for l in sim.ledger() {
             let injected = match knob {
                 "app_502" => l.app_502,

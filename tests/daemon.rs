@@ -451,6 +451,53 @@ user = "{{workspace}}"
     );
 }
 
+/// The daemon started in-process: its address, the daemon, a sender of reloaded
+/// configurations, and the shutdown signal with the task to wait for.
+struct InProcess {
+    addr: std::net::SocketAddr,
+    d: std::sync::Arc<scaletestd::daemon::Daemon>,
+    reload: tokio::sync::mpsc::Sender<scaletestd::config::Config>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<Result<(), scaletestd::daemon::DaemonError>>,
+}
+
+impl InProcess {
+    async fn start(cfg: scaletestd::config::Config) -> InProcess {
+        let handle = scaletestd::daemon::start(cfg, Default::default())
+            .await
+            .expect("the daemon starts");
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        InProcess {
+            addr: handle.addr(),
+            d: handle.daemon().clone(),
+            reload,
+            stop,
+            running: tokio::spawn(handle.run(
+                async move {
+                    let _ = stopped.await;
+                },
+                futures_util::stream::unfold(reloads, |mut rx| async move {
+                    rx.recv().await.map(|c| (c, rx))
+                }),
+            )),
+        }
+    }
+
+    /// Signals shutdown and waits (bounded) for a clean stop.
+    async fn stop(
+        stop: tokio::sync::oneshot::Sender<()>,
+        running: tokio::task::JoinHandle<Result<(), scaletestd::daemon::DaemonError>>,
+    ) {
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), running)
+            .await
+            .expect("the daemon stops")
+            .unwrap()
+            .expect("cleanly");
+    }
+}
+
 /// The daemon as a library, in-process: a run on demand (no cron to wait for), its series on
 /// `/metrics`, a reloaded configuration taking effect on the next run, and shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,22 +505,13 @@ async fn the_daemon_runs_in_process_on_demand_and_takes_reloads() {
     let sim = start(fast_sim()).await;
     let mut cfg = config(&sim, 4, 4, "");
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
-    let handle = scaletestd::daemon::start(cfg.clone(), Default::default())
-        .await
-        .expect("the daemon starts");
-    let addr = handle.addr();
-    let d = handle.daemon().clone();
-    let (reload, reloads) = tokio::sync::mpsc::channel(1);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(handle.run(
-        async move {
-            let _ = stopped.await;
-        },
-        futures_util::stream::unfold(
-            reloads,
-            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
-        ),
-    ));
+    let InProcess {
+        addr,
+        d,
+        reload,
+        stop,
+        running,
+    } = InProcess::start(cfg.clone()).await;
 
     let r = d.run_now("test").await.expect("a run");
     assert_eq!(
@@ -505,12 +543,7 @@ async fn the_daemon_runs_in_process_on_demand_and_takes_reloads() {
         "2 workspaces: 2 succeeded, 0 failed"
     );
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("the daemon stops")
-        .unwrap()
-        .expect("cleanly");
+    InProcess::stop(stop, running).await;
     assert!(settle(&sim).await.is_empty());
 }
 
@@ -541,22 +574,13 @@ async fn a_reload_reaches_a_running_traffic_pool() {
             .parse()
     };
     let cfg = pool(2, "100ms", "[\"pty\"]", "stpool");
-    let handle = scaletestd::daemon::start(cfg, Default::default())
-        .await
-        .unwrap();
-    let addr = handle.addr();
-    let d = handle.daemon().clone();
-    let (reload, reloads) = tokio::sync::mpsc::channel(1);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(handle.run(
-        async move {
-            let _ = stopped.await;
-        },
-        futures_util::stream::unfold(
-            reloads,
-            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
-        ),
-    ));
+    let InProcess {
+        addr,
+        d,
+        reload,
+        stop,
+        running,
+    } = InProcess::start(cfg).await;
     let stats = || d.traffic.lock().unwrap().get("pool").cloned();
     let open = |t: &str| stats().map_or(0, |s| s.snapshot().get(t).map_or(0, |x| x.open_now));
     let ticks = || stats().map_or(0, |s| s.snapshot().values().map(|x| x.ticks).sum::<u64>());
@@ -626,11 +650,6 @@ async fn a_reload_reaches_a_running_traffic_pool() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("the daemon stops")
-        .unwrap()
-        .unwrap();
+    InProcess::stop(stop, running).await;
     assert!(settle(&sim).await.is_empty());
 }

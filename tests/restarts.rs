@@ -77,26 +77,14 @@ async fn a_failed_stop_build_is_build_failed_in_stop_and_still_deleted() {
     sc.failures.stop = 0.3;
     let sim = start(sc).await;
     let r = run(&config(&sim, 30, 30, RESTART)).await;
-    let mut failed = 0;
-    for w in &r.workspaces {
-        let injected = sim.app.state.cfg.inject("stop", &w.name, 0.3);
-        match w.failure() {
-            Some((phase, reason, msg)) => {
-                assert!(injected, "{}: {msg}", w.name);
-                assert_eq!((phase, reason), (Phase::Stop, Reason::BuildFailed), "{msg}");
-                assert!(msg.contains("the stop build failed"), "{msg}");
-                failed += 1;
-            }
-            None => assert!(!injected, "{}", w.name),
-        }
-        assert!(w.record(Phase::Delete).is_some_and(|d| d.ok), "{}", w.name);
+    Injected {
+        knob: "stop",
+        rate: 0.3,
+        phase: Phase::Stop,
+        reason: Reason::BuildFailed,
+        says: "the stop build failed",
     }
-    assert!(failed > 0, "30 workspaces at 30% include a failed stop");
-    let line = report::summary_line(&r);
-    assert!(
-        line.contains(&format!("{failed} stop: build_failed")),
-        "{line}"
-    );
+    .check(&sim, &r);
     assert!(settle(&sim).await.is_empty());
 }
 

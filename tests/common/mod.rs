@@ -117,3 +117,47 @@ pub async fn settle(sim: &Sim) -> Vec<String> {
     }
     sim.live_workspaces()
 }
+
+/// What a failure knob should have done to a run.
+pub struct Injected<'a> {
+    /// The knob's name, as the simulator decides per workspace (`failures.<knob>`).
+    pub knob: &'a str,
+    pub rate: f64,
+    pub phase: scaletestd::phases::Phase,
+    pub reason: scaletestd::phases::Reason,
+    /// Words the failure's message must contain.
+    pub says: &'a str,
+}
+
+impl Injected<'_> {
+    /// Checks that exactly the workspaces the knob picked failed, each in `phase` with
+    /// `reason` saying `says`, that at least one did, that the summary line counts them, and
+    /// that every workspace was deleted; returns how many failed.
+    pub fn check(&self, sim: &Sim, r: &RunReport) -> usize {
+        let knob = self.knob;
+        let mut failed = 0;
+        for w in &r.workspaces {
+            let injected = sim.app.state.cfg.inject(knob, &w.name, self.rate);
+            match w.failure() {
+                Some((phase, reason, msg)) => {
+                    assert!(injected, "{knob}: {}: {msg}", w.name);
+                    assert_eq!((phase, reason), (self.phase, self.reason), "{knob}: {msg}");
+                    assert!(msg.contains(self.says), "{knob}: {msg}");
+                    failed += 1;
+                }
+                None => assert!(!injected, "{knob}: {}", w.name),
+            }
+            assert!(
+                w.record(scaletestd::phases::Phase::Delete)
+                    .is_some_and(|d| d.ok),
+                "{knob}: {} deleted",
+                w.name
+            );
+        }
+        assert!(failed > 0, "{knob}: no workspace was picked");
+        let line = scaletestd::report::summary_line(r);
+        let counted = format!("{failed} {}: {}", self.phase, self.reason);
+        assert!(line.contains(&counted), "{knob}: {line}");
+        failed
+    }
+}
