@@ -51,6 +51,9 @@ pub struct Daemon {
     pub traffic: Mutex<std::collections::BTreeMap<String, Arc<crate::traffic::TrafficStats>>>,
     /// The traffic pools running, by scenario.
     pools: Mutex<std::collections::BTreeMap<String, Pool>>,
+    /// True once the start-up sweep is over: a run asked for before then waits, or the
+    /// sweep would take its new workspaces for an earlier process's leftovers.
+    swept: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running traffic pool, and what a reload can tell it.
@@ -136,13 +139,22 @@ impl Daemon {
     }
 
     /// Runs a scenario now and returns its report: `None` when it is not configured, one of
-    /// its runs is in flight (counted as skipped, `overlap`), or the daemon is stopping.
+    /// its runs is in flight (counted as skipped, `overlap`), or the daemon is stopping. It
+    /// starts once the start-up sweep is over.
     pub async fn run_now(self: &Arc<Self>, name: &str) -> Option<RunReport> {
         if self.stop.is_cancelled() {
             self.metrics.run_skipped(name, "shutdown");
             return None;
         }
         let sc = self.scenario(name)?;
+        let mut swept = self.swept.subscribe();
+        tokio::select! {
+            _ = swept.wait_for(|done| *done) => {}
+            _ = self.stop.cancelled() => {
+                self.metrics.run_skipped(name, "shutdown");
+                return None;
+            }
+        }
         if !self
             .running
             .lock()
@@ -378,6 +390,7 @@ pub async fn start(cfg: Config, opts: Options) -> Result<Handle, DaemonError> {
         on_run: opts.on_run,
         traffic: Default::default(),
         pools: Default::default(),
+        swept: tokio::sync::watch::channel(false).0,
     });
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz and the status page");
     Ok(Handle { d, listener, addr })
@@ -429,6 +442,7 @@ impl Handle {
         for sc in d.config().scenarios.clone() {
             d.sweep(&sc).await;
         }
+        d.swept.send_replace(true);
 
         d.reload_traffic();
 
