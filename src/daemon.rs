@@ -51,6 +51,8 @@ pub struct Daemon {
     pub traffic: Mutex<std::collections::BTreeMap<String, Arc<crate::traffic::TrafficStats>>>,
     /// The traffic pools running, by scenario.
     pools: Mutex<std::collections::BTreeMap<String, Pool>>,
+    /// Scenarios' test users and their tokens, kept across runs.
+    users: crate::users::Pools,
     /// True once the start-up sweep is over: a run asked for before then waits, or the
     /// sweep would take its new workspaces for an earlier process's leftovers.
     swept: tokio::sync::watch::Sender<bool>,
@@ -194,7 +196,10 @@ impl Daemon {
         let report = runner::run(
             &client,
             sc,
-            cfg.coder.organization.as_deref(),
+            runner::Setup {
+                organization: cfg.coder.organization.as_deref(),
+                users: Some(&self.users),
+            },
             slice,
             self.metrics.clone(),
             self.stop.child_token(),
@@ -242,7 +247,10 @@ impl Daemon {
             let started = crate::traffic::context(
                 &self.client(),
                 &sc,
-                cfg.coder.organization.as_deref(),
+                crate::runner::Setup {
+                    organization: cfg.coder.organization.as_deref(),
+                    users: Some(&self.users),
+                },
                 self.metrics.clone(),
                 stop.clone(),
                 self.abort.child_token(),
@@ -391,6 +399,7 @@ pub async fn start(cfg: Config, opts: Options) -> Result<Handle, DaemonError> {
         traffic: Default::default(),
         pools: Default::default(),
         swept: tokio::sync::watch::channel(false).0,
+        users: Default::default(),
     });
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz and the status page");
     Ok(Handle { d, listener, addr })

@@ -23,6 +23,7 @@
 //! - [`config`]: the TOML file, one module per section, every mistake with file:line:column.
 //! - [`runner`]: one run of a lifecycle scenario: `count` workspaces walked at `concurrency`.
 //! - [`traffic`]: a traffic scenario: a pool held open, echoing bytes.
+//! - [`users`]: a scenario's test users, each workspace walked with its owner's token.
 //! - [`sweep`]: finding and deleting workspaces of ours left behind.
 //! - [`report`]: the summary line, the per-phase table, the JSON output.
 //!
@@ -54,3 +55,4 @@ pub mod status;
 pub mod sweep;
 pub mod telemetry;
 pub mod traffic;
+pub mod users;

@@ -154,8 +154,10 @@ impl RunReport {
 
 /// What every walk of a run (or a traffic pool) shares.
 pub struct RunCtx {
-    /// What the phases read: the client, their settings, the blueprint, the dialect.
-    pub(crate) phases: phases::Ctx,
+    /// What the phases read: the client, their settings, the blueprint, the dialect. One
+    /// per owner: the token's user, or each test user (workspace `n` goes to owner
+    /// `(n - 1) % owners`).
+    pub(crate) owners: Vec<phases::Ctx>,
     pub(crate) scenario: Scenario,
     pub(crate) run_id: String,
     pub(crate) observer: Arc<dyn RunObserver>,
@@ -166,8 +168,12 @@ pub struct RunCtx {
 }
 
 impl RunCtx {
+    /// `owners`: clients acting as the scenario's test users; empty: `client`'s user owns
+    /// every workspace.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         client: Client,
+        owners: Vec<Client>,
         scenario: Scenario,
         blueprint: Blueprint,
         run_id: String,
@@ -175,14 +181,26 @@ impl RunCtx {
         stop: CancellationToken,
         abort: CancellationToken,
     ) -> RunCtx {
+        let clients = if owners.is_empty() {
+            vec![client]
+        } else {
+            owners
+        };
+        // Learnt once per run, whoever asks.
+        let dialect = Arc::new(Dialect::new(first_transport(&scenario)));
+        let app_host = Arc::new(tokio::sync::OnceCell::new());
+        let settings = settings(&scenario);
         RunCtx {
-            phases: phases::Ctx {
-                client,
-                settings: settings(&scenario),
-                blueprint,
-                dialect: Arc::new(Dialect::new(first_transport(&scenario))),
-                app_host: Default::default(),
-            },
+            owners: clients
+                .into_iter()
+                .map(|client| phases::Ctx {
+                    client,
+                    settings: settings.clone(),
+                    blueprint: blueprint.clone(),
+                    dialect: dialect.clone(),
+                    app_host: app_host.clone(),
+                })
+                .collect(),
             scenario,
             run_id,
             observer,
@@ -191,13 +209,19 @@ impl RunCtx {
         }
     }
 
-    pub(crate) fn client(&self) -> &Client {
-        &self.phases.client
+    /// What the walk of workspace `index` reads: its owner's.
+    pub(crate) fn phases(&self, index: u32) -> &phases::Ctx {
+        &self.owners[crate::users::owner_index(index, self.owners.len())]
+    }
+
+    /// The client of workspace `index`'s owner.
+    pub(crate) fn client(&self, index: u32) -> &Client {
+        &self.phases(index).client
     }
 
     /// What the run learnt of the server, for its report.
     pub(crate) fn dialect_report(&self) -> (Option<&'static str>, &'static str) {
-        let d = &self.phases.dialect;
+        let d = &self.owners[0].dialect;
         (
             d.chosen_watch().map(|t| t.as_str()),
             d.create_route().as_str(),
@@ -326,12 +350,39 @@ fn explain_setup(e: crate::coder::ApiError, doing: &str) -> PhaseError {
     PhaseError::new(e.reason(), format!("{doing}: {e}{hint}"))
 }
 
+/// Where a run finds what it sets up with.
+#[derive(Default, Clone, Copy)]
+pub struct Setup<'a> {
+    /// `[coder] organization`; none: the token user's first.
+    pub organization: Option<&'a str>,
+    /// Test-user pools kept across runs (the daemon's); none: a pool for this run alone.
+    pub users: Option<&'a crate::users::Pools>,
+}
+
+/// Clients acting as the scenario's test users, when it has `[scenario.users]`.
+pub(crate) async fn owners(
+    client: &Client,
+    scenario: &Scenario,
+    setup: Setup<'_>,
+    organization: uuid::Uuid,
+) -> Result<Vec<Client>, PhaseError> {
+    let Some(spec) = &scenario.users else {
+        return Ok(Vec::new());
+    };
+    let own = crate::users::Pools::default();
+    setup
+        .users
+        .unwrap_or(&own)
+        .clients(client, spec, organization)
+        .await
+}
+
 /// Runs one scenario once. `stop` cancels phases in flight (then every created workspace is
 /// still deleted); `abort` cancels the deletes too.
 pub async fn run(
     client: &Client,
     scenario: &Scenario,
-    organization: Option<&str>,
+    setup: Setup<'_>,
     slice: Slice,
     observer: Arc<dyn RunObserver>,
     stop: CancellationToken,
@@ -363,8 +414,14 @@ pub async fn run(
             create_route: None,
             workspaces: Vec::new(),
         };
-        let blueprint = match prepare(client, scenario, organization).await {
-            Ok(b) => b,
+        let prepared = match prepare(client, scenario, setup.organization).await {
+            Ok(b) => owners(client, scenario, setup, b.organization_id)
+                .await
+                .map(|o| (b, o)),
+            Err(e) => Err(e),
+        };
+        let (blueprint, owners) = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 run_span.record("otel.status_code", "ERROR");
                 tracing::error!(scenario = %scenario.name, reason = %e.reason, error = %e.message, "the run could not start");
@@ -375,6 +432,7 @@ pub async fn run(
         };
         let ctx = Arc::new(RunCtx::new(
             client.clone(),
+            owners,
             scenario.clone(),
             blueprint,
             run_id,
@@ -394,7 +452,7 @@ pub async fn run(
                 otel.name = "scaletest.workspace",
                 workspace.name = %name,
                 workspace.id = Empty,
-                template.name = %ctx.phases.blueprint.template_name,
+                template.name = %ctx.owners[0].blueprint.template_name,
                 otel.status_code = Empty,
             );
             tasks.spawn(
@@ -486,7 +544,7 @@ pub(crate) async fn bring_up(
         let span = phase_span(phase);
         first_span.entry(phase).or_insert_with(|| span.context());
         let had_id = walk.id.is_some();
-        let run = (phase.def().run)(&ctx.phases, &mut walk);
+        let run = (phase.def().run)(ctx.phases(index), &mut walk);
         let done = timed(ctx, &mut report, (phase, span), &ctx.stop, run).await;
         keep_sub_timings(&mut report, &mut walk);
         if let (false, Some(id)) = (had_id, walk.id) {
@@ -529,7 +587,7 @@ async fn build_stages(
         let job = match &latest {
             Some((id, job)) if *id == build => Some(job.clone()),
             _ => ctx
-                .client()
+                .client(report.index)
                 .workspace_build(build)
                 .await
                 .ok()
@@ -544,7 +602,7 @@ async fn build_stages(
             "start"
         };
         let stages = Box::pin(phases::build::fetch_stages(
-            ctx.client(),
+            ctx.client(report.index),
             build,
             &job,
             transition,
@@ -569,7 +627,7 @@ pub(crate) async fn tear_down(ctx: &RunCtx, up: Up) -> WorkspaceReport {
     if !ok && let Some(u) = walk.updates.as_mut() {
         u.reset();
     }
-    let run = (Phase::Delete.def().run)(&ctx.phases, &mut walk);
+    let run = (Phase::Delete.def().run)(ctx.phases(report.index), &mut walk);
     let deleted = timed(
         ctx,
         &mut report,

@@ -1,8 +1,9 @@
 //! Sweeps: find workspaces of ours left behind (a crash, a killed run, a create that timed
 //! out after Coder made the workspace) and delete them.
 //!
-//! "Ours" is strict: owned by the token's user and named exactly `<prefix>-<run>-<n>` with a
-//! run id of our shape ([`crate::naming::parse`]). Nothing else is ever touched.
+//! "Ours" is strict: owned by the token's user (or, for a scenario with test users, by one
+//! of them: `<users prefix>-<n>` exactly) and named exactly `<prefix>-<run>-<n>` with a run
+//! id of our shape ([`crate::naming::parse`]). Nothing else is ever touched.
 
 use std::collections::HashSet;
 
@@ -29,7 +30,12 @@ pub async fn find(
     exclude: &HashSet<String>,
 ) -> Result<Vec<Workspace>, ApiError> {
     let me = client.me().await?;
-    let query = format!("owner:me name:{}-", sc.workspace_prefix);
+    let users = sc.users.as_ref().map(|u| u.prefix.as_str());
+    let query = match users {
+        // The test users' workspaces too: the token's user (an owner) sees every one.
+        Some(_) => format!("name:{}-", sc.workspace_prefix),
+        None => format!("owner:me name:{}-", sc.workspace_prefix),
+    };
     let mut out = Vec::new();
     let mut offset = 0;
     const PAGE: u32 = 100;
@@ -40,7 +46,9 @@ pub async fn find(
             let Some((_, index)) = crate::naming::parse(&sc.workspace_prefix, &ws.name) else {
                 continue;
             };
-            if ws.owner_id != me.id || exclude.contains(&ws.name) {
+            let ours = ws.owner_id == me.id
+                || users.is_some_and(|p| crate::users::UserSpec::owns_name(p, &ws.owner_name));
+            if !ours || exclude.contains(&ws.name) {
                 continue;
             }
             if shard.is_some_and(|s| !s.owns(sc.count, index)) {

@@ -188,6 +188,8 @@ impl Conn {
 #[derive(Clone)]
 struct Seat {
     ctx: Arc<RunCtx>,
+    /// The workspace's number: whose client its sessions use.
+    index: u32,
     workspace: String,
     owner: String,
     agent: (Uuid, String),
@@ -306,6 +308,7 @@ async fn slot(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let seat = Seat {
             ctx: ctx.clone(),
+            index: up.report.index,
             workspace: name,
             owner: up.walk.owner.clone(),
             agent,
@@ -520,7 +523,7 @@ async fn open(seat: &Seat, transport: Transport) -> Result<Conn, PhaseError> {
         match transport {
             Transport::Pty => {
                 let pty = ctx
-                    .client()
+                    .client(seat.index)
                     .open_pty(
                         seat.agent.0,
                         Uuid::new_v4(),
@@ -537,8 +540,8 @@ async fn open(seat: &Seat, transport: Transport) -> Result<Conn, PhaseError> {
                     agent: seat.agent.1.clone(),
                 };
                 let coder = crate::ssh::CoderEnv {
-                    url: ctx.client().base_url().clone(),
-                    token: ctx.client().token().clone(),
+                    url: ctx.client(seat.index).base_url().clone(),
+                    token: ctx.client(seat.index).token().clone(),
                 };
                 let (ex, _) =
                     crate::ssh::open_exec(&ctx.scenario.ssh, &target, &coder, "cat").await?;
@@ -687,14 +690,16 @@ async fn echo(conn: &mut Conn, buf: &mut Vec<u8>, payload: &[u8]) -> Result<(), 
 pub async fn context(
     client: &crate::coder::Client,
     scenario: &Scenario,
-    organization: Option<&str>,
+    setup: runner::Setup<'_>,
     observer: Arc<dyn runner::RunObserver>,
     stop: CancellationToken,
     abort: CancellationToken,
 ) -> Result<Arc<RunCtx>, PhaseError> {
-    let blueprint = runner::prepare(client, scenario, organization).await?;
+    let blueprint = runner::prepare(client, scenario, setup.organization).await?;
+    let owners = runner::owners(client, scenario, setup, blueprint.organization_id).await?;
     Ok(Arc::new(RunCtx::new(
         client.clone(),
+        owners,
         scenario.clone(),
         blueprint,
         crate::naming::new_run_id(),

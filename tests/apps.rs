@@ -224,7 +224,8 @@ async fn the_simulated_proxy_answers_as_coder_does() {
     let sim = start(wildcard_sim()).await;
     let cfg = app_config(&sim, 1, "");
     let api = client(&cfg);
-    let ws = sim.app.state.create_workspace("probe-1", vec![]);
+    let admin = sim.app.state.id.user.clone();
+    let ws = sim.app.state.create_workspace("probe-1", &admin, vec![]);
     let ws = eventually_async(Duration::from_secs(10), || async {
         let w = api.workspace(ws.id).await.ok()?;
         let healthy = w
@@ -440,7 +441,7 @@ async fn app_series_exist_from_start_up_and_count_the_run() {
     let r = scaletestd::runner::run(
         &observed,
         &cfg.scenarios[0],
-        None,
+        Default::default(),
         scaletestd::runner::Slice { first: 1, count: 3 },
         m.clone(),
         Default::default(),

@@ -152,6 +152,36 @@ fn cases() -> &'static [Case] {
             "phase \"app\" (number 5) cannot run after \"stop\"",
         ),
         (
+            "build = \"15m\"",
+            "build = \"15m\"\n[scenario.users]\ncount = 0",
+            "cfg.toml:15:9",
+            "[scenario.users] count is 0: expected 1 to 10000",
+        ),
+        (
+            "build = \"15m\"",
+            "build = \"15m\"\n[scenario.users]\ncount = 8\nprefix = \"st_user\"",
+            "cfg.toml:16:10",
+            "must be Coder user names",
+        ),
+        (
+            "build = \"15m\"",
+            "build = \"15m\"\n[scenario.users]\ncount = 8\nprefix = \"a-very-long-prefix-for-users-xy\"",
+            "cfg.toml:16:10",
+            "\"a-very-long-prefix-for-users-xy-8\" must be Coder user names",
+        ),
+        (
+            "build = \"15m\"",
+            "build = \"15m\"\n[scenario.users]\ncount = 8\ntoken_lifetime = \"60d\"",
+            "cfg.toml:16:18",
+            "at most 30 days",
+        ),
+        (
+            "build = \"15m\"",
+            "build = \"15m\"\n[scenario.users]\ncount = 8\nrole = \"owner\"",
+            "cfg.toml:16:1",
+            "unknown field `role`",
+        ),
+        (
             "count = 10",
             "count = 10\nflavour = \"x\"",
             "cfg.toml:8:1",

@@ -1,6 +1,6 @@
 //! Secrets: a canary token never appears in logs (every level, every crate), metrics, spans
 //! (as an OTLP receiver gets them), the status page, the JSON output or error messages, even
-//! when something in front of Coder echoes it back.
+//! when something in front of Coder echoes it back; nor do the tokens of test users.
 
 mod common;
 
@@ -54,7 +54,7 @@ async fn the_canary_token_appears_nowhere() {
         &cfg,
         sim.url().as_str(),
         &format!(
-            "[[scenario]]\nname = \"sec\"\nworkspace_prefix = \"stsec\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 6\nphases = [\"create\", \"build\", \"agent\", \"ssh\", \"pty\", \"delete\"]\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n[scenario.ssh]\ntransport = \"proxy-command\"\nproxy_command = \"{BIN} sim-coder ssh --stdio {{workspace}}\"\n",
+            "[[scenario]]\nname = \"sec\"\nworkspace_prefix = \"stsec\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 6\nphases = [\"create\", \"build\", \"agent\", \"ssh\", \"pty\", \"delete\"]\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n[scenario.ssh]\ntransport = \"proxy-command\"\nproxy_command = \"{BIN} sim-coder ssh --stdio {{workspace}}\"\n[scenario.users]\ncount = 2\nprefix = \"stsec-user\"\n",
             cron_at(&[4])
         ),
     );
@@ -149,6 +149,16 @@ async fn the_canary_token_appears_nowhere() {
     }
     let leaks = seen.matches(CANARY).count();
     assert_eq!(leaks, 0, "the token leaked {leaks} times");
+    // The test users' tokens, issued to the daemon by the simulator, likewise.
+    let user_tokens = sim.app.state.accounts.issued_tokens();
+    assert_eq!(user_tokens.len(), 2, "one token per test user");
+    for t in &user_tokens {
+        assert_eq!(
+            seen.matches(t.as_str()).count(),
+            0,
+            "a test user's token leaked"
+        );
+    }
     println!(
         "canary checked across {} bytes of logs, metrics, pages, JSON, errors and spans: 0 leaks",
         seen.len()

@@ -109,7 +109,7 @@ async fn restart_series_exist_from_start_up_and_count_the_run() {
     let r = scaletestd::runner::run(
         &client(&cfg),
         &cfg.scenarios[0],
-        None,
+        Default::default(),
         scaletestd::runner::Slice { first: 1, count: 3 },
         m.clone(),
         Default::default(),

@@ -59,7 +59,7 @@ async fn start_pool(cfg: &scaletestd::config::Config) -> Running {
     let ctx = traffic::context(
         &client(cfg),
         sc,
-        None,
+        Default::default(),
         metrics.clone(),
         stop.clone(),
         CancellationToken::new(),

@@ -142,7 +142,7 @@ user = "{{workspace}}"
     let report = runner::run(
         &client,
         s,
-        None,
+        Default::default(),
         Slice { first: 1, count: n },
         metrics.clone(),
         CancellationToken::new(),
@@ -222,7 +222,7 @@ async fn traffic(tick_ms: u32, sessions: u32, seconds: u32) -> Value {
     let ctx = scaletestd::traffic::context(
         &client,
         sc,
-        None,
+        Default::default(),
         metrics.clone(),
         stop.clone(),
         CancellationToken::new(),

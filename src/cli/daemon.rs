@@ -50,6 +50,10 @@ pub struct CleanupArgs {
     /// List what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Then delete each scenario's test users (`[scenario.users]`): a user named exactly
+    /// `<prefix>-<n>` that owns no workspace.
+    #[arg(long)]
+    pub users: bool,
 }
 
 pub async fn run(args: RunArgs, cfg: Config) -> u8 {
@@ -327,6 +331,33 @@ pub async fn cleanup(args: CleanupArgs, cfg: Config) -> u8 {
             Err(e) => {
                 println!("FAILED scenario {:?}: {e}", sc.name);
                 failed = true;
+            }
+        }
+        if let (true, Some(spec)) = (args.users, &sc.users) {
+            match crate::users::remove(&client, &spec.prefix, args.dry_run).await {
+                Ok(r) => {
+                    let verb = if args.dry_run {
+                        "would delete"
+                    } else {
+                        "deleted"
+                    };
+                    for name in &r.deleted {
+                        println!("{verb} user {name}");
+                    }
+                    for (name, why) in &r.kept {
+                        println!("kept user {name}: {why}");
+                    }
+                    println!(
+                        "scenario {:?}: {} test users {verb}, {} kept",
+                        sc.name,
+                        r.deleted.len(),
+                        r.kept.len()
+                    );
+                }
+                Err(e) => {
+                    println!("FAILED scenario {:?} users: {e}", sc.name);
+                    failed = true;
+                }
             }
         }
     }

@@ -140,7 +140,10 @@ pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
     let report = runner::run(
         &client,
         &scenario,
-        cfg.coder.organization.as_deref(),
+        runner::Setup {
+            organization: cfg.coder.organization.as_deref(),
+            users: None,
+        },
         slice,
         progress,
         stop,

@@ -192,7 +192,7 @@ impl Client {
 }
 
 /// Percent-encodes one path segment.
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")

@@ -27,6 +27,7 @@ pub mod sse;
 pub mod ssh_target;
 pub mod trace;
 pub mod types;
+pub mod users;
 pub mod watch;
 pub mod ws;
 
@@ -264,7 +265,11 @@ impl Client {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status();
-                    let retry_after = parse_retry_after(resp.headers());
+                    let retry_after = parse_retry_after(resp.headers()).or_else(|| {
+                        (status == StatusCode::TOO_MANY_REQUESTS)
+                            .then(|| until_ratelimit_reset(resp.headers()))
+                            .flatten()
+                    });
                     let bytes = match read_bounded(resp).await {
                         Ok(b) => b,
                         Err(e) => return Err(self.body_error(&method, path, e)),
@@ -449,6 +454,26 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(max);
     let ms = ceiling.as_millis() as u64;
     Duration::from_millis(rand::rng().random_range(ms / 4..=ms.max(1)))
+}
+
+/// How long until a 429's window ends, from `X-Ratelimit-Reset` (unix seconds; Coder's
+/// per-user limiter, go-chi/httprate, sends it on every limited route), plus up to a second
+/// of jitter so a pool of workers that hit the same window do not all return at its first
+/// instant. Without it, a fixed backoff of a few retries gives up long before a one-minute
+/// window ends.
+fn until_ratelimit_reset(headers: &header::HeaderMap) -> Option<Duration> {
+    let reset: i64 = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let wait_ms = (reset.saturating_mul(1000) - now_ms).max(0) as u64;
+    Some(Duration::from_millis(
+        wait_ms + rand::rng().random_range(50..=1000),
+    ))
 }
 
 /// `Retry-After` in seconds or as an HTTP date.

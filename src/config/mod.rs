@@ -25,6 +25,7 @@ pub mod server;
 pub mod ssh;
 pub mod telemetry;
 pub mod traffic;
+mod users;
 
 pub use crate::ssh::{DEFAULT_PROXY_COMMAND, SshConfig, SshTransport};
 pub use coder::CoderConfig;

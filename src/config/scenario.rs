@@ -48,6 +48,7 @@ pub(super) struct RawScenario {
     pub(super) app_status: Option<Spanned<Vec<u16>>>,
     pub(super) app_expect: Option<Spanned<String>>,
     pub(super) app_websocket: Option<Spanned<bool>>,
+    pub(super) users: Option<Spanned<super::users::RawUsers>>,
 }
 
 /// What a scenario does with its workspaces.
@@ -91,6 +92,8 @@ pub struct Scenario {
     /// A random delay from 0 to this before each scheduled run, to spread load.
     pub jitter: Duration,
     pub ssh: SshConfig,
+    /// Test users to spread the workspaces over; none: the token's user owns them all.
+    pub users: Option<crate::users::UserSpec>,
     /// What the `app` phase reaches; set when `phases` has `app`.
     pub app: Option<crate::phases::app::AppSettings>,
     pub kind: ScenarioKind,
@@ -267,6 +270,7 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
         wait: s.wait,
         jitter: s.jitter.map(|j| j.into_inner().0).unwrap_or_default(),
         app,
+        users: super::users::validate(src, s.users)?,
         ssh: super::ssh::validate(src, s.ssh)?,
         kind: s.kind,
         traffic,

@@ -214,7 +214,7 @@ pub struct Settings {
     pub app: Option<app::AppSettings>,
 }
 
-/// What every walk of a run shares, resolved once per run.
+/// What the walks of one owner's workspaces share in a run, resolved once per run.
 pub struct Ctx {
     pub client: Client,
     pub settings: Settings,
@@ -222,7 +222,7 @@ pub struct Ctx {
     /// What this Coder speaks, learnt by the first workspaces of the run.
     pub dialect: Arc<Dialect>,
     /// The wildcard app host, asked once per run by the first `app` phase that needs it.
-    pub app_host: tokio::sync::OnceCell<Option<String>>,
+    pub app_host: Arc<tokio::sync::OnceCell<Option<String>>>,
 }
 
 /// What the walk knows of one workspace so far: what phases read, and what they add.

@@ -289,6 +289,7 @@ fn session_token(req: &Request, access: Access) -> Option<String> {
 
 /// An app found for a request.
 struct Found {
+    owner: Uuid,
     workspace: Uuid,
     workspace_name: String,
     agent: Uuid,
@@ -304,11 +305,16 @@ enum Lookup {
 
 fn lookup(app: &App, r: &AppRequest) -> Lookup {
     let st = &app.state;
-    if !r.user.eq_ignore_ascii_case(&st.id.user.username) && r.user != st.id.user.id.to_string() {
+    let Some(user) = st.accounts.find(&r.user) else {
         return Lookup::Missing(format!("get user {:?}: no rows", r.user));
-    }
+    };
     let w = st.lock();
-    let Some(e) = w.names.get(&r.workspace).and_then(|id| w.live.get(id)) else {
+    let Some(e) = w
+        .names
+        .get(&r.workspace)
+        .and_then(|id| w.live.get(id))
+        .filter(|e| e.ws.owner_id == user.id)
+    else {
         return Lookup::Missing(format!("get workspace {:?}: no rows", r.workspace));
     };
     if e.ws.latest_build.transition == WorkspaceTransition::Stop {
@@ -328,6 +334,7 @@ fn lookup(app: &App, r: &AppRequest) -> Lookup {
         ));
     }
     Lookup::Found(Found {
+        owner: e.ws.owner_id,
         workspace: e.ws.id,
         workspace_name: e.ws.name.clone(),
         agent: agent.id,
@@ -377,9 +384,26 @@ async fn serve(app: Arc<App>, req: Request, r: AppRequest) -> Response {
         base_path: r.base_path.clone(),
     };
     let signed = cookie(&req, SIGNED_COOKIE).is_some_and(|t| app.apps.valid(t, &grant));
-    let signed_in = signed || session_token(&req, r.access).is_some_and(|t| t == app.token);
-    if !signed_in {
-        return to_login(&app, &req, &r);
+    if !signed {
+        let caller = session_token(&req, r.access).and_then(|t| app.state.accounts.caller(&t));
+        let Some(caller) = caller else {
+            return to_login(&app, &req, &r);
+        };
+        // db.go `authorizeRequest`: path apps are their owner's alone (even a site owner is
+        // refused without the dangerous flags); on a subdomain RBAC lets an owner in too.
+        let allowed = match r.access {
+            Access::Path => caller.id == found.owner,
+            Access::Subdomain => caller.may_see(found.owner),
+        };
+        if !allowed {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Application Not Found",
+                "The application or workspace you are trying to access does not exist or you do not have permission to access it.",
+            );
+        }
+        app.state
+            .note_caller(&found.workspace_name, &caller.username);
     }
     if found.agent_status != WorkspaceAgentStatus::Connected {
         return page(

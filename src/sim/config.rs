@@ -28,11 +28,17 @@ pub struct SimConfig {
     /// workspace's first agent, appearing once that agent is ready: `none`, `ready` (it
     /// connects and becomes ready too) or `stuck` (it stays `connecting`/`created`).
     pub subagent: SubAgent,
-    /// Requests per minute per endpoint (Coder's default is 512); 0 disables.
+    /// Requests per user per endpoint in each `rate_window` (Coder: 512 a minute); 0
+    /// disables.
     pub rate_limit: u32,
+    /// The rate limiter's window (Coder's is one minute; shorter makes tests quick).
+    pub rate_window: HumanDuration,
     /// Seconds to put in a `Retry-After` on 429s, as a proxy in front of Coder might (Coder
     /// itself sends none).
     pub retry_after: Option<u64>,
+    /// How often the lifecycle executor looks for workspaces due to autostart (Coder: once a
+    /// minute, `CODER_AUTOBUILD_POLL_INTERVAL`); schedules stay at minute resolution.
+    pub autostart_tick: HumanDuration,
     /// Interval of the watch stream's pings (Coder: 15 s).
     pub ping_interval: HumanDuration,
     /// Longest a web-terminal or SSH command may run.
@@ -127,7 +133,9 @@ impl Default for SimConfig {
             agents_per_workspace: 1,
             subagent: SubAgent::None,
             rate_limit: 512,
+            rate_window: HumanDuration(Duration::from_secs(60)),
             retry_after: None,
+            autostart_tick: HumanDuration(Duration::from_secs(60)),
             ping_interval: HumanDuration(Duration::from_secs(15)),
             pty_max_runtime: HumanDuration(Duration::from_secs(300)),
             ssh_listen: None,

@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub mod accounts;
 pub mod api;
 pub mod apps;
+pub mod autostart;
 pub mod config;
 pub mod faults;
 pub mod metrics;
@@ -81,6 +83,7 @@ impl Sim {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_listen).await?;
         let metrics_addr = metrics_listener.local_addr()?;
         let state = world::State::new(cfg);
+        state.accounts.add_owner(state.id.user.clone(), token);
         let wildcard = match &state.cfg.wildcard_host {
             Some(w) => Some(
                 apps::Wildcard::parse(w)
@@ -104,9 +107,13 @@ impl Sim {
             .public_key()
             .to_openssh()
             .map_err(std::io::Error::other)?;
+        tokio::spawn(autostart::executor(
+            state.clone(),
+            state.cfg.autostart_tick.0,
+            stop.clone(),
+        ));
         tokio::spawn(ssh::serve(
             state.clone(),
-            token.to_string(),
             ssh_listener,
             host_key,
             stop.clone(),

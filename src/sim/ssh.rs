@@ -35,7 +35,6 @@ pub const PREAMBLE: &str = "SCALETESTD-SIM ";
 
 pub async fn serve(
     state: Arc<State>,
-    token: String,
     listener: tokio::net::TcpListener,
     key: russh::keys::PrivateKey,
     stop: CancellationToken,
@@ -56,11 +55,10 @@ pub async fn serve(
             _ = stop.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let (state, token, config, stop) =
-            (state.clone(), token.clone(), config.clone(), stop.clone());
+        let (state, config, stop) = (state.clone(), config.clone(), stop.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = connection(state, token, config, stream) => {}
+                _ = connection(state, config, stream) => {}
                 _ = stop.cancelled() => {}
             }
         });
@@ -69,7 +67,6 @@ pub async fn serve(
 
 async fn connection(
     state: Arc<State>,
-    token: String,
     config: Arc<russh::server::Config>,
     stream: tokio::net::TcpStream,
 ) {
@@ -97,7 +94,13 @@ async fn connection(
             .unwrap_or("")
             .split(' ');
         let (name, presented) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        if presented != token {
+        // The token must be of a user who may see the workspace (its owner, or an owner).
+        let id = state.lock().names.get(name).copied();
+        let allowed = state.accounts.caller(presented).is_some_and(|c| {
+            id.and_then(|id| state.owner_of(id))
+                .is_some_and(|(owner, _)| c.may_see(owner))
+        });
+        if !allowed {
             let _ = stream.get_mut().write_all(b"unauthorized\n").await;
             return;
         }

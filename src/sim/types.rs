@@ -336,6 +336,11 @@ pub struct Workspace {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<i64>,
+    /// `CRON_TZ=UTC m h * * dow`, when autostart is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostart_schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_start_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Time>,
     #[serde(default)]

@@ -97,7 +97,7 @@ pub async fn run_with(cfg: &Config, client: &scaletestd::coder::Client) -> RunRe
     runner::run(
         client,
         s,
-        None,
+        Default::default(),
         Slice {
             first: 1,
             count: s.count,

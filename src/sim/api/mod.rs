@@ -8,16 +8,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Path, Request, State as Ax};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response as AxResponse};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use rand::Rng;
 
+use super::accounts::Caller;
 use super::world::State;
 use crate::coder::Response;
 use routes::*;
@@ -100,7 +101,9 @@ pub fn router(app: Shared) -> Router {
     let mut api = Router::new()
         .route("/api/v2/buildinfo", get(buildinfo))
         .route("/api/v2/applications/host", get(app_host))
-        .route("/api/v2/users/{user}", get(user))
+        .route("/api/v2/users", get(list_users).post(create_user))
+        .route("/api/v2/users/{user}", get(user).delete(delete_user))
+        .route("/api/v2/users/{user}/keys/tokens", post(create_token))
         .route(
             "/api/v2/users/{user}/workspace/{workspacename}",
             get(workspace_by_name),
@@ -121,6 +124,10 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v2/workspaces", get(list))
         .route("/api/v2/workspaces/{workspace}", get(workspace))
         .route("/api/v2/workspaces/{workspace}/builds", post(create_build))
+        .route(
+            "/api/v2/workspaces/{workspace}/autostart",
+            put(put_autostart),
+        )
         .route("/api/v2/workspacebuilds/{workspacebuild}", get(build))
         .route(
             "/api/v2/workspacebuilds/{workspacebuild}/timings",
@@ -160,6 +167,10 @@ pub fn router(app: Shared) -> Router {
         )
     };
     let api = api
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            workspace_access,
+        ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -273,16 +284,23 @@ pub(super) fn presented_token(req: &Request) -> Option<String> {
     })
 }
 
-async fn authenticate(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+/// Coder's body for a route's missing resource, or one the caller may not see.
+pub const RESOURCE_NOT_FOUND: &str =
+    "Resource not found or you do not have access to this resource";
+
+/// The token names the caller (put on the request for the handlers), or a 401.
+async fn authenticate(Ax(app): Ax<Shared>, mut req: Request, next: Next) -> AxResponse {
     if req.uri().path() == "/api/v2/buildinfo" {
         return next.run(req).await;
     }
-    match presented_token(&req) {
-        None => error(
+    let Some(token) = presented_token(&req) else {
+        return error(
             StatusCode::UNAUTHORIZED,
             "Cookie \"coder_session_token\" or query parameter must be provided.",
-        ),
-        Some(t) if t != app.token => (
+        );
+    };
+    match app.state.accounts.caller(&token) {
+        None => (
             StatusCode::UNAUTHORIZED,
             Json(Response {
                 message: "Invalid session token.".into(),
@@ -291,31 +309,74 @@ async fn authenticate(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxRespon
             }),
         )
             .into_response(),
-        Some(_) => next.run(req).await,
+        Some(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
     }
+}
+
+/// Workspace, build and agent routes: a workspace that is not the caller's is "not found"
+/// to a member (Coder's RBAC), and each caller is noted in the workspace's ledger.
+async fn workspace_access(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+    use axum::extract::FromRequestParts;
+    let (mut parts, body) = req.into_parts();
+    let params = axum::extract::RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .ok();
+    let req = Request::from_parts(parts, body);
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return next.run(req).await;
+    };
+    let id = params.as_ref().and_then(|p| {
+        p.iter()
+            .find(|(k, _)| matches!(*k, "workspace" | "workspacebuild" | "workspaceagent"))
+            .and_then(|(_, v)| parse_id(v))
+    });
+    if let Some((owner, name)) = id.and_then(|id| app.state.owner_of(id)) {
+        if !caller.may_see(owner) {
+            return resource_not_found();
+        }
+        app.state.note_caller(&name, &caller.username);
+    }
+    next.run(req).await
 }
 
 /// httprate's fixed one-minute window per endpoint; owners may bypass it with a header.
 async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
     let limit = app.state.cfg.rate_limit;
-    let bypass = req
-        .headers()
-        .get(crate::coder::BYPASS_HEADER)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let caller = req.extensions().get::<Caller>().cloned();
+    // coderd/httpmw/ratelimit.go: only an owner's header is honoured.
+    let bypass = caller.as_ref().is_some_and(|c| c.owner)
+        && req
+            .headers()
+            .get(crate::coder::BYPASS_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if limit == 0 || bypass {
         return next.run(req).await;
     }
-    let key = route_of(&app, &req);
+    // One window per user and endpoint.
+    let key = format!(
+        "{} {}",
+        caller
+            .as_ref()
+            .map(|c| c.id.to_string())
+            .unwrap_or_default(),
+        route_of(&app, &req)
+    );
     let (remaining, reset) = {
         let mut l = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
+        let window = app.state.cfg.rate_window.0;
         let slot = l.entry(key).or_insert((now, 0));
-        if now.duration_since(slot.0) >= Duration::from_secs(60) {
+        if now.duration_since(slot.0) >= window {
             *slot = (now, 0);
         }
         slot.1 += 1;
-        let reset =
-            chrono::Utc::now().timestamp() + (60 - now.duration_since(slot.0).as_secs() as i64);
+        let left = window.saturating_sub(now.duration_since(slot.0));
+        // httprate: the unix second the window ends (rounded up, so a client that waits
+        // until then finds a new window).
+        let reset = (chrono::Utc::now().timestamp_millis() + left.as_millis() as i64 + 999) / 1000;
         (limit as i64 - slot.1 as i64, reset)
     };
     let headers = [
@@ -324,8 +385,13 @@ async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse
         ("X-Ratelimit-Reset", reset.to_string()),
     ];
     if remaining < 0 {
-        let msg =
-            format!("You've been rate limited for sending more than {limit} requests in 1m0s.");
+        if let Some(c) = &caller {
+            app.state.accounts.note_limited(&c.username);
+        }
+        let msg = format!(
+            "You've been rate limited for sending more than {limit} requests in {}.",
+            humantime::format_duration(app.state.cfg.rate_window.0)
+        );
         let mut resp = error(StatusCode::TOO_MANY_REQUESTS, msg);
         for (k, v) in headers {
             resp.headers_mut()
@@ -383,17 +449,18 @@ async fn missing_under_workspace(Ax(app): Ax<Shared>, Path(id): Path<String>) ->
 }
 
 /// A route this server lacks, below `/users/{user}` (see `router`).
-async fn missing_under_user(Ax(app): Ax<Shared>, Path(user): Path<String>) -> AxResponse {
-    if is_me(&app, &user) {
+async fn missing_under_user(
+    Ax(app): Ax<Shared>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(user): Path<String>,
+) -> AxResponse {
+    if caller.is(&user) || app.state.accounts.find(&user).is_some() {
         not_found().await
     } else {
         resource_not_found()
     }
 }
 
-fn resource_not_found() -> AxResponse {
-    error(
-        StatusCode::NOT_FOUND,
-        "Resource not found or you do not have access to this resource",
-    )
+pub(super) fn resource_not_found() -> AxResponse {
+    error(StatusCode::NOT_FOUND, RESOURCE_NOT_FOUND)
 }

@@ -1,12 +1,13 @@
-//! The REST handlers: identity, templates, workspaces (create, get, list, by name), builds,
-//! timings and cancel, each answering as coderd does (its file cited where it matters).
+//! The REST handlers: users and tokens, templates, workspaces (create, get, list, by name),
+//! builds, timings and cancel, each answering as coderd does (its file cited where it
+//! matters), each request as the user its token names.
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{Path, Query, State as Ax};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as AxResponse};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -14,6 +15,7 @@ use super::{App, Shared, error, resource_not_found};
 use crate::coder::{
     CreateWorkspaceBuildRequest, CreateWorkspaceRequest, Response, ValidationError,
 };
+use crate::sim::accounts::Caller;
 use crate::sim::types::{Workspace, WorkspacesResponse};
 
 pub(super) async fn buildinfo(Ax(app): Ax<Shared>) -> AxResponse {
@@ -44,21 +46,239 @@ pub(super) async fn app_host(Ax(app): Ax<Shared>) -> AxResponse {
     Json(serde_json::json!({ "host": host })).into_response()
 }
 
-pub(super) fn is_me(app: &App, user: &str) -> bool {
-    let u = &app.state.id.user;
-    user == "me" || user == u.username || user == u.id.to_string()
-}
-
 pub(super) fn is_org(app: &App, org: &str) -> bool {
     let o = &app.state.id.org;
     org == o.name || org == o.id.to_string()
 }
 
-pub(super) async fn user(Ax(app): Ax<Shared>, Path(user): Path<String>) -> AxResponse {
-    if !is_me(&app, &user) {
-        return resource_not_found();
+/// `GET /users/{user}`: any user by name or id, `me` for the caller.
+pub(super) async fn user(
+    Ax(app): Ax<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(user): Path<String>,
+) -> AxResponse {
+    let key = if caller.is(&user) {
+        caller.id.to_string()
+    } else {
+        user
+    };
+    match app.state.accounts.find(&key) {
+        Some(u) => Json(u).into_response(),
+        None => resource_not_found(),
     }
-    Json(app.state.id.user.clone()).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct UsersQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: usize,
+}
+
+/// `GET /users?q=word`: users whose name or email contains the word (Coder's plain search
+/// term; other filters are refused rather than ignored), paged, with the total count.
+pub(super) async fn list_users(Ax(app): Ax<Shared>, Query(q): Query<UsersQuery>) -> AxResponse {
+    let mut word = String::new();
+    for term in q.q.split_whitespace() {
+        if let Some((k, _)) = term.split_once(':') {
+            return bad_request(
+                "Invalid user search query.",
+                vec![ValidationError {
+                    field: "q".into(),
+                    detail: format!("Query param {k:?} is not supported by the simulator"),
+                }],
+            );
+        }
+        word = term.to_string();
+    }
+    let all = app.state.accounts.search(&word);
+    let count = all.len();
+    let limit = q.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let users: Vec<_> = all.into_iter().skip(q.offset).take(limit).collect();
+    Json(serde_json::json!({ "users": users, "count": count })).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct CreateUser {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    login_type: String,
+    #[serde(default)]
+    organization_ids: Vec<Uuid>,
+}
+
+/// `POST /users` as coderd/users.go `postUser` checks it.
+pub(super) async fn create_user(
+    Ax(app): Ax<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> AxResponse {
+    let req: CreateUser = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(
+                "Request body must be valid JSON.",
+                vec![ValidationError {
+                    field: "body".into(),
+                    detail: e.to_string(),
+                }],
+            );
+        }
+    };
+    let login_type = if req.login_type.is_empty() {
+        "password"
+    } else {
+        req.login_type.as_str()
+    };
+    if login_type != "password" && !req.password.is_empty() {
+        return bad_request(
+            &format!("Password cannot be set for non-password ({login_type:?}) authentication."),
+            vec![],
+        );
+    }
+    if req.organization_ids.is_empty() {
+        return bad_request(
+            "No organization specified to place the user as a member of. It is required to specify at least one organization id to place the user in.",
+            vec![ValidationError {
+                field: "organization_ids".into(),
+                detail: "Missing values, this cannot be empty".into(),
+            }],
+        );
+    }
+    let mut invalid = Vec::new();
+    if !crate::sim::accounts::username_valid(&req.username) {
+        invalid.push(ValidationError {
+            field: "username".into(),
+            detail: "Validation failed for tag \"username\" with value".into(),
+        });
+    }
+    if !req.email.contains('@') {
+        invalid.push(ValidationError {
+            field: "email".into(),
+            detail: "Validation failed for tag \"email\" with value".into(),
+        });
+    }
+    if !invalid.is_empty() {
+        return bad_request("Validation failed.", invalid);
+    }
+    let org = app.state.id.org.id;
+    if req
+        .organization_ids
+        .iter()
+        .any(|o| *o != org && !o.is_nil())
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Organization does not exist with the provided id.",
+        );
+    }
+    match login_type {
+        "none" => {}
+        "password" => {
+            // userpassword.Validate: enough entropy; the simulator asks for length only.
+            if req.password.len() < 8 || req.password.len() > 64 {
+                return bad_request("Password not strong enough!", vec![]);
+            }
+        }
+        other => {
+            return bad_request(
+                &format!("Unsupported login type {other:?} for manually creating new users."),
+                vec![],
+            );
+        }
+    }
+    let created =
+        app.state
+            .accounts
+            .create(&caller, &req.username, &req.email, org, chrono::Utc::now());
+    match created {
+        Ok(u) => (StatusCode::CREATED, Json(u)).into_response(),
+        Err((code, msg)) => error(StatusCode::from_u16(code).expect("valid code"), msg),
+    }
+}
+
+/// `DELETE /users/{user}`: refused (417) while the user owns a workspace not yet deleted.
+pub(super) async fn delete_user(
+    Ax(app): Ax<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(user): Path<String>,
+) -> AxResponse {
+    let key = if caller.is(&user) {
+        caller.id.to_string()
+    } else {
+        user
+    };
+    let Some(u) = app.state.accounts.find(&key) else {
+        return resource_not_found();
+    };
+    let owns = app
+        .state
+        .lock()
+        .live
+        .values()
+        .any(|e| e.ws.owner_id == u.id);
+    match app.state.accounts.delete(&caller, u.id, owns) {
+        Ok(()) => Json(Response {
+            message: "User has been deleted!".into(),
+            ..Default::default()
+        })
+        .into_response(),
+        Err((code, msg)) => error(StatusCode::from_u16(code).expect("valid code"), msg),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct CreateToken {
+    #[serde(default)]
+    token_name: String,
+    /// Go's `time.Duration`: nanoseconds.
+    #[serde(default)]
+    lifetime: i64,
+}
+
+/// `POST /users/{user}/keys/tokens` (coderd/apikey.go `postToken`): 201 `{"key": …}`.
+pub(super) async fn create_token(
+    Ax(app): Ax<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(user): Path<String>,
+    body: axum::body::Bytes,
+) -> AxResponse {
+    let req: CreateToken = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(
+                "Request body must be valid JSON.",
+                vec![ValidationError {
+                    field: "body".into(),
+                    detail: e.to_string(),
+                }],
+            );
+        }
+    };
+    let key = if caller.is(&user) {
+        caller.id.to_string()
+    } else {
+        user
+    };
+    let Some(u) = app.state.accounts.find(&key) else {
+        return resource_not_found();
+    };
+    match app
+        .state
+        .accounts
+        .issue_token(&caller, u.id, &req.token_name, req.lifetime)
+    {
+        Ok(key) => (StatusCode::CREATED, Json(serde_json::json!({ "key": key }))).into_response(),
+        Err((code, msg)) => error(StatusCode::from_u16(code).expect("valid code"), msg),
+    }
 }
 
 pub(super) async fn organization(Ax(app): Ax<Shared>, Path(org): Path<String>) -> AxResponse {
@@ -90,24 +310,26 @@ pub(super) async fn rich_parameters(
 
 pub(super) async fn create_for_user(
     Ax(app): Ax<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(user): Path<String>,
     body: axum::body::Bytes,
 ) -> AxResponse {
-    if !is_me(&app, &user) {
+    if !caller.is(&user) {
         return resource_not_found();
     }
-    create(&app, &body)
+    create(&app, &caller, &body)
 }
 
 pub(super) async fn create_in_org(
     Ax(app): Ax<Shared>,
+    Extension(caller): Extension<Caller>,
     Path((org, user)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> AxResponse {
-    if !is_org(&app, &org) || !is_me(&app, &user) {
+    if !is_org(&app, &org) || !caller.is(&user) {
         return resource_not_found();
     }
-    create(&app, &body)
+    create(&app, &caller, &body)
 }
 
 pub(super) fn bad_request(message: &str, validations: Vec<ValidationError>) -> AxResponse {
@@ -139,7 +361,8 @@ pub(super) fn name_valid(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn create(app: &App, body: &[u8]) -> AxResponse {
+/// Creates a workspace for the caller.
+pub(super) fn create(app: &App, caller: &Caller, body: &[u8]) -> AxResponse {
     let req: CreateWorkspaceRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
@@ -206,7 +429,10 @@ pub(super) fn create(app: &App, body: &[u8]) -> AxResponse {
         )
             .into_response();
     }
-    let ws = st.create_workspace(&req.name, req.rich_parameter_values);
+    let Some(owner) = st.accounts.find(&caller.id.to_string()) else {
+        return resource_not_found();
+    };
+    let ws = st.create_workspace(&req.name, &owner, req.rich_parameter_values);
     (StatusCode::CREATED, Json(ws)).into_response()
 }
 
@@ -297,6 +523,46 @@ pub(super) async fn create_build(
     }
 }
 
+/// `codersdk.UpdateWorkspaceAutostartRequest`.
+#[derive(Deserialize)]
+pub(super) struct AutostartRequest {
+    #[serde(default)]
+    schedule: Option<String>,
+}
+
+/// `PUT /workspaces/{workspace}/autostart` (coderd/workspaces.go `putWorkspaceAutostart`).
+pub(super) async fn put_autostart(
+    Ax(app): Ax<Shared>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> AxResponse {
+    let Some(id) = parse_id(&id) else {
+        return resource_not_found();
+    };
+    let req: AutostartRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(
+                "Request body must be valid JSON.",
+                vec![ValidationError {
+                    field: "schedule".into(),
+                    detail: e.to_string(),
+                }],
+            );
+        }
+    };
+    match app.state.set_autostart(id, req.schedule.as_deref()) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(detail) => bad_request(
+            "Invalid autostart schedule.",
+            vec![ValidationError {
+                field: "schedule".into(),
+                detail,
+            }],
+        ),
+    }
+}
+
 pub(super) async fn build(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
     match parse_id(&id).and_then(|id| app.state.build(id)) {
         Some(b) => Json(b).into_response(),
@@ -335,8 +601,13 @@ pub(super) struct ListQuery {
     offset: usize,
 }
 
-/// `GET /workspaces?q=owner:me name:<text>`: Coder's search, for the filters we use.
-pub(super) async fn list(Ax(app): Ax<Shared>, Query(q): Query<ListQuery>) -> AxResponse {
+/// `GET /workspaces?q=owner:me name:<text>`: Coder's search, for the filters we use; a
+/// member sees its own workspaces only.
+pub(super) async fn list(
+    Ax(app): Ax<Shared>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> AxResponse {
     let mut owner: Option<String> = None;
     let mut name: Option<String> = None;
     for term in q.q.split_whitespace() {
@@ -355,19 +626,26 @@ pub(super) async fn list(Ax(app): Ax<Shared>, Query(q): Query<ListQuery>) -> AxR
             None => name = Some(term.to_lowercase()),
         }
     }
-    if let Some(o) = &owner
-        && !is_me(&app, o)
-    {
-        return Json(WorkspacesResponse {
-            workspaces: vec![],
-            count: 0,
-        })
-        .into_response();
-    }
+    let owner_id = match &owner {
+        Some(o) if caller.is(o) => Some(caller.id),
+        Some(o) => match app.state.accounts.find(o) {
+            Some(u) => Some(u.id),
+            None => {
+                return Json(WorkspacesResponse {
+                    workspaces: vec![],
+                    count: 0,
+                })
+                .into_response();
+            }
+        },
+        None => None,
+    };
     let w = app.state.lock();
     let mut all: Vec<Workspace> = w
         .live
         .values()
+        .filter(|e| caller.may_see(e.ws.owner_id))
+        .filter(|e| owner_id.is_none_or(|o| e.ws.owner_id == o))
         .filter(|e| {
             name.as_ref()
                 .is_none_or(|n| e.ws.name.to_lowercase().contains(n.as_str()))
@@ -393,14 +671,20 @@ pub(super) async fn list(Ax(app): Ax<Shared>, Query(q): Query<ListQuery>) -> AxR
 /// `GET /users/{user}/workspace/{workspacename}`: what `coder ssh` resolves a name with.
 pub(super) async fn workspace_by_name(
     Ax(app): Ax<Shared>,
+    Extension(caller): Extension<Caller>,
     Path((user, name)): Path<(String, String)>,
 ) -> AxResponse {
-    if !is_me(&app, &user) {
-        return resource_not_found();
-    }
+    let owner = if caller.is(&user) {
+        Some(caller.id)
+    } else {
+        app.state.accounts.find(&user).map(|u| u.id)
+    };
     let id = app.state.lock().names.get(&name).copied();
     match id.and_then(|id| app.state.current(id)) {
-        Some(ws) => Json(ws).into_response(),
-        None => resource_not_found(),
+        Some(ws) if Some(ws.owner_id) == owner && caller.may_see(ws.owner_id) => {
+            app.state.note_caller(&ws.name, &caller.username);
+            Json(ws).into_response()
+        }
+        _ => resource_not_found(),
     }
 }

@@ -68,7 +68,7 @@ impl State {
         }
         self.metrics
             .agents_up
-            .get_or_create(&self.agents_up_labels(&name))
+            .get_or_create(&self.agents_up_labels(&name, &self.owner_name(&name)))
             .inc();
         tokio::time::sleep(lat.agent_startup.sample()).await;
         let error = inject
@@ -191,7 +191,7 @@ impl State {
         });
         self.metrics
             .agents_up
-            .remove(&self.agents_up_labels(workspace));
+            .remove(&self.agents_up_labels(workspace, &self.owner_name(workspace)));
         gone.map(|g| g.cancel()).is_some()
     }
 
@@ -205,11 +205,16 @@ impl State {
             .unwrap_or_default()
     }
 
-    pub(super) fn agents_up_labels(&self, workspace: &str) -> crate::sim::metrics::AgentsUp {
+    /// coderd's `agents_up` labels; `owner` given, as the caller may hold the world's lock.
+    pub(super) fn agents_up_labels(
+        &self,
+        workspace: &str,
+        owner: &str,
+    ) -> crate::sim::metrics::AgentsUp {
         crate::sim::metrics::AgentsUp {
             template_name: self.id.template.name.clone(),
             template_version: "v1".into(),
-            username: self.id.user.username.clone(),
+            username: owner.to_string(),
             workspace_name: workspace.to_string(),
         }
     }

@@ -8,6 +8,10 @@ use super::State;
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     pub name: String,
+    /// The user the workspace was created for, and every user whose token made a request
+    /// about it (its builds, agents, streams and terminals included).
+    pub owner: String,
+    pub callers: std::collections::BTreeSet<String>,
     /// Start job: created → started.
     pub queue: Option<Duration>,
     /// Start job: created → completed.
@@ -42,9 +46,23 @@ pub struct Ledger {
     /// Injected: the proxy answered 502; the `echo` app's health check never passed.
     pub app_502: bool,
     pub app_unhealthy: bool,
+    /// The autostart schedule set now (cleared: `None`), the minute it is next due, and the
+    /// start builds the lifecycle executor created (the last one's id).
+    pub autostart_schedule: Option<String>,
+    pub autostart_due: Option<chrono::DateTime<chrono::Utc>>,
+    pub autostarts: u32,
+    pub autostart_build: Option<uuid::Uuid>,
 }
 
 impl State {
+    pub fn note_caller(&self, name: &str, username: &str) {
+        if let Some(l) = self.lock().ledger.get_mut(name)
+            && !l.callers.contains(username)
+        {
+            l.callers.insert(username.to_string());
+        }
+    }
+
     pub fn ledger(&self) -> Vec<Ledger> {
         self.lock().ledger.values().cloned().collect()
     }

@@ -99,6 +99,8 @@ pub struct State {
     /// Session faults injected so far.
     pub injected: super::faults::Injected,
     pub id: Identity,
+    /// Users and their tokens: who each request is from.
+    pub accounts: crate::sim::accounts::Accounts,
     pub world: Mutex<World>,
     provisioners: Arc<Semaphore>,
 }
@@ -158,6 +160,7 @@ impl State {
                 template,
                 params,
             },
+            accounts: Default::default(),
             world: Mutex::new(World::default()),
         })
     }
@@ -166,21 +169,29 @@ impl State {
         self.world.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Creates a workspace and starts its first build. The caller checked the request.
+    /// Creates `owner`'s workspace and starts its first build. The caller checked the
+    /// request.
     pub fn create_workspace(
         self: &Arc<Self>,
         name: &str,
+        owner: &User,
         params: Vec<WorkspaceBuildParameter>,
     ) -> Workspace {
         let now = Utc::now();
         let ws_id = Uuid::new_v4();
-        let build = self.new_build(ws_id, name, 1, WorkspaceTransition::Start);
+        let build = self.new_build(
+            ws_id,
+            name,
+            (owner.id, &owner.username),
+            1,
+            WorkspaceTransition::Start,
+        );
         let ws = Workspace {
             id: ws_id,
             created_at: now,
             updated_at: now,
-            owner_id: self.id.user.id,
-            owner_name: self.id.user.username.clone(),
+            owner_id: owner.id,
+            owner_name: owner.username.clone(),
             organization_id: self.id.org.id,
             organization_name: self.id.org.name.clone(),
             template_id: self.id.template.id,
@@ -191,6 +202,8 @@ impl State {
             outdated: false,
             name: name.to_string(),
             ttl_ms: None,
+            autostart_schedule: None,
+            next_start_at: None,
             last_used_at: Some(now),
             health: WorkspaceHealth {
                 healthy: true,
@@ -208,6 +221,7 @@ impl State {
                 name.to_string(),
                 Ledger {
                     name: name.to_string(),
+                    owner: owner.username.clone(),
                     ..Default::default()
                 },
             );
@@ -228,6 +242,37 @@ impl State {
         }
         tokio::spawn(self.clone().run_job(ws_id, build.id));
         self.current(ws_id).unwrap_or(ws)
+    }
+
+    /// The owner of the workspace named `name` (live or deleted), for metric labels. Takes
+    /// the world's lock.
+    pub fn owner_name(&self, name: &str) -> String {
+        let w = self.lock();
+        let live = w
+            .names
+            .get(name)
+            .and_then(|id| w.live.get(id))
+            .map(|e| &e.ws);
+        live.or_else(|| w.deleted.values().map(|g| &g.ws).find(|ws| ws.name == name))
+            .map(|ws| ws.owner_name.clone())
+            .unwrap_or_else(|| self.id.user.username.clone())
+    }
+
+    /// The owner of the workspace a workspace, build or agent id belongs to (live or
+    /// deleted), and the workspace's name.
+    pub fn owner_of(&self, id: Uuid) -> Option<(Uuid, String)> {
+        let w = self.lock();
+        let ws_id = if w.live.contains_key(&id) || w.deleted.contains_key(&id) {
+            id
+        } else {
+            *w.build_owner.get(&id).or_else(|| w.agent_owner.get(&id))?
+        };
+        let ws = w
+            .live
+            .get(&ws_id)
+            .map(|e| &e.ws)
+            .or_else(|| w.deleted.get(&ws_id).map(|g| &g.ws))?;
+        Some((ws.owner_id, ws.name.clone()))
     }
 
     pub fn current(&self, ws_id: Uuid) -> Option<Workspace> {
@@ -300,7 +345,7 @@ impl State {
         }
         self.metrics
             .agents_up
-            .remove(&self.agents_up_labels(&e.ws.name));
+            .remove(&self.agents_up_labels(&e.ws.name, &e.ws.owner_name));
         w.deleted.insert(
             ws_id,
             Grave {

@@ -24,6 +24,16 @@ impl State {
         ws_id: Uuid,
         transition: WorkspaceTransition,
     ) -> Result<WorkspaceBuild, (u16, String)> {
+        self.start_build_with(ws_id, transition, "initiator")
+    }
+
+    /// [`State::start_build`] with Coder's build `reason` (`initiator`, `autostart`, …).
+    pub fn start_build_with(
+        self: &Arc<Self>,
+        ws_id: Uuid,
+        transition: WorkspaceTransition,
+        reason: &str,
+    ) -> Result<WorkspaceBuild, (u16, String)> {
         let build = {
             let mut w = self.lock();
             if w.deleted.contains_key(&ws_id) {
@@ -44,7 +54,9 @@ impl State {
             }
             let number = e.ws.latest_build.build_number + 1;
             let name = e.ws.name.clone();
-            let build = self.new_build(ws_id, &name, number, transition);
+            let owner = (e.ws.owner_id, e.ws.owner_name.clone());
+            let mut build = self.new_build(ws_id, &name, (owner.0, &owner.1), number, transition);
+            build.reason = reason.to_string();
             e.builds.push(build.clone());
             e.ws.latest_build = build.clone();
             e.ws.updated_at = Utc::now();
@@ -81,10 +93,12 @@ impl State {
         Ok(())
     }
 
+    /// A build of `owner`'s workspace, started by its owner.
     pub(super) fn new_build(
         &self,
         ws_id: Uuid,
         name: &str,
+        owner: (Uuid, &str),
         number: i64,
         transition: WorkspaceTransition,
     ) -> WorkspaceBuild {
@@ -95,14 +109,14 @@ impl State {
             updated_at: now,
             workspace_id: ws_id,
             workspace_name: name.to_string(),
-            workspace_owner_id: self.id.user.id,
-            workspace_owner_name: self.id.user.username.clone(),
+            workspace_owner_id: owner.0,
+            workspace_owner_name: owner.1.to_string(),
             template_version_id: self.id.template.active_version_id,
             template_version_name: "v1".into(),
             build_number: number,
             transition,
-            initiator_id: self.id.user.id,
-            initiator_name: self.id.user.username.clone(),
+            initiator_id: owner.0,
+            initiator_name: owner.1.to_string(),
             job: ProvisionerJob {
                 id: Uuid::new_v4(),
                 created_at: now,
@@ -367,7 +381,7 @@ impl State {
             template_name: self.id.template.name.clone(),
             template_version: "v1".into(),
             workspace_name: name.to_string(),
-            workspace_owner: self.id.user.username.clone(),
+            workspace_owner: self.owner_name(name),
             workspace_transition: transition.into(),
         };
         self.metrics.builds.get_or_create(&labels).inc();

@@ -1,0 +1,276 @@
+//! The simulator's users and their API tokens: who a request is from.
+//!
+//! As coderd does it (coderd/users.go `postUser`, `deleteUser`; coderd/apikey.go
+//! `postToken`; coderd/httpmw/apikey.go): a token is `<10-character id>-<22-character
+//! secret>` naming one user; a user created through the API is `dormant` until its first
+//! authenticated request; the deployment's owner may do anything, a member only what is its
+//! own (other users' workspaces are "not found" to it, as Coder's RBAC hides them).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use uuid::Uuid;
+
+use super::types::{SlimRole, Time, User};
+
+/// Who a request is from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: Uuid,
+    pub username: String,
+    /// The deployment's owner role: every workspace is its to see and act on.
+    pub owner: bool,
+}
+
+impl Caller {
+    /// Whether `user` in a path (`me`, a name or an id) is this caller.
+    pub fn is(&self, user: &str) -> bool {
+        user == "me" || user.eq_ignore_ascii_case(&self.username) || user == self.id.to_string()
+    }
+
+    /// Whether a workspace owned by `owner` is this caller's to see.
+    pub fn may_see(&self, owner: Uuid) -> bool {
+        self.owner || self.id == owner
+    }
+}
+
+struct Account {
+    user: User,
+    owner: bool,
+    deleted: bool,
+    token_names: HashSet<String>,
+}
+
+/// Every user and token.
+#[derive(Default)]
+pub struct Accounts(Mutex<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<Uuid, Account>,
+    tokens: HashMap<String, Uuid>,
+    /// Requests made, and answered 429, per username, for tests to see who called.
+    calls: HashMap<String, u64>,
+    limited: HashMap<String, u64>,
+}
+
+/// Why a user could not be created, deleted or given a token: Coder's status and message.
+pub type Refusal = (u16, String);
+
+/// Coder's username rule (codersdk `UsernameValid`): 1 to 32 letters, digits and single
+/// hyphens inside.
+pub fn username_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .split('-')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// The longest token lifetime the simulated deployment grants (Coder's default
+/// `CODER_MAX_TOKEN_LIFETIME`, 30 days).
+pub const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+impl Accounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The deployment's first user, an owner, with the token the simulator was started with.
+    pub fn add_owner(&self, user: User, token: &str) {
+        let mut a = self.lock();
+        a.tokens.insert(token.to_string(), user.id);
+        a.users.insert(
+            user.id,
+            Account {
+                user,
+                owner: true,
+                deleted: false,
+                token_names: HashSet::new(),
+            },
+        );
+    }
+
+    /// The caller a token is, counting the request; a dormant user becomes active.
+    pub fn caller(&self, token: &str) -> Option<Caller> {
+        let mut a = self.lock();
+        let id = *a.tokens.get(token)?;
+        let acc = a.users.get_mut(&id).filter(|u| !u.deleted)?;
+        if acc.user.status == "dormant" {
+            acc.user.status = "active".into();
+        }
+        let caller = Caller {
+            id,
+            username: acc.user.username.clone(),
+            owner: acc.owner,
+        };
+        *a.calls.entry(caller.username.clone()).or_default() += 1;
+        Some(caller)
+    }
+
+    /// Requests made per username so far.
+    pub fn calls(&self) -> HashMap<String, u64> {
+        self.lock().calls.clone()
+    }
+
+    pub fn note_limited(&self, username: &str) {
+        *self.lock().limited.entry(username.to_string()).or_default() += 1;
+    }
+
+    /// Requests answered 429, per username.
+    pub fn limited(&self) -> HashMap<String, u64> {
+        self.lock().limited.clone()
+    }
+
+    /// Every token issued through the API (not the simulator's own), for leak tests.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let a = self.lock();
+        a.tokens
+            .iter()
+            .filter(|(_, id)| a.users.get(id).is_some_and(|u| !u.owner))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// The user `user` names (a name or an id), when not deleted.
+    pub fn find(&self, user: &str) -> Option<User> {
+        let a = self.lock();
+        a.users
+            .values()
+            .filter(|u| !u.deleted)
+            .find(|u| u.user.username.eq_ignore_ascii_case(user) || u.user.id.to_string() == user)
+            .map(|u| u.user.clone())
+    }
+
+    /// Users whose name or email contains `word` (Coder's plain search term), by name.
+    pub fn search(&self, word: &str) -> Vec<User> {
+        let word = word.to_lowercase();
+        let a = self.lock();
+        let mut found: Vec<User> = a
+            .users
+            .values()
+            .filter(|u| !u.deleted)
+            .filter(|u| {
+                u.user.username.to_lowercase().contains(&word)
+                    || u.user.email.to_lowercase().contains(&word)
+            })
+            .map(|u| u.user.clone())
+            .collect();
+        found.sort_by(|x, y| x.username.cmp(&y.username));
+        found
+    }
+
+    /// `POST /users` by `caller`: a member with no roles, `dormant` until it signs in.
+    pub fn create(
+        &self,
+        caller: &Caller,
+        username: &str,
+        email: &str,
+        organization: Uuid,
+        now: Time,
+    ) -> Result<User, Refusal> {
+        if !caller.owner {
+            return Err((403, "You are not authorized to create users.".into()));
+        }
+        let mut a = self.lock();
+        let taken = a.users.values().any(|u| {
+            !u.deleted
+                && (u.user.username.eq_ignore_ascii_case(username)
+                    || u.user.email.eq_ignore_ascii_case(email))
+        });
+        if taken {
+            return Err((409, "User already exists.".into()));
+        }
+        let user = User {
+            id: Uuid::new_v4(),
+            username: username.to_string(),
+            email: email.to_string(),
+            created_at: now,
+            status: "dormant".into(),
+            organization_ids: vec![organization],
+            roles: Vec::<SlimRole>::new(),
+        };
+        a.users.insert(
+            user.id,
+            Account {
+                user: user.clone(),
+                owner: false,
+                deleted: false,
+                token_names: HashSet::new(),
+            },
+        );
+        Ok(user)
+    }
+
+    /// `DELETE /users/{user}` by `caller`; `owns_workspaces` says whether the user still
+    /// has workspaces not yet deleted.
+    pub fn delete(&self, caller: &Caller, id: Uuid, owns_workspaces: bool) -> Result<(), Refusal> {
+        if !caller.owner {
+            return Err((403, "Forbidden.".into()));
+        }
+        if caller.id == id {
+            return Err((403, "You cannot delete yourself!".into()));
+        }
+        if owns_workspaces {
+            return Err((
+                417,
+                "You cannot delete a user that has workspaces. Delete their workspaces and try again!"
+                    .into(),
+            ));
+        }
+        let mut a = self.lock();
+        let Some(acc) = a.users.get_mut(&id) else {
+            return Err((404, super::api::RESOURCE_NOT_FOUND.into()));
+        };
+        acc.deleted = true;
+        a.tokens.retain(|_, u| *u != id);
+        Ok(())
+    }
+
+    /// `POST /users/{user}/keys/tokens` by `caller` (the user itself or an owner).
+    pub fn issue_token(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        name: &str,
+        lifetime_ns: i64,
+    ) -> Result<String, Refusal> {
+        if !caller.owner && caller.id != id {
+            return Err((404, super::api::RESOURCE_NOT_FOUND.into()));
+        }
+        let max = MAX_TOKEN_LIFETIME.as_nanos() as i64;
+        if lifetime_ns < 0 || lifetime_ns > max {
+            return Err((
+                400,
+                format!(
+                    "Failed to validate create API key request: lifetime must be between 0 and {}h",
+                    MAX_TOKEN_LIFETIME.as_secs() / 3600
+                ),
+            ));
+        }
+        let mut a = self.lock();
+        let Some(acc) = a.users.get_mut(&id).filter(|u| !u.deleted) else {
+            return Err((404, super::api::RESOURCE_NOT_FOUND.into()));
+        };
+        let name = if name.is_empty() {
+            format!("token-{}", Uuid::new_v4().simple())
+        } else {
+            name.to_string()
+        };
+        if !acc.token_names.insert(name.clone()) {
+            return Err((409, format!("A token with name {name:?} already exists.")));
+        }
+        let random = |n: usize| -> String {
+            rand::rng()
+                .sample_iter(Alphanumeric)
+                .take(n)
+                .map(char::from)
+                .collect()
+        };
+        let key = format!("{}-{}", random(10), random(22));
+        a.tokens.insert(key.clone(), id);
+        Ok(key)
+    }
+}

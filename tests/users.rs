@@ -1,0 +1,248 @@
+//! Test users: a scenario's workspaces spread over `[scenario.users]`, each called with its
+//! owner's token (the simulator records who called), the pool found again on the next run
+//! and by a new process, removed by `cleanup --users` except a user that still owns a
+//! workspace, and Coder's per-user rate limit met and waited out.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use scaletestd::config::Config;
+use scaletestd::report;
+use scaletestd::runner::{self, NoObserver, RunReport, Setup, Slice};
+use scaletestd::users::Pools;
+use tokio_util::sync::CancellationToken;
+
+const USERS: &str = "[scenario.users]\ncount = 8\nprefix = \"st-user\"\ntoken_lifetime = \"2h\"";
+
+async fn run_as(cfg: &Config, pools: &Pools) -> RunReport {
+    let s = &cfg.scenarios[0];
+    runner::run(
+        &client(cfg),
+        s,
+        Setup {
+            organization: None,
+            users: Some(pools),
+        },
+        Slice {
+            first: 1,
+            count: s.count,
+        },
+        Arc::new(NoObserver),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+fn users_config(sim: &scaletestd::sim::Sim, count: u32, users: &str) -> Config {
+    // The table's lines go after the scenario's keys, so it is a `[scenario.users]` table.
+    config(sim, count, count, users)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_workspaces_over_eight_users_each_called_with_its_owners_token() {
+    let sim = start(fast_sim()).await;
+    let cfg = users_config(&sim, 40, USERS);
+    let pools = Pools::default();
+    let r = run_as(&cfg, &pools).await;
+    assert_eq!(
+        report::summary_line(&r),
+        "40 workspaces: 40 succeeded, 0 failed"
+    );
+    let ledger = sim.ledger();
+    assert_eq!(ledger.len(), 40);
+    for l in &ledger {
+        // scaletest-<run>-<n>: workspace n belongs to user (n-1) % 8 + 1.
+        let n: u32 = l.name.rsplit('-').next().unwrap().parse().unwrap();
+        let owner = format!("st-user-{}", (n - 1) % 8 + 1);
+        assert_eq!(l.owner, owner, "{}", l.name);
+        // Every call about it (create, builds, event streams, agents, SSH, terminal,
+        // delete) came with the owner's token, none with the main one.
+        assert_eq!(
+            l.callers,
+            BTreeSet::from([owner.clone()]),
+            "{}: who called",
+            l.name
+        );
+        assert!(l.deleted, "{}", l.name);
+    }
+    assert_eq!(sim.request_count("POST /api/v2/users"), 8);
+    assert_eq!(
+        sim.request_count("POST /api/v2/users/{user}/keys/tokens"),
+        8
+    );
+    let calls = sim.app.state.accounts.calls();
+    for n in 1..=8 {
+        assert!(calls[&format!("st-user-{n}")] > 5, "st-user-{n}: {calls:?}");
+    }
+
+    // The next run of the same process: the same users and tokens.
+    let r = run_as(&cfg, &pools).await;
+    assert_eq!(
+        report::summary_line(&r),
+        "40 workspaces: 40 succeeded, 0 failed"
+    );
+    assert_eq!(sim.request_count("POST /api/v2/users"), 8);
+    assert_eq!(
+        sim.request_count("POST /api/v2/users/{user}/keys/tokens"),
+        8
+    );
+
+    // A new process (its own pools): the users are found by name, only tokens are new.
+    let r = run_as(&cfg, &Pools::default()).await;
+    assert_eq!(
+        report::summary_line(&r),
+        "40 workspaces: 40 succeeded, 0 failed"
+    );
+    assert_eq!(sim.request_count("POST /api/v2/users"), 8);
+    assert_eq!(
+        sim.request_count("POST /api/v2/users/{user}/keys/tokens"),
+        16
+    );
+    assert_eq!(sim.app.state.accounts.issued_tokens().len(), 16);
+    assert!(settle(&sim).await.is_empty());
+
+    // st-user-3 still owns a workspace (not one of ours by name, so no sweep takes it):
+    // cleanup --users deletes the other seven and says why it kept that one.
+    let users = Pools::default()
+        .clients(
+            &client(&cfg),
+            cfg.scenarios[0].users.as_ref().unwrap(),
+            sim.app.state.id.org.id,
+        )
+        .await
+        .unwrap();
+    let c3 = &users[2];
+    let tpl = c3.template_by_name("coder", "docker").await.unwrap();
+    c3.create_workspace(
+        tpl.organization_id,
+        &scaletestd::coder::CreateWorkspaceRequest {
+            template_id: Some(tpl.id),
+            name: "kept-by-st-user-3".into(),
+            ..Default::default()
+        },
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("users_cleanup");
+    let file = config_text(&sim, 40, 40, USERS).write(dir.path(), "users.toml");
+    let dry = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || {
+            Bin::new(&["cleanup", "--users", "--dry-run", "--config"])
+                .arg(&file)
+                .run()
+        })
+        .await
+        .unwrap()
+        .expect_code(0)
+    };
+    assert!(dry.stdout.contains("would delete user st-user-8"), "{dry}");
+    assert_eq!(sim.app.state.accounts.search("st-user").len(), 8, "{dry}");
+    let out = tokio::task::spawn_blocking(move || {
+        Bin::new(&["cleanup", "--users", "--config"])
+            .arg(&file)
+            .run()
+    })
+    .await
+    .unwrap()
+    .expect_code(0);
+    for n in [1, 2, 4, 5, 6, 7, 8] {
+        assert!(
+            out.stdout.contains(&format!("deleted user st-user-{n}\n")),
+            "{out}"
+        );
+    }
+    assert!(out.stdout.contains("kept user st-user-3: "), "{out}");
+    assert!(out.stdout.contains("7 test users deleted, 1 kept"), "{out}");
+    let left: Vec<String> = sim
+        .app
+        .state
+        .accounts
+        .search("st-user")
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(left, ["st-user-3"]);
+    // No token of a test user reached the output.
+    for token in sim.app.state.accounts.issued_tokens() {
+        assert!(!out.all().contains(&token) && !dry.all().contains(&token));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_rate_limits_are_met_waited_out_and_only_test_users_meet_them() {
+    let mut sc = fast_sim();
+    // Two requests per user per route a second: each user's four creates collide.
+    sc.rate_limit = 2;
+    sc.rate_window = scaletestd::config::HumanDuration(Duration::from_secs(1));
+    let sim = start(sc).await;
+    // The main token is the owner's and sends the bypass header, which Coder honours for
+    // owners only; the test users' clients never send it.
+    let cfg = config_text(
+        &sim,
+        16,
+        16,
+        "[scenario.users]\ncount = 4\nprefix = \"rl-user\"",
+    )
+    .coder("bypass_ratelimit = true")
+    .parse();
+    let r = run_as(&cfg, &Pools::default()).await;
+    assert_eq!(
+        report::summary_line(&r),
+        "16 workspaces: 16 succeeded, 0 failed"
+    );
+    let limited = sim.app.state.accounts.limited();
+    assert!(!limited.is_empty(), "no 429 was met");
+    for user in limited.keys() {
+        assert!(
+            user.starts_with("rl-user-"),
+            "{user} was limited: {limited:?}"
+        );
+    }
+    for l in sim.ledger() {
+        assert_eq!(l.callers.len(), 1, "{}: {:?}", l.name, l.callers);
+        assert!(l.deleted);
+    }
+    assert!(settle(&sim).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_cannot_manage_users_fails_the_run_saying_what_role_it_needs() {
+    let sim = start(fast_sim()).await;
+    // A member's token (a user of a pool) as the main token.
+    let admin_cfg = users_config(&sim, 1, "[scenario.users]\ncount = 1\nprefix = \"member\"");
+    let member = Pools::default()
+        .clients(
+            &client(&admin_cfg),
+            admin_cfg.scenarios[0].users.as_ref().unwrap(),
+            sim.app.state.id.org.id,
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let cfg = users_config(&sim, 4, USERS);
+    let r = runner::run(
+        &member,
+        &cfg.scenarios[0],
+        Setup::default(),
+        Slice { first: 1, count: 4 },
+        Arc::new(NoObserver),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    )
+    .await;
+    let e = r.setup_error.expect("the run cannot start");
+    let msg = e.message;
+    assert_eq!(e.reason, scaletestd::phases::Reason::AuthError, "{msg}");
+    assert!(
+        msg.contains("creating test user st-user-1") && msg.contains("owner or user-admin"),
+        "{msg}"
+    );
+    assert!(sim.live_workspaces().is_empty());
+}
