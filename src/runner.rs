@@ -180,7 +180,9 @@ impl RunCtx {
         observer: Arc<dyn RunObserver>,
         stop: CancellationToken,
         abort: CancellationToken,
+        workspaces: u32,
     ) -> RunCtx {
+        let herd = Arc::new(phases::autostart::Herd::new(workspaces));
         let clients = if owners.is_empty() {
             vec![client]
         } else {
@@ -199,6 +201,7 @@ impl RunCtx {
                     blueprint: blueprint.clone(),
                     dialect: dialect.clone(),
                     app_host: app_host.clone(),
+                    herd: herd.clone(),
                 })
                 .collect(),
             scenario,
@@ -439,6 +442,7 @@ pub async fn run(
             observer,
             stop.clone(),
             abort,
+            slice.count,
         ));
         let permits = Arc::new(Semaphore::new(scenario.concurrency as usize));
         let mut tasks = tokio::task::JoinSet::new();
@@ -457,11 +461,11 @@ pub async fn run(
             );
             tasks.spawn(
                 async move {
-                    let _permit = permits
+                    let permit = permits
                         .acquire_owned()
                         .await
                         .expect("the semaphore is never closed");
-                    walk(&ctx, index, name).await
+                    walk(&ctx, index, name, permit).await
                 }
                 .instrument(span),
             );
@@ -489,10 +493,24 @@ pub async fn run(
 }
 
 /// One workspace, phase by phase, ending with `delete` once it exists.
-async fn walk(ctx: &RunCtx, index: u32, name: String) -> WorkspaceReport {
-    match bring_up(ctx, index, name).await {
-        Ok(up) => tear_down(ctx, up).await,
-        Err(report) => report,
+async fn walk(
+    ctx: &RunCtx,
+    index: u32,
+    name: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> WorkspaceReport {
+    let herd = &ctx.owners[0].herd;
+    match bring_up(ctx, index, name, Some(permit)).await {
+        Ok(up) => {
+            if up.walk.autostart.is_none() {
+                herd.leave();
+            }
+            tear_down(ctx, up).await
+        }
+        Err(report) => {
+            herd.leave();
+            report
+        }
     }
 }
 
@@ -518,6 +536,7 @@ pub(crate) async fn bring_up(
     ctx: &RunCtx,
     index: u32,
     name: String,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Up, WorkspaceReport> {
     let s = &ctx.scenario;
     let mut report = WorkspaceReport {
@@ -536,6 +555,7 @@ pub(crate) async fn bring_up(
     }
     ctx.observer.workspace_started(&s.name, &name);
     let mut walk = Walk::new(name);
+    walk.permit = permit;
     // The first span of each phase, for the build's stage spans.
     let mut first_span: BTreeMap<Phase, opentelemetry::Context> = BTreeMap::new();
     let mut ok = true;
@@ -705,10 +725,17 @@ async fn timed_unboxed(
     )));
     let started_at = Utc::now();
     let clock = Instant::now();
-    let fut = PHASE_TRACES.scope(coder.clone(), tokio::time::timeout(limit, fut));
+    let fut = PHASE_TRACES.scope(
+        coder.clone(),
+        tokio::time::timeout(limit, phases::measuring(fut)),
+    );
+    let mut measured = None;
     let result = tokio::select! {
         r = fut.instrument(span.clone()) => match r {
-            Ok(r) => r,
+            Ok((r, m)) => {
+                measured = m;
+                r
+            }
             Err(_) => Err(PhaseError::new(
                 Reason::Timeout,
                 format!("{phase} did not finish within {}", humantime::format_duration(limit)),
@@ -716,7 +743,7 @@ async fn timed_unboxed(
         },
         _ = cancel.cancelled() => Err(PhaseError::new(Reason::Canceled, format!("{phase} was canceled: scaletestd is stopping"))),
     };
-    let duration = clock.elapsed();
+    let duration = measured.unwrap_or_else(|| clock.elapsed());
     let coder_trace_id = coder.get();
     report.last_coder_trace = coder_trace_id.clone();
     let record = match &result {

@@ -290,7 +290,7 @@ async fn slot(
             )
         };
         generation += 1;
-        let up = match runner::bring_up(&ctx, index, name.clone()).await {
+        let up = match runner::bring_up(&ctx, index, name.clone(), None).await {
             Ok(up) => up,
             Err(report) => {
                 reports.push(report);
@@ -706,5 +706,7 @@ pub async fn context(
         observer,
         stop,
         abort,
+        // A traffic pool never autostarts: no herd to gather.
+        0,
     )))
 }

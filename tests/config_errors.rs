@@ -183,6 +183,30 @@ fn cases() -> &'static [Case] {
         ),
         (
             "count = 10",
+            "count = 10\nkind = \"autostart\"",
+            "cfg.toml:10:10",
+            "kind = \"autostart\" scenario's phases must include \"autostart.created\"",
+        ),
+        (
+            "\"agent\", \"pty\"",
+            "\"agent\", \"autostart.created\", \"pty\"",
+            "cfg.toml:9:10",
+            "phase \"autostart.created\" (number 4) cannot run after \"agent\": the workspace is running with its agent ready; it needs a stopped workspace",
+        ),
+        (
+            "\"agent\", \"pty\"",
+            "\"agent\", \"stop\", \"autostart.created\", \"autostart.built\", \"pty\"",
+            "cfg.toml:9:10",
+            "phase \"pty\" (number 7) cannot run after \"autostart.built\": the autostart build is done but no agent is known ready (put \"autostart.ready\" next)",
+        ),
+        (
+            "build = \"15m\"",
+            "build = \"15m\"\nautostart.created = \"5m\"",
+            "cfg.toml:14:1",
+            "a phase name with a dot goes in quotes: write it \"<phase>.created\" = \"5m\"",
+        ),
+        (
+            "count = 10",
             "count = 10\nflavour = \"x\"",
             "cfg.toml:8:1",
             "unknown field `flavour`",

@@ -97,7 +97,7 @@ async fn watch_transport(client: &Client) {
 
 fn uses_ssh(s: &Scenario) -> bool {
     match s.kind {
-        ScenarioKind::Lifecycle => s.phases.contains(&Phase::Ssh),
+        ScenarioKind::Lifecycle | ScenarioKind::Autostart => s.phases.contains(&Phase::Ssh),
         ScenarioKind::Traffic => s.traffic.transports.contains(&Transport::Ssh),
     }
 }

@@ -134,6 +134,24 @@ impl Client {
         Ok(watch::WatchStream::sse(resp, path))
     }
 
+    /// Sets (`Some`) or clears a workspace's autostart schedule, `CRON_TZ=UTC m h * * dow`
+    /// (coderd/workspaces.go `putWorkspaceAutostart`: 204; a bad schedule is a 400).
+    pub async fn set_autostart(&self, id: Uuid, schedule: Option<&str>) -> Result<(), ApiError> {
+        let body = match schedule {
+            Some(s) => serde_json::json!({ "schedule": s }),
+            // `schedule` is `*string, omitempty`: nil clears.
+            None => serde_json::json!({}),
+        };
+        self.send(
+            Method::PUT,
+            "/api/v2/workspaces/{workspace}/autostart",
+            &format!("/api/v2/workspaces/{id}/autostart"),
+            Some(serde_json::to_vec(&body).expect("JSON values serialize")),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn workspace_build(&self, id: Uuid) -> Result<WorkspaceBuild, ApiError> {
         self.get(
             "/api/v2/workspacebuilds/{workspacebuild}",

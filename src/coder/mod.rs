@@ -229,7 +229,8 @@ impl Client {
         body: Option<Vec<u8>>,
         accept: &str,
     ) -> Result<reqwest::Response, ApiError> {
-        let idempotent = method == Method::GET;
+        // A PUT sets a value (an autostart schedule): sending it twice is harmless.
+        let idempotent = method == Method::GET || method == Method::PUT;
         let opts = &self.inner.opts;
         let mut attempt = 0u32;
         loop {

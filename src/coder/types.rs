@@ -224,6 +224,9 @@ pub struct WorkspaceAgent {
     /// Set on a devcontainer sub-agent: the agent it runs under.
     #[serde(default)]
     pub parent_id: Option<Uuid>,
+    /// When its start-up scripts finished (lifecycle `ready`).
+    #[serde(default)]
+    pub ready_at: Option<Time>,
     #[serde(default)]
     pub apps: Vec<WorkspaceApp>,
 }
@@ -282,6 +285,11 @@ pub struct WorkspaceResource {
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkspaceBuild {
     pub id: Uuid,
+    #[serde(default)]
+    pub created_at: Option<Time>,
+    /// `initiator`, `autostart`, `autostop`, … (codersdk `BuildReason`): open-ended, so text.
+    #[serde(default)]
+    pub reason: String,
     pub transition: WorkspaceTransition,
     pub job: ProvisionerJob,
     pub status: WorkspaceStatus,

@@ -30,7 +30,7 @@ pub(super) struct RawScenario {
     pub(super) agent: Option<Spanned<String>>,
     pub(super) workspace_prefix: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) timeouts: BTreeMap<Spanned<String>, Spanned<HumanDuration>>,
+    pub(super) timeouts: BTreeMap<Spanned<String>, Spanned<super::duration::TimeoutLimit>>,
     #[serde(default)]
     pub(super) wait: WaitMode,
     pub(super) jitter: Option<Spanned<HumanDuration>>,
@@ -60,6 +60,9 @@ pub enum ScenarioKind {
     Lifecycle,
     /// Keep `count` workspaces running with sessions open, sending traffic all the time.
     Traffic,
+    /// A lifecycle run whose stopped workspaces all autostart at one minute (Coder's
+    /// lifecycle executor starts them), measured from that minute: the start-of-day herd.
+    Autostart,
 }
 
 /// How a workspace's progress is followed: the watch stream (the product) or polling at the
@@ -99,6 +102,19 @@ pub struct Scenario {
     pub kind: ScenarioKind,
     pub traffic: TrafficConfig,
 }
+
+/// The walk of a `kind = "autostart"` scenario unless `phases` says otherwise.
+pub const AUTOSTART_WALK: &[Phase] = &[
+    Phase::Create,
+    Phase::Build,
+    Phase::Agent,
+    Phase::Stop,
+    Phase::AutostartCreated,
+    Phase::AutostartAcquired,
+    Phase::AutostartBuilt,
+    Phase::AutostartReady,
+    Phase::Delete,
+];
 
 fn default_command() -> String {
     "echo scaletest-ok".into()
@@ -169,6 +185,7 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
             crate::phases::check_order(&list).map_err(|e| ConfigError::at(src, Some(span), e))?;
             list
         }
+        None if s.kind == ScenarioKind::Autostart => AUTOSTART_WALK.to_vec(),
         None => vec![
             Phase::Create,
             Phase::Build,
@@ -177,6 +194,13 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
             Phase::Delete,
         ],
     };
+    if s.kind == ScenarioKind::Autostart && !phases.contains(&Phase::AutostartCreated) {
+        return Err(ConfigError::at(
+            src,
+            phases_span.or(Some(s.name.span())),
+            "a kind = \"autostart\" scenario's phases must include \"autostart.created\" (after \"stop\"); leave `phases` out for the usual walk",
+        ));
+    }
 
     let app = super::app::validate(src, &s, &phases, phases_span)?;
     let mut parameters = BTreeMap::new();

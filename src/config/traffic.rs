@@ -93,7 +93,7 @@ pub(super) fn validate(src: &Source<'_>, s: &RawScenario) -> Result<TrafficConfi
 pub(super) fn check_kind(src: &Source<'_>, s: &RawScenario) -> Result<(), ConfigError> {
     let span = |v: Option<std::ops::Range<usize>>| v;
     let (other, keys) = match s.kind {
-        ScenarioKind::Lifecycle => (
+        ScenarioKind::Lifecycle | ScenarioKind::Autostart => (
             "traffic",
             [
                 (
@@ -125,6 +125,7 @@ pub(super) fn check_kind(src: &Source<'_>, s: &RawScenario) -> Result<(), Config
     let this = match s.kind {
         ScenarioKind::Lifecycle => "lifecycle",
         ScenarioKind::Traffic => "traffic",
+        ScenarioKind::Autostart => "autostart",
     };
     match keys.into_iter().find_map(|(k, at)| at.map(|at| (k, at))) {
         Some((key, at)) => Err(ConfigError::at(
@@ -133,7 +134,7 @@ pub(super) fn check_kind(src: &Source<'_>, s: &RawScenario) -> Result<(), Config
             format!(
                 "{key} belongs to kind = \"{other}\" scenarios, and scenario {:?} is kind = \"{this}\": remove it{}",
                 s.name.get_ref(),
-                if this == "lifecycle" {
+                if this != "traffic" {
                     " or set kind = \"traffic\""
                 } else {
                     " (a traffic pool runs all the time)"

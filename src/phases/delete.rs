@@ -19,6 +19,8 @@ pub const DEF: PhaseDef = PhaseDef {
         Stage::Started,
         Stage::AgentReady,
         Stage::Stopped,
+        Stage::Autostarting,
+        Stage::Autostarted,
     ],
     leaves: Leaves::Stage(Stage::Gone),
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),

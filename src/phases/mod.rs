@@ -27,6 +27,7 @@ use crate::ssh::SshConfig;
 
 pub mod agent;
 pub mod app;
+pub mod autostart;
 pub mod build;
 pub mod create;
 pub mod delete;
@@ -39,12 +40,11 @@ pub use create::Blueprint;
 
 /// The registry: every phase, its name, and its definition. One line per phase.
 macro_rules! registry {
-    ($($variant:ident => $name:literal, $module:ident;)*) => {
+    ($($variant:ident => $name:literal, $def:path;)*) => {
         /// A phase of the walk.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
         pub enum Phase {
-            $($variant,)*
+            $(#[serde(rename = $name)] $variant,)*
         }
 
         impl Phase {
@@ -60,7 +60,7 @@ macro_rules! registry {
             /// What this phase is and does.
             pub fn def(self) -> &'static PhaseDef {
                 match self {
-                    $(Phase::$variant => &$module::DEF,)*
+                    $(Phase::$variant => &$def,)*
                 }
             }
         }
@@ -68,15 +68,19 @@ macro_rules! registry {
 }
 
 registry! {
-    Create => "create", create;
-    Build => "build", build;
-    Agent => "agent", agent;
-    Ssh => "ssh", ssh;
-    Pty => "pty", pty;
-    App => "app", app;
-    Stop => "stop", stop;
-    Start => "start", start;
-    Delete => "delete", delete;
+    Create => "create", create::DEF;
+    Build => "build", build::DEF;
+    Agent => "agent", agent::DEF;
+    Ssh => "ssh", ssh::DEF;
+    Pty => "pty", pty::DEF;
+    App => "app", app::DEF;
+    Stop => "stop", stop::DEF;
+    Start => "start", start::DEF;
+    AutostartCreated => "autostart.created", autostart::CREATED;
+    AutostartAcquired => "autostart.acquired", autostart::ACQUIRED;
+    AutostartBuilt => "autostart.built", autostart::BUILT;
+    AutostartReady => "autostart.ready", autostart::READY;
+    Delete => "delete", delete::DEF;
 }
 
 /// Phases a configuration may name that are not built yet, with what to say about them.
@@ -118,6 +122,10 @@ pub enum Stage {
     AgentReady,
     /// Stopped by a succeeded stop build.
     Stopped,
+    /// An autostart build exists and has not finished.
+    Autostarting,
+    /// An autostart build succeeded; agents not waited for.
+    Autostarted,
     /// Deleted.
     Gone,
 }
@@ -131,6 +139,8 @@ impl Stage {
             Stage::Started => "a started workspace",
             Stage::AgentReady => "an agent ready",
             Stage::Stopped => "a stopped workspace",
+            Stage::Autostarting => "an autostart build seen (after \"autostart.created\")",
+            Stage::Autostarted => "an autostart build done (after \"autostart.built\")",
             Stage::Gone => "a deleted workspace",
         }
     }
@@ -142,6 +152,10 @@ impl Stage {
             Stage::Started => "no agent is known ready yet (put \"agent\" before it)",
             Stage::AgentReady => "the workspace is running with its agent ready",
             Stage::Stopped => "the workspace is stopped (put \"start\" before it)",
+            Stage::Autostarting => "the autostart build is still running",
+            Stage::Autostarted => {
+                "the autostart build is done but no agent is known ready (put \"autostart.ready\" next)"
+            }
             Stage::Gone => "the workspace is deleted",
         }
     }
@@ -223,6 +237,8 @@ pub struct Ctx {
     pub dialect: Arc<Dialect>,
     /// The wildcard app host, asked once per run by the first `app` phase that needs it.
     pub app_host: Arc<tokio::sync::OnceCell<Option<String>>>,
+    /// The run's workspaces gathering for one autostart minute.
+    pub herd: Arc<autostart::Herd>,
 }
 
 /// What the walk knows of one workspace so far: what phases read, and what they add.
@@ -242,6 +258,11 @@ pub struct Walk {
     pub builds: Vec<(Uuid, Phase)>,
     /// Parts of the phase in progress timed apart, in milliseconds (moved to its record).
     pub sub_timings: BTreeMap<&'static str, f64>,
+    /// The workspace's `concurrency` slot; a phase that only waits on Coder may give it
+    /// back (`autostart.created` does).
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The autostart minute and build (set by `autostart.created`).
+    pub autostart: Option<autostart::Autostart>,
 }
 
 impl Walk {
@@ -254,6 +275,8 @@ impl Walk {
             agent: None,
             builds: Vec::new(),
             sub_timings: BTreeMap::new(),
+            permit: None,
+            autostart: None,
         }
     }
 
@@ -273,6 +296,26 @@ impl Walk {
             )
         })
     }
+}
+
+tokio::task_local! {
+    static MEASURED: std::cell::Cell<Option<Duration>>;
+}
+
+/// The duration a phase reports when it is measured from another instant than its own
+/// start (the autostart phases: from the scheduled minute, by Coder's timestamps).
+pub fn measured(d: Duration) {
+    let _ = MEASURED.try_with(|m| m.set(Some(d)));
+}
+
+/// Runs a phase, returning what it gave [`measured`], if anything.
+pub async fn measuring<F: std::future::Future>(fut: F) -> (F::Output, Option<Duration>) {
+    MEASURED
+        .scope(std::cell::Cell::new(None), async {
+            let out = fut.await;
+            (out, MEASURED.with(|m| m.get()))
+        })
+        .await
 }
 
 /// Timeouts per phase: the phases' defaults, overridden by `[scenario.timeouts]`.

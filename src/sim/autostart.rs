@@ -71,9 +71,14 @@ impl Schedule {
         })
     }
 
-    /// The first scheduled time strictly after `t` (robfig/cron's `Next`).
+    /// The first scheduled time strictly after `t` (robfig/cron's `Next`), on a whole
+    /// second: croner keeps `t`'s fraction of a second, which would put the time after the
+    /// executor's minute-truncated tick and delay every autostart by a minute.
     pub fn next(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&t, false).ok()
+        use chrono::SubsecRound;
+        self.cron
+            .find_next_occurrence(&t.trunc_subsecs(0), false)
+            .ok()
     }
 }
 
@@ -121,6 +126,15 @@ impl State {
                         return None;
                     }
                     let schedule = Schedule::weekly(e.ws.autostart_schedule.as_deref()?).ok()?;
+                    // lifecycle_executor.go `hasValidProvisioner`: "skipping autostart - no
+                    // available provisioners".
+                    if self.cfg.inject(
+                        "autostart_skip",
+                        &e.ws.name,
+                        self.cfg.failures.autostart_skip,
+                    ) {
+                        return None;
+                    }
                     let next = schedule.next(b.created_at)?;
                     (tick >= next).then(|| (e.ws.id, e.ws.owner_id.to_string(), next))
                 })
@@ -178,7 +192,7 @@ mod tests {
             Schedule::weekly("30 9 * * *").unwrap().text,
             "CRON_TZ=UTC 30 9 * * *"
         );
-        let monday = "2026-11-30T09:29:59Z".parse::<DateTime<Utc>>().unwrap();
+        let monday = "2026-11-30T09:29:59.5Z".parse::<DateTime<Utc>>().unwrap();
         assert_eq!(
             s.next(monday).unwrap().to_rfc3339(),
             "2026-11-30T09:30:00+00:00"

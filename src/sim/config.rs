@@ -264,6 +264,9 @@ pub struct Failures {
     /// The `echo` app's health check never passes: `initializing` → `unhealthy`
     /// (`agent_unhealthy` in app).
     pub app_unhealthy: f64,
+    /// The lifecycle executor never starts the workspace, as Coder skips one when no
+    /// provisioner can take its build (`timeout` in autostart.created).
+    pub autostart_skip: f64,
 }
 
 impl SimConfig {

@@ -67,6 +67,13 @@ impl ConfigText {
         self
     }
 
+    /// A timeout of the last scenario added (a dotted phase name goes in quotes).
+    pub fn scenario_timeout(mut self, phase: &str, limit: &str) -> Self {
+        let s = self.scenarios.pop().expect("a scenario to time");
+        self.scenarios.push(s.timeout(phase, limit));
+        self
+    }
+
     pub fn scenario(mut self, s: ScenarioText) -> Self {
         self.scenarios.push(s);
         self
