@@ -155,10 +155,17 @@ scrape_configs:
             .and_then(|s| s.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    eventually_async(Duration::from_secs(90), || async {
+    // The autostart herd waits for a whole minute at least 10 s away: up to 70 s after its
+    // first run gathers.
+    eventually_async(Duration::from_secs(150), || async {
         let runs = query(&prom, "sum(scaletest_runs_total)").await;
         let ok = query(&prom, "sum(scaletest_runs_total{result=\"success\"})").await;
-        (n(&runs) >= 2.0 && n(&ok) >= 1.0).then_some(())
+        let herd = query(
+            &prom,
+            "sum(scaletest_phase_duration_seconds_count{phase=\"autostart.ready\"})",
+        )
+        .await;
+        (n(&runs) >= 2.0 && n(&ok) >= 1.0 && n(&herd) >= 1.0).then_some(())
     })
     .await;
     // Two more scrapes of the daemon since (rate() needs two samples of what it counts).
@@ -255,6 +262,9 @@ scrape_configs:
         "scaletest:phase_duration_seconds:p95{phase=\"start\"}",
         "scaletest:build_stage_duration_seconds:p95{transition=\"stop\",stage=\"apply\"}",
         "scaletest:phase_p95_budget_seconds{phase=\"app\"}",
+        "scaletest_phase_duration_seconds_count{scenario=\"demo-autostart\",phase=\"autostart.ready\",outcome=\"success\"} > 0",
+        "scaletest:autostart_ready_seconds:p95{scenario=\"demo-autostart\"}",
+        "scaletest:autostart_p95_budget_seconds",
         "scaletest_coder_requests_duration_seconds_count{route=\"/@{user}/{workspace_and_agent}/apps/{workspaceapp}/*\"} > 0",
     ] {
         match series(&prom, q).await {

@@ -146,6 +146,8 @@ fn demo_sim() -> SimConfig {
     s.failures.agent_timeout = 0.02;
     s.failures.pty_drop = 0.02;
     s.failures.app_502 = 0.02;
+    // The herd autostarts within a second of its minute, not within a minute of it.
+    s.autostart_tick = crate::config::HumanDuration(std::time::Duration::from_secs(1));
     s
 }
 
@@ -213,6 +215,23 @@ build = "2m"
 agent = "1m"
 pty = "20s"
 delete = "2m"
+
+# The start-of-day herd: four workspaces of two test users, stopped, then started together by
+# Coder's lifecycle executor at one scheduled minute, measured from that minute.
+[[scenario]]
+name = "demo-autostart"
+kind = "autostart"
+workspace_prefix = "demo-herd"
+schedule = "*/20 * * * * *"
+template = "docker"
+count = 4
+
+[scenario.users]
+count = 2
+prefix = "demo-user"
+
+[scenario.timeouts]
+"autostart.created" = "3m"
 "#,
         listen = args.listen,
         schedule = args.schedule,
