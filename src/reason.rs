@@ -8,9 +8,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Why a phase failed: a closed set, so it can be a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Why a phase failed: a closed set, so it can be a metric label. Spelled one way
+/// everywhere (metrics, spans, logs, the page, JSON): [`Reason::as_str`], which serde uses
+/// too (serde's own snake_case would write `http4xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     Timeout,
     Http4xx,
@@ -63,6 +64,22 @@ impl Reason {
     }
 }
 
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown reason {s:?}")))
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -90,4 +107,20 @@ impl PhaseError {
 /// Whether `needle` occurs in `hay` (the output checks of `pty` and `ssh`, the log scrubber).
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || memchr::memmem::find(hay, needle).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_spelled_one_way_in_json_and_back() {
+        for r in Reason::ALL {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+            assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), r);
+            assert_eq!(r.to_string(), r.as_str());
+        }
+        assert_eq!(Reason::Http4xx.as_str(), "http_4xx");
+    }
 }

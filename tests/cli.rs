@@ -151,6 +151,12 @@ fn once_exits_one_when_a_workspace_fails_and_two_on_bad_config() {
         Some("4 workspaces: 0 succeeded, 4 failed (4 pty: output_mismatch)")
     );
     assert_eq!(live_workspaces(&sim.url), 0);
+    // Logged for a pipe: plain text, no colour codes.
+    assert!(out.stderr.contains("phase failed"), "{out}");
+    assert!(
+        !out.stderr.contains('\x1b'),
+        "colour codes in piped logs: {out}"
+    );
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[coder]\nurl = \"http://127.0.0.1:1\"\n\n[[scenario]]\nname = \"x\"\ntemplate = \"docker\"\ncount = 0\n").unwrap();

@@ -172,8 +172,13 @@ pub fn init(
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter))
         .and(tracing_subscriber::filter::filter_fn(not_headers));
     let writer = move || ScrubbedStderr(secret.clone());
+    // Colour only for a person at a terminal: a file, a pipe or a log collector gets plain
+    // text, and NO_COLOR (no-color.org) turns it off anywhere.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(writer.clone())
             .event_format(WithTraceIds {
                 inner: tracing_subscriber::fmt::format(),
@@ -181,6 +186,7 @@ pub fn init(
             })
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
             .with_writer(writer.clone())
             .event_format(WithTraceIds {
                 inner: tracing_subscriber::fmt::format()
