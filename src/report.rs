@@ -31,6 +31,14 @@ pub fn summary_line(r: &RunReport) -> String {
             .collect();
         let _ = write!(s, " ({})", parts.join(", "));
     }
+    if r.failed() > 0 && r.result() == crate::runner::RunResult::Success {
+        let budget = match r.budget {
+            crate::runner::FailureBudget::Count(n) => format!("max_failures = {n}"),
+            crate::runner::FailureBudget::Ratio(x) => format!("max_failure_ratio = {x}"),
+            crate::runner::FailureBudget::None => String::new(),
+        };
+        let _ = write!(s, "; within the failure budget ({budget})");
+    }
     s
 }
 

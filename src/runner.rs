@@ -98,6 +98,29 @@ impl RunResult {
     }
 }
 
+/// How many failed workspaces a run may have and still be a `success` (`max_failures`,
+/// `max_failure_ratio`): even at 99.9% a run of 1,000 expects one failure, and a run that
+/// always pages for it teaches people to ignore the page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureBudget {
+    #[default]
+    None,
+    Count(u32),
+    Ratio(f64),
+}
+
+impl FailureBudget {
+    /// Whether `failed` of `total` workspaces are within budget.
+    pub fn allows(self, failed: usize, total: usize) -> bool {
+        match self {
+            FailureBudget::None => failed == 0,
+            FailureBudget::Count(n) => failed <= n as usize,
+            FailureBudget::Ratio(r) => total > 0 && (failed as f64) <= r * total as f64,
+        }
+    }
+}
+
 /// The outcome of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -117,6 +140,13 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub create_route: Option<&'static str>,
     pub workspaces: Vec<WorkspaceReport>,
+    /// The scenario's failure budget: within it, a run with failures is still a success.
+    #[serde(skip_serializing_if = "is_no_budget")]
+    pub budget: FailureBudget,
+}
+
+fn is_no_budget(b: &FailureBudget) -> bool {
+    *b == FailureBudget::None
 }
 
 impl RunReport {
@@ -133,7 +163,7 @@ impl RunReport {
             RunResult::Aborted
         } else if self.setup_error.is_some() || self.succeeded() == 0 {
             RunResult::Failure
-        } else if self.failed() > 0 {
+        } else if !self.budget.allows(self.failed(), self.workspaces.len()) {
             RunResult::Partial
         } else {
             RunResult::Success
@@ -416,6 +446,7 @@ pub async fn run(
             watch_transport: None,
             create_route: None,
             workspaces: Vec::new(),
+            budget: scenario.budget,
         };
         let prepared = match prepare(client, scenario, setup.organization).await {
             Ok(b) => owners(client, scenario, setup, b.organization_id)

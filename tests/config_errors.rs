@@ -207,6 +207,18 @@ fn cases() -> &'static [Case] {
         ),
         (
             "count = 10",
+            "count = 10\nmax_failures = 2\nmax_failure_ratio = 0.1",
+            "cfg.toml:9:21",
+            "has both max_failures and max_failure_ratio: keep one",
+        ),
+        (
+            "count = 10",
+            "count = 10\nmax_failure_ratio = 1.5",
+            "cfg.toml:8:21",
+            "max_failure_ratio is 1.5: expected at least 0 and less than 1",
+        ),
+        (
+            "count = 10",
             "count = 10\nflavour = \"x\"",
             "cfg.toml:8:1",
             "unknown field `flavour`",

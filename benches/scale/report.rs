@@ -336,6 +336,7 @@ impl Table {
             aborted: false,
             watch_transport: Some("watch-ws"),
             create_route: Some("/api/v2/users/{user}/workspaces"),
+            budget: Default::default(),
             workspaces: (1..=10_000)
                 .map(|i| {
                     let ok = i % 10 != 0;

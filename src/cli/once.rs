@@ -165,7 +165,8 @@ pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
         eprintln!("error: cannot write {}: {e}", path.display());
         return EXIT_FAILED;
     }
-    if report.setup_error.is_none() && report.failed() == 0 && !report.aborted {
+    // Within the scenario's failure budget (max_failures, max_failure_ratio) is a success.
+    if report.result() == crate::runner::RunResult::Success {
         EXIT_OK
     } else {
         EXIT_FAILED

@@ -49,6 +49,8 @@ pub(super) struct RawScenario {
     pub(super) app_expect: Option<Spanned<String>>,
     pub(super) app_websocket: Option<Spanned<bool>>,
     pub(super) users: Option<Spanned<super::users::RawUsers>>,
+    pub(super) max_failures: Option<Spanned<u32>>,
+    pub(super) max_failure_ratio: Option<Spanned<f64>>,
 }
 
 /// What a scenario does with its workspaces.
@@ -95,6 +97,8 @@ pub struct Scenario {
     /// A random delay from 0 to this before each scheduled run, to spread load.
     pub jitter: Duration,
     pub ssh: SshConfig,
+    /// Failed workspaces a run may have and still be a `success` (counted all the same).
+    pub budget: crate::runner::FailureBudget,
     /// Test users to spread the workspaces over; none: the token's user owns them all.
     pub users: Option<crate::users::UserSpec>,
     /// What the `app` phase reaches; set when `phases` has `app`.
@@ -115,6 +119,39 @@ pub const AUTOSTART_WALK: &[Phase] = &[
     Phase::AutostartReady,
     Phase::Delete,
 ];
+
+/// `max_failures` or `max_failure_ratio`, not both (which would win is a guess).
+fn budget(
+    src: &Source<'_>,
+    count: &Option<Spanned<u32>>,
+    ratio: &Option<Spanned<f64>>,
+    name: &Spanned<String>,
+) -> Result<crate::runner::FailureBudget, ConfigError> {
+    use crate::runner::FailureBudget;
+    match (count, ratio) {
+        (Some(_), Some(r)) => Err(ConfigError::at(
+            src,
+            Some(r.span()),
+            format!(
+                "scenario {:?} has both max_failures and max_failure_ratio: keep one",
+                name.get_ref()
+            ),
+        )),
+        (Some(n), None) => Ok(FailureBudget::Count(*n.get_ref())),
+        (None, Some(r)) => {
+            let v = *r.get_ref();
+            if !(0.0..1.0).contains(&v) {
+                return Err(ConfigError::at(
+                    src,
+                    Some(r.span()),
+                    format!("max_failure_ratio is {v}: expected at least 0 and less than 1"),
+                ));
+            }
+            Ok(FailureBudget::Ratio(v))
+        }
+        (None, None) => Ok(FailureBudget::None),
+    }
+}
 
 fn default_command() -> String {
     "echo scaletest-ok".into()
@@ -293,6 +330,7 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
         timeouts,
         wait: s.wait,
         jitter: s.jitter.map(|j| j.into_inner().0).unwrap_or_default(),
+        budget: budget(src, &s.max_failures, &s.max_failure_ratio, &s.name)?,
         app,
         users: super::users::validate(src, s.users)?,
         ssh: super::ssh::validate(src, s.ssh)?,
