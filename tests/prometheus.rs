@@ -251,7 +251,7 @@ scrape_configs:
             }
         }
     }
-    assert!(alerts >= 9, "{alerts} alerts");
+    assert!(alerts >= 12, "{alerts} alerts");
 
     // The demo's walk has an app and a restart: their series, and the rules over them.
     for q in [
