@@ -169,9 +169,112 @@ pub fn to_json(r: &RunReport) -> String {
     serde_json::to_string_pretty(&doc).expect("reports serialize")
 }
 
+/// The run as JUnit XML, for CI systems: one `testsuite` per run, one `testcase` per
+/// workspace (its time the workspace's phases), a failed workspace's first failure as
+/// `<failure type="reason" message="phase: reason">` with the error as text, its trace id as
+/// a testcase property; a run that could not start is one `<error>` testcase.
+pub fn to_junit(r: &RunReport) -> String {
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
+    let (tests, failures, errors) = match &r.setup_error {
+        Some(_) => (1, 0, 1),
+        None => (r.workspaces.len(), r.failed(), 0),
+    };
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"scaletestd\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{}\">",
+        secs(r.elapsed)
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"{}\" timestamp=\"{}\">",
+        xml(&r.scenario),
+        secs(r.elapsed),
+        r.started_at.format("%Y-%m-%dT%H:%M:%S")
+    );
+    let _ = writeln!(x, "    <properties>");
+    for (k, v) in [
+        ("run_id", r.run_id.as_str()),
+        ("result", r.result().as_str()),
+        ("summary", &summary_line(r)),
+    ] {
+        let _ = writeln!(x, "      <property name=\"{k}\" value=\"{}\"/>", xml(v));
+    }
+    let _ = writeln!(x, "    </properties>");
+    let class = format!("scaletestd.{}", xml(&r.scenario));
+    if let Some(e) = &r.setup_error {
+        let _ = writeln!(
+            x,
+            "    <testcase name=\"setup\" classname=\"{class}\" time=\"0.000\">\n      <error type=\"{}\" message=\"{}\">{}</error>\n    </testcase>",
+            e.reason,
+            xml(&format!("the run could not start: {}", e.reason)),
+            xml(&e.message)
+        );
+    }
+    for w in &r.workspaces {
+        let time: Duration = w.phases.iter().map(|p| p.duration).sum();
+        let _ = writeln!(
+            x,
+            "    <testcase name=\"{}\" classname=\"{class}\" time=\"{}\">",
+            xml(&w.name),
+            secs(time)
+        );
+        let trace = w
+            .failure()
+            .and_then(|(p, _, _)| w.record(p))
+            .or_else(|| w.phases.first())
+            .and_then(|p| p.trace_id.clone());
+        if let Some(t) = trace {
+            let _ = writeln!(
+                x,
+                "      <properties>\n        <property name=\"trace_id\" value=\"{}\"/>\n      </properties>",
+                xml(&t)
+            );
+        }
+        if let Some((phase, reason, msg)) = w.failure() {
+            let _ = writeln!(
+                x,
+                "      <failure type=\"{reason}\" message=\"{}\">{}</failure>",
+                xml(&format!("{phase}: {reason}")),
+                xml(msg)
+            );
+        }
+        let _ = writeln!(x, "    </testcase>");
+    }
+    let _ = writeln!(x, "  </testsuite>\n</testsuites>");
+    x
+}
+
+/// Text for an XML attribute or element: the five specials escaped, and characters XML 1.0
+/// cannot carry at all (control characters from a terminal's output) replaced.
+fn xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xml_text_is_escaped_and_control_characters_replaced() {
+        assert_eq!(
+            xml("a<b & \"c\" 'd'>\u{1b}[0m\n"),
+            "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;\u{FFFD}[0m\n"
+        );
+    }
 
     #[test]
     fn nearest_rank() {

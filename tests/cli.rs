@@ -141,11 +141,57 @@ fn once_exits_one_when_a_workspace_fails_and_two_on_bad_config() {
         .unwrap()
         .replace("expect_output = \"hello\"", "expect_output = \"goodbye\"");
     std::fs::write(&cfg, text).unwrap();
+    let (json, junit) = (dir.join("out.json"), dir.join("junit.xml"));
     let out = Bin::new(&["once", "--count", "4", "--config"])
         .arg(&cfg)
+        .arg("--output")
+        .arg(format!("json:{}", json.display()))
+        .arg("--output")
+        .arg(format!("junit:{}", junit.display()))
         .run();
     let stdout = out.stdout.clone();
     assert_eq!(out.code, Some(1), "{stdout}");
+    // Both reports, the JUnit one valid against the schema CI systems read.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["total_fail"], 4);
+    assert_eq!(
+        doc["workspaces"][0]["phases"][3]["reason"], "output_mismatch",
+        "one spelling of reasons"
+    );
+    let xsd = format!("{}/tests/fixtures/junit.xsd", env!("CARGO_MANIFEST_DIR"));
+    let lint = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", &xsd])
+        .arg(&junit)
+        .output()
+        .expect("xmllint is installed (the test command installs libxml2-utils)");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 4, "{xml}");
+    assert_eq!(
+        xml.matches("<failure type=\"output_mismatch\" message=\"pty: output_mismatch\">")
+            .count(),
+        4,
+        "{xml}"
+    );
+    assert!(
+        xml.contains("tests=\"4\" failures=\"4\" errors=\"0\""),
+        "{xml}"
+    );
+    // Each failed workspace's trace id, as a property.
+    let traces = xml
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("<property name=\"trace_id\" value=\"")
+        })
+        .filter(|v| v.len() == 32 + 3 && v[..32].bytes().all(|b| b.is_ascii_hexdigit()))
+        .count();
+    assert_eq!(traces, 4, "{xml}");
     assert_eq!(
         stdout.lines().next(),
         Some("4 workspaces: 0 succeeded, 4 failed (4 pty: output_mismatch)")

@@ -26,9 +26,10 @@ pub struct Args {
     /// Override the scenario's workspace count.
     #[arg(long)]
     pub count: Option<u32>,
-    /// Write the full report, e.g. `json:results.json`.
+    /// Write the full report: `json:PATH` or `junit:PATH` (JUnit XML for CI); may be given
+    /// more than once.
     #[arg(long)]
-    pub output: Option<String>,
+    pub output: Vec<String>,
 }
 
 /// Progress: a bar on a terminal, one line per finished workspace otherwise.
@@ -67,7 +68,12 @@ impl RunObserver for Progress {
 }
 
 pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
-    let output = match args.output.as_deref().map(parse_output).transpose() {
+    let output = match args
+        .output
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: --output: {e}");
@@ -159,11 +165,15 @@ pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
     if report.setup_error.is_none() {
         print!("{}", crate::report::phase_table(&report));
     }
-    if let Some(path) = output
-        && let Err(e) = std::fs::write(&path, crate::report::to_json(&report))
-    {
-        eprintln!("error: cannot write {}: {e}", path.display());
-        return EXIT_FAILED;
+    for (format, path) in output {
+        let text = match format {
+            OutputFormat::Json => crate::report::to_json(&report),
+            OutputFormat::Junit => crate::report::to_junit(&report),
+        };
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return EXIT_FAILED;
+        }
     }
     // Within the scenario's failure budget (max_failures, max_failure_ratio) is a success.
     if report.result() == crate::runner::RunResult::Success {
@@ -173,9 +183,19 @@ pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
     }
 }
 
-fn parse_output(s: &str) -> Result<PathBuf, String> {
+/// What `--output` writes.
+#[derive(Debug, Clone, Copy)]
+enum OutputFormat {
+    Json,
+    Junit,
+}
+
+fn parse_output(s: &str) -> Result<(OutputFormat, PathBuf), String> {
     match s.split_once(':') {
-        Some(("json", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
-        _ => Err(format!("{s:?} is not FORMAT:PATH; expected json:PATH")),
+        Some(("json", path)) if !path.is_empty() => Ok((OutputFormat::Json, PathBuf::from(path))),
+        Some(("junit", path)) if !path.is_empty() => Ok((OutputFormat::Junit, PathBuf::from(path))),
+        _ => Err(format!(
+            "{s:?} is not FORMAT:PATH; expected json:PATH or junit:PATH"
+        )),
     }
 }
