@@ -56,7 +56,15 @@ pub struct Daemon {
     /// True once the start-up sweep is over: a run asked for before then waits, or the
     /// sweep would take its new workspaces for an earlier process's leftovers.
     swept: tokio::sync::watch::Sender<bool>,
+    /// Runs started through the run API, newest last: `None` while running, then the
+    /// `once --output json` document. Bounded ([`DEMANDED_KEPT`]).
+    demanded: Mutex<std::collections::VecDeque<(String, String, Option<serde_json::Value>)>>,
+    /// Itself, for the run API to spawn runs from a `&self`.
+    me: std::sync::Weak<Daemon>,
 }
+
+/// Runs started through the API whose state is kept.
+const DEMANDED_KEPT: usize = 100;
 
 /// A running traffic pool, and what a reload can tell it.
 struct Pool {
@@ -149,33 +157,55 @@ impl Daemon {
             return None;
         }
         let sc = self.scenario(name)?;
-        let mut swept = self.swept.subscribe();
-        tokio::select! {
-            _ = swept.wait_for(|done| *done) => {}
-            _ = self.stop.cancelled() => {
-                self.metrics.run_skipped(name, "shutdown");
-                return None;
-            }
-        }
-        if !self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string())
-        {
-            tracing::warn!(scenario = %name, "previous run still in flight: skipping this one");
-            self.metrics.run_skipped(name, "overlap");
+        if !self.wait_for_sweep(name).await {
             return None;
         }
-        let report = self.run_scenario(&sc).await;
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&sc.name);
+        if !self.claim(name) {
+            return None;
+        }
+        let report = self.run_scenario(&sc, None).await;
+        self.release(&sc.name);
         report
     }
 
-    async fn run_scenario(self: &Arc<Self>, sc: &Scenario) -> Option<RunReport> {
+    /// Waits for the start-up sweep; false when the daemon stops first (counted).
+    async fn wait_for_sweep(&self, name: &str) -> bool {
+        let mut swept = self.swept.subscribe();
+        tokio::select! {
+            _ = swept.wait_for(|done| *done) => true,
+            _ = self.stop.cancelled() => {
+                self.metrics.run_skipped(name, "shutdown");
+                false
+            }
+        }
+    }
+
+    /// Marks a run of `name` in flight; false (counted as skipped, `overlap`) when one is.
+    fn claim(&self, name: &str) -> bool {
+        let claimed = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
+        if !claimed {
+            tracing::warn!(scenario = %name, "previous run still in flight: skipping this one");
+            self.metrics.run_skipped(name, "overlap");
+        }
+        claimed
+    }
+
+    fn release(&self, name: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    async fn run_scenario(
+        self: &Arc<Self>,
+        sc: &Scenario,
+        run_id: Option<&str>,
+    ) -> Option<RunReport> {
         if !sc.jitter.is_zero() {
             let wait =
                 Duration::from_millis(rand::rng().random_range(0..=sc.jitter.as_millis() as u64));
@@ -199,6 +229,7 @@ impl Daemon {
             runner::Setup {
                 organization: cfg.coder.organization.as_deref(),
                 users: Some(&self.users),
+                run_id,
             },
             slice,
             self.metrics.clone(),
@@ -250,6 +281,7 @@ impl Daemon {
                 crate::runner::Setup {
                     organization: cfg.coder.organization.as_deref(),
                     users: Some(&self.users),
+                    run_id: None,
                 },
                 self.metrics.clone(),
                 stop.clone(),
@@ -340,6 +372,100 @@ impl crate::server::Served for Daemon {
         &self.metrics
     }
 
+    fn api_token(&self) -> Option<crate::secret::Secret> {
+        self.config().server.api_token.clone()
+    }
+
+    fn start_run(
+        &self,
+        name: &str,
+        count: Option<u32>,
+    ) -> Result<String, crate::server::api::Refusal> {
+        use crate::server::api::Refusal;
+        let d = self.me.upgrade().ok_or(Refusal::Stopping)?;
+        if self.stop.is_cancelled() {
+            return Err(Refusal::Stopping);
+        }
+        let cfg = self.config();
+        let names = || {
+            cfg.scenarios
+                .iter()
+                .filter(|s| s.kind != crate::config::ScenarioKind::Traffic)
+                .map(|s| format!("{:?}", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut sc = match self.scenario(name) {
+            Some(sc) if sc.kind != crate::config::ScenarioKind::Traffic => sc,
+            Some(_) => {
+                return Err(Refusal::Unknown(format!(
+                    "scenario {name:?} is a traffic pool, which runs all the time; runs can start: {}",
+                    names()
+                )));
+            }
+            None => {
+                return Err(Refusal::Unknown(format!(
+                    "no scenario {name:?}; runs can start: {}",
+                    names()
+                )));
+            }
+        };
+        if let Some(n) = count {
+            sc = sc
+                .with_count(n)
+                .map_err(|e| Refusal::Invalid(format!("count {n}: {e}")))?;
+        }
+        if !self.claim(name) {
+            return Err(Refusal::Running);
+        }
+        let id = crate::naming::new_run_id();
+        {
+            let mut q = self.demanded.lock().unwrap_or_else(|p| p.into_inner());
+            q.push_back((id.clone(), name.to_string(), None));
+            while q.len() > DEMANDED_KEPT {
+                q.pop_front();
+            }
+        }
+        tracing::info!(scenario = %name, run.id = %id, "run started through the API");
+        let run_id = id.clone();
+        self.runs.spawn(async move {
+            let report = if d.wait_for_sweep(&sc.name).await {
+                d.run_scenario(&sc, Some(&run_id)).await
+            } else {
+                None
+            };
+            d.release(&sc.name);
+            let doc = match report {
+                Some(r) => {
+                    let mut doc: serde_json::Value =
+                        serde_json::from_str(&crate::report::to_json(&r))
+                            .expect("the report is JSON");
+                    doc["state"] = "done".into();
+                    doc
+                }
+                None => serde_json::json!({ "state": "skipped", "message": "scaletestd stopped before the run started" }),
+            };
+            let mut q = d.demanded.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = q.iter_mut().find(|e| e.0 == run_id) {
+                e.2 = Some(doc);
+            }
+        });
+        Ok(id)
+    }
+
+    fn run_state(&self, id: &str) -> Option<serde_json::Value> {
+        let q = self.demanded.lock().unwrap_or_else(|p| p.into_inner());
+        let (id, scenario, doc) = q.iter().find(|e| e.0 == id)?;
+        Some(match doc {
+            Some(doc) => {
+                let mut doc = doc.clone();
+                doc["id"] = id.clone().into();
+                doc
+            }
+            None => serde_json::json!({ "id": id, "scenario": scenario, "state": "running" }),
+        })
+    }
+
     fn status_page(&self) -> String {
         let cfg = self.config();
         let info = crate::status::PageInfo {
@@ -385,7 +511,7 @@ pub async fn start(cfg: Config, opts: Options) -> Result<Handle, DaemonError> {
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(listen);
-    let d = Arc::new(Daemon {
+    let d = Arc::new_cyclic(|me| Daemon {
         cfg: RwLock::new(Arc::new(cfg)),
         client: RwLock::new(client),
         metrics: metrics.clone(),
@@ -400,6 +526,8 @@ pub async fn start(cfg: Config, opts: Options) -> Result<Handle, DaemonError> {
         pools: Default::default(),
         swept: tokio::sync::watch::channel(false).0,
         users: Default::default(),
+        demanded: Default::default(),
+        me: me.clone(),
     });
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz and the status page");
     Ok(Handle { d, listener, addr })

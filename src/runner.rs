@@ -390,6 +390,9 @@ pub struct Setup<'a> {
     pub organization: Option<&'a str>,
     /// Test-user pools kept across runs (the daemon's); none: a pool for this run alone.
     pub users: Option<&'a crate::users::Pools>,
+    /// The run's id, when the caller named it first (a run started through the API);
+    /// none: a new one.
+    pub run_id: Option<&'a str>,
 }
 
 /// Clients acting as the scenario's test users, when it has `[scenario.users]`.
@@ -421,7 +424,10 @@ pub async fn run(
     stop: CancellationToken,
     abort: CancellationToken,
 ) -> RunReport {
-    let run_id = crate::naming::new_run_id();
+    let run_id = setup
+        .run_id
+        .map(str::to_string)
+        .unwrap_or_else(crate::naming::new_run_id);
     let run_span = info_span!(
         "scaletest.run",
         otel.name = "scaletest.run",

@@ -218,6 +218,12 @@ fn cases() -> &'static [Case] {
             "max_failure_ratio is 1.5: expected at least 0 and less than 1",
         ),
         (
+            "url = \"http://127.0.0.1:3000\"",
+            "url = \"http://127.0.0.1:3000\"\n[server]\napi_token_file = \"/nonexistent/scaletestd-api-token\"",
+            "cfg.toml:4:18",
+            "cannot read api_token_file /nonexistent/scaletestd-api-token",
+        ),
+        (
             "count = 10",
             "count = 10\nflavour = \"x\"",
             "cfg.toml:8:1",

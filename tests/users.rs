@@ -26,6 +26,7 @@ async fn run_as(cfg: &Config, pools: &Pools) -> RunReport {
         Setup {
             organization: None,
             users: Some(pools),
+            run_id: None,
         },
         Slice {
             first: 1,

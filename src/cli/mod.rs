@@ -11,6 +11,7 @@ mod daemon;
 mod once;
 mod sim;
 mod sim_coder;
+mod trigger;
 
 /// Exit codes of every subcommand.
 pub const EXIT_OK: u8 = 0;
@@ -51,6 +52,8 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Start a run on a running daemon through its run API; --wait follows it to the end.
+    Trigger(trigger::Args),
     /// The Coder simulator alone; the session token it accepts comes from CODER_SESSION_TOKEN.
     Sim(sim::Args),
     /// The simulator's stand-in for the `coder` CLI (`sim-coder ssh --stdio <workspace>`).
@@ -97,7 +100,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Once(a) => Some(&a.config),
         Command::Check { config } => Some(config),
         Command::Cleanup(a) => Some(&a.config),
-        Command::Sim(_) | Command::Demo(_) | Command::SimCoder(_) => None,
+        Command::Sim(_) | Command::Demo(_) | Command::SimCoder(_) | Command::Trigger(_) => None,
     };
     let cfg = match cfg.map(|p| load_config(p)).transpose() {
         Ok(c) => c,
@@ -125,6 +128,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Once(a) => once::run(a, cfg.expect("loaded above")).await,
         Command::Check { config } => check::run(&config, cfg.expect("loaded above")).await,
         Command::Sim(a) => sim::run(a).await,
+        Command::Trigger(a) => trigger::run(a).await,
         Command::SimCoder(_) => unreachable!("handled above"),
     };
     tokio::task::spawn_blocking(move || telemetry.shutdown())

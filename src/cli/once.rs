@@ -149,6 +149,7 @@ pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
         runner::Setup {
             organization: cfg.coder.organization.as_deref(),
             users: None,
+            run_id: None,
         },
         slice,
         progress,

@@ -1,5 +1,5 @@
-//! `[server]`: where the daemon serves `/metrics` and the status page, and how long it gives
-//! deletes at shutdown.
+//! `[server]`: where the daemon serves `/metrics` and the status page, how long it gives
+//! deletes at shutdown, and the token of its run API (`api_token_file`; no file, no API).
 
 use std::time::Duration;
 
@@ -13,12 +13,16 @@ use super::{ConfigError, HumanDuration, Source};
 pub(super) struct RawServer {
     pub(super) listen: Option<Spanned<String>>,
     pub(super) shutdown_grace: Option<HumanDuration>,
+    pub(super) api_token_file: Option<Spanned<std::path::PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: std::net::SocketAddr,
     pub shutdown_grace: Duration,
+    /// The bearer token `POST /api/v1/runs` and `GET /api/v1/runs/{id}` require; `None`:
+    /// the run API is off (404).
+    pub api_token: Option<crate::secret::Secret>,
 }
 
 pub(super) fn validate(src: &Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -35,7 +39,34 @@ pub(super) fn validate(src: &Source<'_>, raw: RawServer) -> Result<ServerConfig,
         })?,
         None => "127.0.0.1:9464".parse().expect("literal address"),
     };
+    let api_token = match &raw.api_token_file {
+        Some(file) => {
+            let path = file.get_ref();
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::at(
+                    src,
+                    Some(file.span()),
+                    format!("cannot read api_token_file {}: {e}", path.display()),
+                )
+            })?;
+            let t = text.trim();
+            if t.len() < 16 {
+                return Err(ConfigError::at(
+                    src,
+                    Some(file.span()),
+                    format!(
+                        "api_token_file {} holds {} characters: expected a token of at least 16 (e.g. `openssl rand -hex 32`)",
+                        path.display(),
+                        t.len()
+                    ),
+                ));
+            }
+            Some(crate::secret::Secret::new(t))
+        }
+        None => None,
+    };
     Ok(ServerConfig {
+        api_token,
         listen,
         shutdown_grace: raw
             .shutdown_grace

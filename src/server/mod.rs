@@ -1,5 +1,8 @@
 //! The daemon's HTTP endpoints: `/metrics` (Prometheus text, or OpenMetrics with exemplars
-//! when the scraper asks for it), `/healthz`, `/readyz` and `/`, the status page.
+//! when the scraper asks for it), `/healthz`, `/readyz`, `/`, the status page, and the run
+//! API (`api`).
+
+pub mod api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::metrics::Metrics;
 
@@ -20,6 +23,13 @@ pub trait Served: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// The status page, rendered now.
     fn status_page(&self) -> String;
+    /// The run API's bearer token; `None`: the API is off.
+    fn api_token(&self) -> Option<crate::secret::Secret>;
+    /// Starts a run of `scenario` now (with `count` workspaces instead of its own); its id.
+    fn start_run(&self, scenario: &str, count: Option<u32>) -> Result<String, api::Refusal>;
+    /// A run started through the API: `{"id", "scenario", "state": "running"}`, or once done
+    /// the `once --output json` document with `"state": "done"`.
+    fn run_state(&self, id: &str) -> Option<serde_json::Value>;
 }
 
 type Shared = Arc<dyn Served>;
@@ -30,6 +40,8 @@ pub fn router(d: Shared) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(page))
+        .route("/api/v1/runs", post(api::start))
+        .route("/api/v1/runs/{id}", get(api::state))
         .with_state(d)
 }
 
