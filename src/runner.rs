@@ -98,28 +98,7 @@ impl RunResult {
     }
 }
 
-/// How many failed workspaces a run may have and still be a `success` (`max_failures`,
-/// `max_failure_ratio`): even at 99.9% a run of 1,000 expects one failure, and a run that
-/// always pages for it teaches people to ignore the page.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureBudget {
-    #[default]
-    None,
-    Count(u32),
-    Ratio(f64),
-}
-
-impl FailureBudget {
-    /// Whether `failed` of `total` workspaces are within budget.
-    pub fn allows(self, failed: usize, total: usize) -> bool {
-        match self {
-            FailureBudget::None => failed == 0,
-            FailureBudget::Count(n) => failed <= n as usize,
-            FailureBudget::Ratio(r) => total > 0 && (failed as f64) <= r * total as f64,
-        }
-    }
-}
+pub use crate::config::FailureBudget;
 
 /// The outcome of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -764,7 +743,10 @@ async fn timed_unboxed(
     let clock = Instant::now();
     let fut = PHASE_TRACES.scope(
         coder.clone(),
-        tokio::time::timeout(limit, phases::measuring(fut)),
+        crate::coder::trace::PHASE_DEADLINE.scope(
+            tokio::time::Instant::now() + limit,
+            tokio::time::timeout(limit, phases::measuring(fut)),
+        ),
     );
     let mut measured = None;
     let result = tokio::select! {

@@ -266,11 +266,15 @@ impl Client {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status();
-                    let retry_after = parse_retry_after(resp.headers()).or_else(|| {
-                        (status == StatusCode::TOO_MANY_REQUESTS)
-                            .then(|| until_ratelimit_reset(resp.headers()))
-                            .flatten()
-                    });
+                    // (how long, whether it is the end of Coder's rate-limit window)
+                    let retry_after = parse_retry_after(resp.headers())
+                        .map(|d| (d, false))
+                        .or_else(|| {
+                            (status == StatusCode::TOO_MANY_REQUESTS)
+                                .then(|| until_ratelimit_reset(resp.headers()))
+                                .flatten()
+                                .map(|d| (d, true))
+                        });
                     let bytes = match read_bounded(resp).await {
                         Ok(b) => b,
                         Err(e) => return Err(self.body_error(&method, path, e)),
@@ -289,12 +293,36 @@ impl Client {
                     (err, retryable, None)
                 }
             };
-            if !retryable || attempt >= opts.max_retries {
+            if !retryable {
+                return Err(err);
+            }
+            // Inside a phase, a wait the server named (a rate-limit window's reset,
+            // Retry-After) that ends after the phase's deadline is not waited: the call fails
+            // now as what it is (`rate_limited`), not later as a `timeout`. A window's reset
+            // that ends before it is waited however many times: the deadline bounds it, and
+            // workers sharing one user's window may each lose a few rounds.
+            let phase_deadline = trace::PHASE_DEADLINE.try_with(|d| *d).ok();
+            if let (Some((d, window)), Some(deadline)) = (retry_after, phase_deadline) {
+                let d = d.max(opts.backoff_base);
+                if tokio::time::Instant::now() + d > deadline {
+                    tracing::debug!(%method, path, wait = ?d, "the server's wait ends after the phase's deadline: not retrying");
+                    return Err(err);
+                }
+                if window {
+                    tracing::debug!(%method, path, error = %err, wait = ?d, "waiting for the rate-limit window");
+                    self.inner
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+            }
+            if attempt >= opts.max_retries {
                 return Err(err);
             }
             tracing::debug!(%method, path, error = %err, attempt, "retrying");
             let wait = retry_after
-                .map(|d| d.min(Duration::from_secs(60)))
+                .map(|(d, _)| d.min(Duration::from_secs(60)))
                 .unwrap_or_else(|| backoff(opts.backoff_base, opts.backoff_max, attempt));
             self.inner
                 .retries

@@ -28,6 +28,10 @@ impl PhaseTraces {
 tokio::task_local! {
     /// Set by the runner around each phase.
     pub static PHASE_TRACES: PhaseTraces;
+    /// When the phase in progress times out (set by the runner): a wait the server asks for
+    /// (`Retry-After`, a rate-limit window's reset) that would end after it is not waited,
+    /// and the call fails now as what it is (`rate_limited`) rather than as a `timeout`.
+    pub static PHASE_DEADLINE: tokio::time::Instant;
 }
 
 pub fn client_span(

@@ -30,7 +30,7 @@ mod users;
 pub use crate::ssh::{DEFAULT_PROXY_COMMAND, SshConfig, SshTransport};
 pub use coder::CoderConfig;
 pub use duration::HumanDuration;
-pub use scenario::{Scenario, ScenarioKind, WaitMode};
+pub use scenario::{FailureBudget, Scenario, ScenarioKind, WaitMode};
 pub use server::ServerConfig;
 pub use telemetry::TelemetryConfig;
 pub use traffic::{TrafficConfig, Transport};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::traffic::{TrafficConfig, Transport};
@@ -98,7 +98,7 @@ pub struct Scenario {
     pub jitter: Duration,
     pub ssh: SshConfig,
     /// Failed workspaces a run may have and still be a `success` (counted all the same).
-    pub budget: crate::runner::FailureBudget,
+    pub budget: FailureBudget,
     /// Test users to spread the workspaces over; none: the token's user owns them all.
     pub users: Option<crate::users::UserSpec>,
     /// What the `app` phase reaches; set when `phases` has `app`.
@@ -120,14 +120,36 @@ pub const AUTOSTART_WALK: &[Phase] = &[
     Phase::Delete,
 ];
 
+/// How many failed workspaces a run may have and still be a `success` (`max_failures`,
+/// `max_failure_ratio`): even at 99.9% a run of 1,000 expects one failure, and a run that
+/// always pages for it teaches people to ignore the page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureBudget {
+    #[default]
+    None,
+    Count(u32),
+    Ratio(f64),
+}
+
+impl FailureBudget {
+    /// Whether `failed` of `total` workspaces are within budget.
+    pub fn allows(self, failed: usize, total: usize) -> bool {
+        match self {
+            FailureBudget::None => failed == 0,
+            FailureBudget::Count(n) => failed <= n as usize,
+            FailureBudget::Ratio(r) => total > 0 && (failed as f64) <= r * total as f64,
+        }
+    }
+}
+
 /// `max_failures` or `max_failure_ratio`, not both (which would win is a guess).
 fn budget(
     src: &Source<'_>,
     count: &Option<Spanned<u32>>,
     ratio: &Option<Spanned<f64>>,
     name: &Spanned<String>,
-) -> Result<crate::runner::FailureBudget, ConfigError> {
-    use crate::runner::FailureBudget;
+) -> Result<FailureBudget, ConfigError> {
     match (count, ratio) {
         (Some(_), Some(r)) => Err(ConfigError::at(
             src,

@@ -150,8 +150,10 @@ impl ScenarioText {
         self
     }
 
-    /// A timeout: `("build", "20s")`.
+    /// A timeout: `("build", "20s")`; replaces one already set for the phase.
     pub fn timeout(mut self, phase: &str, limit: &str) -> Self {
+        let key = format!("{phase} = ");
+        self.timeouts.retain(|t| !t.starts_with(&key));
         self.timeouts.push(format!("{phase} = \"{limit}\""));
         self
     }
