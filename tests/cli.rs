@@ -375,16 +375,33 @@ fn demo_runs_the_sample_scenario_and_serves_metrics() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (token_tx, token_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for l in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(r) = l.strip_prefix("scaletestd listening on http://") {
                 let _ = tx.send(r.split('/').next().unwrap_or_default().to_string());
+            }
+            // "start a run now: curl … Bearer $(cat FILE)" …
+            if let Some((_, rest)) = l.split_once("$(cat ") {
+                let _ = token_tx.send(rest.split(')').next().unwrap_or_default().to_string());
             }
         }
     });
     let addr = rx
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("the demo says where it serves");
+    let token_file = token_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("the demo says how to start a run");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -397,6 +414,25 @@ fn demo_runs_the_sample_scenario_and_serves_metrics() {
             .await
             .unwrap()
     });
+    // The run API answers the demo's token (202, or 409 when a scheduled run is in flight)
+    // and refuses another.
+    let start = |bearer: String| {
+        let addr = addr.clone();
+        rt.block_on(async move {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/api/v1/runs"))
+                .header("Authorization", format!("Bearer {bearer}"))
+                .body(r#"{"scenario": "demo"}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let accepted = start(token.clone());
+    assert!(accepted == 202 || accepted == 409, "{accepted}");
+    assert_eq!(start(format!("{token}x")), 401);
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

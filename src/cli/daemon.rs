@@ -151,6 +151,28 @@ fn demo_sim() -> SimConfig {
     s
 }
 
+/// A random run-API token in a new file readable by this user only.
+fn write_demo_api_token() -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("scaletestd-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("api-token");
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(
+        f,
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )?;
+    Ok(path)
+}
+
 /// `coder ssh --stdio` played by this binary against the demo's simulator.
 fn demo_proxy_command() -> String {
     let exe = std::env::current_exe()
@@ -163,7 +185,12 @@ fn demo_proxy_command() -> String {
 }
 
 /// The demo's configuration, pointing at its simulator.
-pub fn demo_config(args: &DemoArgs, sim_url: &url::Url, token: &str) -> Result<Config, String> {
+pub fn demo_config(
+    args: &DemoArgs,
+    sim_url: &url::Url,
+    token: &str,
+    api_token_file: &std::path::Path,
+) -> Result<Config, String> {
     let text = format!(
         r#"[coder]
 url = "{sim_url}"
@@ -171,6 +198,7 @@ url = "{sim_url}"
 [server]
 listen = "{listen}"
 shutdown_grace = "30s"
+api_token_file = {api_token_file}
 
 [telemetry]
 propagate = true
@@ -238,6 +266,7 @@ prefix = "demo-user"
         count = args.count,
         concurrency = args.count.clamp(1, 5),
         proxy = toml::Value::String(demo_proxy_command()),
+        api_token_file = toml::Value::String(api_token_file.display().to_string()),
     );
     let env = Env {
         coder_session_token: Some(token.to_string()),
@@ -275,7 +304,15 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
             return (EXIT_USAGE, None);
         }
     };
-    let cfg = match demo_config(&args, &sim.url(), &token) {
+    // The run API's token: random, in a file only this user can read, never printed.
+    let api_token_file = match write_demo_api_token() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot write the demo's API token file: {e}");
+            return (EXIT_USAGE, None);
+        }
+    };
+    let cfg = match demo_config(&args, &sim.url(), &token, &api_token_file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -290,6 +327,11 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
     super::say(format_args!(
         "demo scenario: {} workspaces on schedule \"{}\"",
         args.count, args.schedule
+    ));
+    super::say(format_args!(
+        "start a run now: curl -X POST -H \"Authorization: Bearer $(cat {})\" -d '{{\"scenario\": \"demo\"}}' http://{}/api/v1/runs",
+        api_token_file.display(),
+        args.listen
     ));
     let code = serve(
         cfg.clone(),
