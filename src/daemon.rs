@@ -468,10 +468,39 @@ impl crate::server::Served for Daemon {
 
     fn status_page(&self) -> String {
         let cfg = self.config();
-        let info = crate::status::PageInfo {
+        crate::status::render(&self.history, &self.page_info(&cfg))
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let cfg = self.config();
+        crate::status::json(&self.history, &self.page_info(&cfg))
+    }
+
+    fn find_trace(&self, trace_id: &str) -> Option<serde_json::Value> {
+        let (scenario, run, w) = self.history.find_trace(trace_id)?;
+        Some(serde_json::json!({
+            "trace_id": trace_id,
+            "scenario": scenario,
+            "run_id": run.run_id,
+            "run_summary": run.summary_line,
+            "workspace": w.name,
+            "phase": w.phase,
+            "reason": w.reason,
+            "error": w.error,
+            "coder_trace_id": w.coder_trace_id,
+        }))
+    }
+}
+
+impl Daemon {
+    /// What the status page and its JSON show besides the history.
+    fn page_info<'a>(&self, cfg: &'a Config) -> crate::status::PageInfo<'a> {
+        crate::status::PageInfo {
+            // Traffic pools have their own section: listed once, with their live numbers.
             scenarios: cfg
                 .scenarios
                 .iter()
+                .filter(|s| s.kind != crate::config::ScenarioKind::Traffic)
                 .map(|s| (s.name.as_str(), s.schedule.as_deref()))
                 .collect(),
             coder_url: cfg.coder.url.as_str(),
@@ -484,8 +513,7 @@ impl crate::server::Served for Daemon {
                 .iter()
                 .map(|(name, st)| (name.clone(), st.snapshot()))
                 .collect(),
-        };
-        crate::status::render(&self.history, &info)
+        }
     }
 }
 

@@ -202,6 +202,7 @@ api_token_file = {api_token_file}
 
 [telemetry]
 propagate = true
+{trace_link}
 
 [[scenario]]
 name = "demo"
@@ -267,6 +268,18 @@ prefix = "demo-user"
         concurrency = args.count.clamp(1, 5),
         proxy = toml::Value::String(demo_proxy_command()),
         api_token_file = toml::Value::String(api_token_file.display().to_string()),
+        // Without a tracing backend, the page's trace ids link to what the daemon itself
+        // knows of them (the failed workspace, its run, its error).
+        trace_link = if crate::config::Env::from_process().otlp_endpoint.is_none()
+            && args.listen.port() != 0
+        {
+            format!(
+                "trace_link = \"http://{}/api/v1/traces/{{trace_id}}\"",
+                args.listen
+            )
+        } else {
+            String::new()
+        },
     );
     let env = Env {
         coder_session_token: Some(token.to_string()),
@@ -351,6 +364,9 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
     )
     .await;
     sim.stop().await;
+    if let Some(dir) = api_token_file.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     (code, Some(cfg))
 }
 

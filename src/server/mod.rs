@@ -23,6 +23,11 @@ pub trait Served: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// The status page, rendered now.
     fn status_page(&self) -> String;
+    /// The status page's data as JSON.
+    fn status_json(&self) -> serde_json::Value;
+    /// What the page knows of a failed workspace's trace (`{trace_id}` links when no
+    /// tracing backend is configured).
+    fn find_trace(&self, trace_id: &str) -> Option<serde_json::Value>;
     /// The run API's bearer token; `None`: the API is off.
     fn api_token(&self) -> Option<crate::secret::Secret>;
     /// Starts a run of `scenario` now (with `count` workspaces instead of its own); its id.
@@ -40,6 +45,8 @@ pub fn router(d: Shared) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(page))
+        .route("/api/v1/status", get(status_json))
+        .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/runs", post(api::start))
         .route("/api/v1/runs/{id}", get(api::state))
         .with_state(d)
@@ -89,4 +96,24 @@ async fn readyz(State(d): State<Shared>) -> Response {
 
 async fn page(State(d): State<Shared>) -> Html<String> {
     Html(d.status_page())
+}
+
+async fn status_json(State(d): State<Shared>) -> Response {
+    axum::Json(d.status_json()).into_response()
+}
+
+async fn trace(
+    State(d): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match d.find_trace(&id) {
+        Some(doc) => axum::Json(doc).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "message": format!("trace {id:?} is not one of the failed workspaces the status page lists")
+            })),
+        )
+            .into_response(),
+    }
 }

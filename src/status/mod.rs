@@ -1,11 +1,14 @@
 //! Recent runs per scenario, and the status page rendered from them (server-side HTML, no
-//! external assets): results, per-phase p50/p95, failures by reason, and failed workspaces
-//! with their errors and links to their traces.
+//! external assets, reloading itself every 30 s): a chart of the last 24 hours (`chart`),
+//! results, per-phase p50/p95, failures by reason, and failed workspaces with their errors
+//! and links to their traces; and the same as JSON for `/api/v1/status`.
 //!
 //! Bounded by size, not only by count: a run is kept as what the page shows of it (a
 //! [`RunSummary`]: counts, percentiles, failures by reason, and at most
 //! [`FAILED_KEPT`] failed workspaces), never as its full report, so 20 runs of 10,000
 //! workspaces cost what 20 runs of 10 do.
+
+pub mod chart;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -91,15 +94,52 @@ impl RunSummary {
 #[derive(Default)]
 pub struct History {
     runs: Mutex<HashMap<String, VecDeque<Arc<RunSummary>>>>,
+    /// The chart's points: every run of the last 24 hours, a few numbers each.
+    points: Mutex<HashMap<String, VecDeque<chart::Point>>>,
 }
 
 impl History {
     /// Keeps what the page shows of a finished run.
     pub fn push(&self, scenario: &str, r: RunSummary) {
+        {
+            let mut points = self.points.lock().unwrap_or_else(|p| p.into_inner());
+            chart::keep(
+                points.entry(scenario.to_string()).or_default(),
+                chart::Point::of(&r),
+            );
+        }
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         let q = runs.entry(scenario.to_string()).or_default();
         q.push_front(Arc::new(r));
         q.truncate(KEEP);
+    }
+
+    /// The scenario's chart, as SVG (empty before its first run).
+    pub fn chart(&self, scenario: &str) -> String {
+        let points = self.points.lock().unwrap_or_else(|p| p.into_inner());
+        points.get(scenario).map(chart::svg).unwrap_or_default()
+    }
+
+    /// Runs of the last 24 hours, for the JSON status.
+    pub fn points(&self, scenario: &str) -> Vec<chart::Point> {
+        let points = self.points.lock().unwrap_or_else(|p| p.into_inner());
+        points
+            .get(scenario)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The failed workspace whose phase had trace `trace_id`, with its run and scenario.
+    pub fn find_trace(&self, trace_id: &str) -> Option<(String, Arc<RunSummary>, FailedWorkspace)> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.iter().find_map(|(sc, q)| {
+            q.iter().find_map(|r| {
+                r.failed
+                    .iter()
+                    .find(|w| w.trace_id.as_deref() == Some(trace_id))
+                    .map(|w| (sc.clone(), r.clone(), w.clone()))
+            })
+        })
     }
 
     /// The scenario's runs, newest first (shared, not copied).
@@ -163,7 +203,7 @@ pub fn render(h: &History, info: &PageInfo<'_>) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>scaletestd</title><style>\
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"30\"><title>scaletestd</title><style>\
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:.5em 0 1.5em}}\
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:#f4f4f4}}\
 .success{{color:#1a7f37}}.partial{{color:#9a6700}}.failure,.aborted{{color:#cf222e}}code{{font-size:.9em}}\
@@ -187,6 +227,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
             s.push_str("<p>No run yet.</p>");
             continue;
         }
+        let _ = write!(s, "<h3>Last 24 hours</h3>{}", h.chart(name));
         s.push_str("<h3>Recent runs</h3><table><tr><th>started</th><th>run</th><th>result</th><th>summary</th><th>duration</th></tr>");
         for r in &runs {
             let res = r.result.as_str();
@@ -336,4 +377,89 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:
     }
     s.push_str("</body></html>\n");
     s
+}
+
+/// The page's data as JSON (`/api/v1/status`): per scenario its recent runs and the last 24
+/// hours, and the traffic pools' live numbers.
+pub fn json(h: &History, info: &PageInfo<'_>) -> serde_json::Value {
+    use serde_json::json;
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let scenarios: Vec<serde_json::Value> = info
+        .scenarios
+        .iter()
+        .map(|(name, schedule)| {
+            let runs: Vec<serde_json::Value> = h
+                .runs(name)
+                .iter()
+                .map(|r| {
+                    json!({
+                        "run_id": r.run_id,
+                        "started_at": r.started_at,
+                        "elapsed_ms": ms(r.elapsed),
+                        "result": r.result.as_str(),
+                        "summary": r.summary_line,
+                        "watch_transport": r.watch_transport,
+                        "create_route": r.create_route,
+                        "setup_error": r.setup_error,
+                        "phases": r.phases,
+                        "failures": r.failures.iter().map(|((p, reason), n)| json!({
+                            "phase": p, "reason": reason, "workspaces": n
+                        })).collect::<Vec<_>>(),
+                        "failed_workspaces": r.failed.iter().map(|w| json!({
+                            "name": w.name, "phase": w.phase, "reason": w.reason,
+                            "error": w.error, "trace_id": w.trace_id,
+                            "coder_trace_id": w.coder_trace_id,
+                        })).collect::<Vec<_>>(),
+                        "failed_workspaces_more": r.failed_more,
+                    })
+                })
+                .collect();
+            let last_24h: Vec<serde_json::Value> = h
+                .points(name)
+                .iter()
+                .map(|p| {
+                    json!({
+                        "run_id": p.run_id,
+                        "started_at": p.at,
+                        "failed": p.failed,
+                        "phases": p.phases.iter().map(|(ph, p50, p95)| json!({
+                            "phase": ph, "p50_ms": p50, "p95_ms": p95
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({ "name": name, "schedule": schedule, "runs": runs, "last_24h": last_24h })
+        })
+        .collect();
+    let traffic: Vec<serde_json::Value> = info
+        .traffic
+        .iter()
+        .map(|(name, by)| {
+            let transports: serde_json::Map<String, serde_json::Value> = by
+                .iter()
+                .map(|(t, st)| {
+                    (
+                        t.to_string(),
+                        json!({
+                            "open_sessions": st.open_now,
+                            "sessions_opened": st.sessions_opened,
+                            "ticks": st.ticks,
+                            "late_ticks": st.late_ticks,
+                            "bytes_sent": st.bytes_sent,
+                            "bytes_echoed": st.bytes_echoed,
+                            "echo_p50_ms": st.percentile(0.5).map(|v| v * 1e3),
+                            "echo_p99_ms": st.percentile(0.99).map(|v| v * 1e3),
+                            "errors": st.errors.iter().map(|(r, n)| (r.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                        }),
+                    )
+                })
+                .collect();
+            json!({ "name": name, "transports": transports })
+        })
+        .collect();
+    json!({
+        "coder": { "url": info.coder_url, "answering": info.coder_up },
+        "scenarios": scenarios,
+        "traffic": traffic,
+    })
 }
