@@ -1,5 +1,6 @@
 //! Failure budgets: `max_failures` and `max_failure_ratio` at their edges, what the summary
-//! line says, and `once` exiting 0 within budget and 1 beyond it.
+//! line says, and `once` exiting 0 within budget and 1 beyond it; and every failure reason
+//! spelled the same in metrics, the JSON report and the JUnit report.
 
 mod common;
 
@@ -123,4 +124,32 @@ async fn once_exits_zero_within_budget_and_one_beyond() {
     assert_eq!(out.code, Some(1), "{out}");
     assert!(settle(&sim).await.is_empty());
     assert!(!out.stdout.contains("within the failure budget"), "{out}");
+}
+
+#[test]
+fn every_reason_is_spelled_one_way_in_metrics_json_and_junit() {
+    use scaletestd::runner::RunObserver;
+    for reason in Reason::ALL {
+        let mut r = report(2, 1, FailureBudget::None);
+        r.workspaces[0].phases[0].reason = Some(reason);
+        let word = reason.as_str();
+        let json = scaletestd::report::to_json(&r);
+        assert!(
+            json.contains(&format!("\"reason\": \"{word}\"")),
+            "{word}: {json}"
+        );
+        let junit = scaletestd::report::to_junit(&r);
+        assert!(
+            junit.contains(&format!("<failure type=\"{word}\"")),
+            "{word}: {junit}"
+        );
+        let metrics = scaletestd::metrics::Metrics::new();
+        metrics.phase_done("s", "w", &r.workspaces[0].phases[0]);
+        let text = metrics.encode(false);
+        assert!(
+            text.contains(&format!("reason=\"{word}\"")),
+            "{word}: {text}"
+        );
+        assert!(summary_line(&r).contains(&format!("build: {word}")));
+    }
 }
