@@ -188,7 +188,7 @@ pub fn to_junit(r: &RunReport) -> String {
     let _ = writeln!(
         x,
         "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"{}\" timestamp=\"{}\">",
-        xml(&r.scenario),
+        escape_markup(&r.scenario),
         secs(r.elapsed),
         r.started_at.format("%Y-%m-%dT%H:%M:%S")
     );
@@ -198,17 +198,21 @@ pub fn to_junit(r: &RunReport) -> String {
         ("result", r.result().as_str()),
         ("summary", &summary_line(r)),
     ] {
-        let _ = writeln!(x, "      <property name=\"{k}\" value=\"{}\"/>", xml(v));
+        let _ = writeln!(
+            x,
+            "      <property name=\"{k}\" value=\"{}\"/>",
+            escape_markup(v)
+        );
     }
     let _ = writeln!(x, "    </properties>");
-    let class = format!("scaletestd.{}", xml(&r.scenario));
+    let class = format!("scaletestd.{}", escape_markup(&r.scenario));
     if let Some(e) = &r.setup_error {
         let _ = writeln!(
             x,
             "    <testcase name=\"setup\" classname=\"{class}\" time=\"0.000\">\n      <error type=\"{}\" message=\"{}\">{}</error>\n    </testcase>",
             e.reason,
-            xml(&format!("the run could not start: {}", e.reason)),
-            xml(&e.message)
+            escape_markup(&format!("the run could not start: {}", e.reason)),
+            escape_markup(&e.message)
         );
     }
     for w in &r.workspaces {
@@ -216,7 +220,7 @@ pub fn to_junit(r: &RunReport) -> String {
         let _ = writeln!(
             x,
             "    <testcase name=\"{}\" classname=\"{class}\" time=\"{}\">",
-            xml(&w.name),
+            escape_markup(&w.name),
             secs(time)
         );
         let trace = w
@@ -228,15 +232,15 @@ pub fn to_junit(r: &RunReport) -> String {
             let _ = writeln!(
                 x,
                 "      <properties>\n        <property name=\"trace_id\" value=\"{}\"/>\n      </properties>",
-                xml(&t)
+                escape_markup(&t)
             );
         }
         if let Some((phase, reason, msg)) = w.failure() {
             let _ = writeln!(
                 x,
                 "      <failure type=\"{reason}\" message=\"{}\">{}</failure>",
-                xml(&format!("{phase}: {reason}")),
-                xml(msg)
+                escape_markup(&format!("{phase}: {reason}")),
+                escape_markup(msg)
             );
         }
         let _ = writeln!(x, "    </testcase>");
@@ -245,9 +249,10 @@ pub fn to_junit(r: &RunReport) -> String {
     x
 }
 
-/// Text for an XML attribute or element: the five specials escaped, and characters XML 1.0
-/// cannot carry at all (control characters from a terminal's output) replaced.
-fn xml(s: &str) -> String {
+/// Text for an XML or HTML attribute or element (the JUnit report, the status page): the
+/// five specials escaped, and characters XML 1.0 cannot carry at all (control characters
+/// from a terminal's output) replaced.
+pub fn escape_markup(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -255,7 +260,7 @@ fn xml(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
+            '\'' => out.push_str("&#39;"),
             '\t' | '\n' | '\r' => out.push(c),
             c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             c => out.push(c),
@@ -271,8 +276,8 @@ mod tests {
     #[test]
     fn xml_text_is_escaped_and_control_characters_replaced() {
         assert_eq!(
-            xml("a<b & \"c\" 'd'>\u{1b}[0m\n"),
-            "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;\u{FFFD}[0m\n"
+            escape_markup("a<b & \"c\" 'd'>\u{1b}[0m\n"),
+            "a&lt;b &amp; &quot;c&quot; &#39;d&#39;&gt;\u{FFFD}[0m\n"
         );
     }
 

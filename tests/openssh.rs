@@ -59,14 +59,6 @@ fn pubkey(path: &Path) -> String {
         .to_string()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts sshd with RSA, ECDSA and Ed25519 host keys, taking `client.pub` for this user.
 fn start_sshd(test: &str) -> Sshd {
     let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, eventually_async};
+use common::{BIN, eventually_async, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -18,14 +18,6 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn get_json(url: &str) -> serde_json::Value {

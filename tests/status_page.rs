@@ -10,14 +10,6 @@ use std::time::Duration;
 use common::daemon::{cron_at, spawn, tmpdir};
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `chromium --headless` on `url`: the DOM after rendering, and a screenshot's bytes.
 fn chromium(url: &str, dir: &std::path::Path) -> (String, Vec<u8>) {
     let run = |extra: &[&str]| {

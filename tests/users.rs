@@ -19,24 +19,11 @@ use tokio_util::sync::CancellationToken;
 const USERS: &str = "[scenario.users]\ncount = 8\nprefix = \"st-user\"\ntoken_lifetime = \"2h\"";
 
 async fn run_as(cfg: &Config, pools: &Pools) -> RunReport {
-    let s = &cfg.scenarios[0];
-    runner::run(
-        &client(cfg),
-        s,
-        Setup {
-            organization: None,
-            users: Some(pools),
-            run_id: None,
-        },
-        Slice {
-            first: 1,
-            count: s.count,
-        },
-        Arc::new(NoObserver),
-        CancellationToken::new(),
-        CancellationToken::new(),
-    )
-    .await
+    let setup = Setup {
+        users: Some(pools),
+        ..Default::default()
+    };
+    run_in(cfg, &client(cfg), setup).await
 }
 
 fn users_config(sim: &scaletestd::sim::Sim, count: u32, users: &str) -> Config {
@@ -71,39 +58,29 @@ async fn forty_workspaces_over_eight_users_each_called_with_its_owners_token() {
         );
         assert!(l.deleted, "{}", l.name);
     }
-    assert_eq!(sim.request_count("POST /api/v2/users"), 8);
-    assert_eq!(
-        sim.request_count("POST /api/v2/users/{user}/keys/tokens"),
-        8
-    );
+    // Users and tokens created so far.
+    let created = || {
+        (
+            sim.request_count("POST /api/v2/users"),
+            sim.request_count("POST /api/v2/users/{user}/keys/tokens"),
+        )
+    };
+    assert_eq!(created(), (8, 8));
     let calls = sim.app.state.accounts.calls();
     for n in 1..=8 {
         assert!(calls[&format!("st-user-{n}")] > 5, "st-user-{n}: {calls:?}");
     }
 
-    // The next run of the same process: the same users and tokens.
-    let r = run_as(&cfg, &pools).await;
-    assert_eq!(
-        report::summary_line(&r),
-        "40 workspaces: 40 succeeded, 0 failed"
-    );
-    assert_eq!(sim.request_count("POST /api/v2/users"), 8);
-    assert_eq!(
-        sim.request_count("POST /api/v2/users/{user}/keys/tokens"),
-        8
-    );
-
-    // A new process (its own pools): the users are found by name, only tokens are new.
-    let r = run_as(&cfg, &Pools::default()).await;
-    assert_eq!(
-        report::summary_line(&r),
-        "40 workspaces: 40 succeeded, 0 failed"
-    );
-    assert_eq!(sim.request_count("POST /api/v2/users"), 8);
-    assert_eq!(
-        sim.request_count("POST /api/v2/users/{user}/keys/tokens"),
-        16
-    );
+    // The next run of the same process: the same users and tokens. Then a new process
+    // (its own pools): the users are found by name, only tokens are new.
+    for (pools, want) in [(&pools, (8, 8)), (&Pools::default(), (8, 16))] {
+        let r = run_as(&cfg, pools).await;
+        assert_eq!(
+            report::summary_line(&r),
+            "40 workspaces: 40 succeeded, 0 failed"
+        );
+        assert_eq!(created(), want);
+    }
     assert_eq!(sim.app.state.accounts.issued_tokens().len(), 16);
     assert!(settle(&sim).await.is_empty());
 

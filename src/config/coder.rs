@@ -110,28 +110,7 @@ pub(super) fn validate(
         })?;
 
     let token = match &coder_raw.token_file {
-        Some(file) => {
-            let path = file.get_ref();
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::at(
-                    src,
-                    Some(file.span()),
-                    format!("cannot read token_file {}: {e}", path.display()),
-                )
-            })?;
-            let t = text.trim().to_string();
-            if t.is_empty() {
-                return Err(ConfigError::at(
-                    src,
-                    Some(file.span()),
-                    format!(
-                        "token_file {} is empty: expected a Coder session token",
-                        path.display()
-                    ),
-                ));
-            }
-            Secret::new(t)
-        }
+        Some(file) => super::read_secret_file(src, file, "token_file", 1, "a Coder session token")?,
         None => match &env.coder_session_token {
             Some(t) => Secret::new(t.trim().to_string()),
             None => {

@@ -198,3 +198,36 @@ fn validate(src: &Source<'_>, raw: RawConfig, env: &Env) -> Result<Config, Confi
         scenarios,
     })
 }
+
+/// A secret read from the file `key` names, trimmed; refused (where `key` is written) when
+/// unreadable or shorter than `least` characters. The error never holds the file's text.
+pub(crate) fn read_secret_file(
+    src: &Source<'_>,
+    file: &toml::Spanned<std::path::PathBuf>,
+    key: &str,
+    least: usize,
+    expected: &str,
+) -> Result<crate::secret::Secret, ConfigError> {
+    let path = file.get_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::at(
+            src,
+            Some(file.span()),
+            format!("cannot read {key} {}: {e}", path.display()),
+        )
+    })?;
+    let t = text.trim();
+    if t.len() < least.max(1) {
+        let what = if t.is_empty() {
+            "is empty".to_string()
+        } else {
+            format!("holds {} characters", t.len())
+        };
+        return Err(ConfigError::at(
+            src,
+            Some(file.span()),
+            format!("{key} {} {what}: expected {expected}", path.display()),
+        ));
+    }
+    Ok(crate::secret::Secret::new(t))
+}

@@ -40,29 +40,13 @@ pub(super) fn validate(src: &Source<'_>, raw: RawServer) -> Result<ServerConfig,
         None => "127.0.0.1:9464".parse().expect("literal address"),
     };
     let api_token = match &raw.api_token_file {
-        Some(file) => {
-            let path = file.get_ref();
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::at(
-                    src,
-                    Some(file.span()),
-                    format!("cannot read api_token_file {}: {e}", path.display()),
-                )
-            })?;
-            let t = text.trim();
-            if t.len() < 16 {
-                return Err(ConfigError::at(
-                    src,
-                    Some(file.span()),
-                    format!(
-                        "api_token_file {} holds {} characters: expected a token of at least 16 (e.g. `openssl rand -hex 32`)",
-                        path.display(),
-                        t.len()
-                    ),
-                ));
-            }
-            Some(crate::secret::Secret::new(t))
-        }
+        Some(file) => Some(super::read_secret_file(
+            src,
+            file,
+            "api_token_file",
+            16,
+            "a token of at least 16 characters (e.g. `openssl rand -hex 32`)",
+        )?),
         None => None,
     };
     Ok(ServerConfig {

@@ -151,21 +151,8 @@ impl History {
     }
 }
 
-/// HTML-escapes text.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML-escapes text (the JUnit report's escaper: the same five characters).
+pub use crate::report::escape_markup as esc;
 
 /// What the page needs besides the history.
 pub struct PageInfo<'a> {

@@ -93,11 +93,20 @@ pub async fn run(cfg: &Config) -> RunReport {
 
 /// [`run`] with a given client (to look at its retries afterwards).
 pub async fn run_with(cfg: &Config, client: &scaletestd::coder::Client) -> RunReport {
+    run_in(cfg, client, Default::default()).await
+}
+
+/// [`run_with`] with what the run is set up with (test-user pools).
+pub async fn run_in(
+    cfg: &Config,
+    client: &scaletestd::coder::Client,
+    setup: runner::Setup<'_>,
+) -> RunReport {
     let s = &cfg.scenarios[0];
     runner::run(
         client,
         s,
-        Default::default(),
+        setup,
         Slice {
             first: 1,
             count: s.count,

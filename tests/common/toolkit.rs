@@ -388,3 +388,12 @@ pub fn descendants() -> Vec<(u32, String)> {
     }
     out
 }
+
+/// A loopback port free now (for a server a test configures before starting it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

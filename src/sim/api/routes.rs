@@ -121,17 +121,9 @@ pub(super) async fn create_user(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> AxResponse {
-    let req: CreateUser = match serde_json::from_slice(&body) {
+    let req: CreateUser = match read_body(&body, "body") {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(
-                "Request body must be valid JSON.",
-                vec![ValidationError {
-                    field: "body".into(),
-                    detail: e.to_string(),
-                }],
-            );
-        }
+        Err(resp) => return *resp,
     };
     let login_type = if req.login_type.is_empty() {
         "password"
@@ -251,17 +243,9 @@ pub(super) async fn create_token(
     Path(user): Path<String>,
     body: axum::body::Bytes,
 ) -> AxResponse {
-    let req: CreateToken = match serde_json::from_slice(&body) {
+    let req: CreateToken = match read_body(&body, "body") {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(
-                "Request body must be valid JSON.",
-                vec![ValidationError {
-                    field: "body".into(),
-                    detail: e.to_string(),
-                }],
-            );
-        }
+        Err(resp) => return *resp,
     };
     let key = if caller.is(&user) {
         caller.id.to_string()
@@ -332,6 +316,22 @@ pub(super) async fn create_in_org(
     create(&app, &caller, &body)
 }
 
+/// A JSON request body, or httpapi.Read's 400 naming `field`.
+fn read_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    field: &str,
+) -> Result<T, Box<AxResponse>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(bad_request(
+            "Request body must be valid JSON.",
+            vec![ValidationError {
+                field: field.into(),
+                detail: e.to_string(),
+            }],
+        ))
+    })
+}
+
 pub(super) fn bad_request(message: &str, validations: Vec<ValidationError>) -> AxResponse {
     (
         StatusCode::BAD_REQUEST,
@@ -363,17 +363,9 @@ pub(super) fn name_valid(name: &str) -> Result<(), String> {
 
 /// Creates a workspace for the caller.
 pub(super) fn create(app: &App, caller: &Caller, body: &[u8]) -> AxResponse {
-    let req: CreateWorkspaceRequest = match serde_json::from_slice(body) {
+    let req: CreateWorkspaceRequest = match read_body(body, "body") {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(
-                "Request body must be valid JSON.",
-                vec![ValidationError {
-                    field: "body".into(),
-                    detail: e.to_string(),
-                }],
-            );
-        }
+        Err(resp) => return *resp,
     };
     let st = &app.state;
     let template_ok = match (req.template_id, req.template_version_id) {
@@ -505,17 +497,9 @@ pub(super) async fn create_build(
     let Some(id) = parse_id(&id) else {
         return resource_not_found();
     };
-    let req: CreateWorkspaceBuildRequest = match serde_json::from_slice(&body) {
+    let req: CreateWorkspaceBuildRequest = match read_body(&body, "transition") {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(
-                "Request body must be valid JSON.",
-                vec![ValidationError {
-                    field: "transition".into(),
-                    detail: e.to_string(),
-                }],
-            );
-        }
+        Err(resp) => return *resp,
     };
     match app.state.start_build(id, req.transition) {
         Ok(b) => (StatusCode::CREATED, Json(b)).into_response(),
@@ -539,17 +523,9 @@ pub(super) async fn put_autostart(
     let Some(id) = parse_id(&id) else {
         return resource_not_found();
     };
-    let req: AutostartRequest = match serde_json::from_slice(&body) {
+    let req: AutostartRequest = match read_body(&body, "schedule") {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(
-                "Request body must be valid JSON.",
-                vec![ValidationError {
-                    field: "schedule".into(),
-                    detail: e.to_string(),
-                }],
-            );
-        }
+        Err(resp) => return *resp,
     };
     match app.state.set_autostart(id, req.schedule.as_deref()) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
