@@ -217,9 +217,17 @@ pub(super) async fn delete_user(
         .live
         .values()
         .any(|e| e.ws.owner_id == u.id);
-    match app.state.accounts.delete(&caller, u.id, owns) {
+    said(
+        app.state.accounts.delete(&caller, u.id, owns),
+        "User has been deleted!",
+    )
+}
+
+/// Coder's `{"message": …}` for a done action, or its refusal with status and message.
+fn said(result: Result<(), (u16, String)>, message: &str) -> AxResponse {
+    match result {
         Ok(()) => Json(Response {
-            message: "User has been deleted!".into(),
+            message: message.into(),
             ..Default::default()
         })
         .into_response(),
@@ -557,14 +565,7 @@ pub(super) async fn cancel(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxRes
     let Some(id) = parse_id(&id) else {
         return resource_not_found();
     };
-    match app.state.cancel(id) {
-        Ok(()) => Json(Response {
-            message: "Job has been marked as canceled...".into(),
-            ..Default::default()
-        })
-        .into_response(),
-        Err((code, msg)) => error(StatusCode::from_u16(code).expect("valid code"), msg),
-    }
+    said(app.state.cancel(id), "Job has been marked as canceled...")
 }
 
 #[derive(Deserialize)]
