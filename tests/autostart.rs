@@ -25,7 +25,7 @@ async fn a_herd_of_fifty_autostarts_at_one_minute_measured_from_it() {
     sc.autostart_tick = HumanDuration(Duration::from_secs(1));
     // Fifty start builds in the same second queue for provisioners, as at 9:00 on Monday.
     sc.provisioners = 10;
-    sc.failures.autostart_skip = 0.06;
+    sc.failures.autostart_skip = 0.15;
     let sim = start(sc).await;
     // Ten at a time: a workspace waiting for the herd gives its slot to the next. The
     // minute is at most 70 s after the herd gathers, so 100 s is enough for those the
@@ -37,7 +37,7 @@ async fn a_herd_of_fifty_autostarts_at_one_minute_measured_from_it() {
     let r = run(&cfg).await;
     let skipped = Injected {
         knob: "autostart_skip",
-        rate: 0.06,
+        rate: 0.15,
         phase: Phase::AutostartCreated,
         reason: scaletestd::phases::Reason::Timeout,
         says: "autostart.created did not finish within 1m 40s",
