@@ -580,9 +580,15 @@ pub(crate) async fn bring_up(
         let span = phase_span(phase);
         first_span.entry(phase).or_insert_with(|| span.context());
         let had_id = walk.id.is_some();
+        let seen = last_event(&walk);
         let run = (phase.def().run)(ctx.phases(index), &mut walk);
         let done = timed(ctx, &mut report, (phase, span), &ctx.stop, run).await;
         keep_sub_timings(&mut report, &mut walk);
+        if let Some(rec) = report.phases.last_mut()
+            && last_event(&walk) != seen
+        {
+            rec.event_at = last_event(&walk);
+        }
         if let (false, Some(id)) = (had_id, walk.id) {
             tracing::Span::current().record("workspace.id", tracing::field::display(id));
         }
@@ -691,6 +697,7 @@ fn skipped(phase: Phase) -> PhaseRecord {
         trace_id: None,
         coder_trace_id: None,
         sub_timings_ms: Default::default(),
+        event_at: None,
     }
 }
 
@@ -703,6 +710,14 @@ fn phase_span(phase: Phase) -> tracing::Span {
         otel.status_code = Empty,
         otel.status_message = Empty,
     )
+}
+
+/// When the server wrote the newest workspace state the walk has seen.
+fn last_event(walk: &Walk) -> Option<chrono::DateTime<Utc>> {
+    walk.updates
+        .as_ref()
+        .and_then(|u| u.latest.as_ref())
+        .and_then(|w| w.updated_at)
 }
 
 /// Moves the parts a phase timed apart (`ssh`: handshake, proxy start-up) onto its record.
@@ -776,6 +791,7 @@ async fn timed_unboxed(
             trace_id,
             coder_trace_id,
             sub_timings_ms: Default::default(),
+            event_at: None,
         },
         Err(e) => {
             span.record("error.reason", e.reason.as_str());
@@ -792,6 +808,7 @@ async fn timed_unboxed(
                 trace_id,
                 coder_trace_id,
                 sub_timings_ms: Default::default(),
+                event_at: None,
             }
         }
     };

@@ -41,6 +41,7 @@ fn report(total: u32, failed: u32, budget: FailureBudget) -> RunReport {
                         trace_id: None,
                         coder_trace_id: None,
                         sub_timings_ms: Default::default(),
+                        event_at: None,
                     }],
                     build_stages: vec![],
                     last_coder_trace: None,

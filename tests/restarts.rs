@@ -58,6 +58,23 @@ async fn twenty_workspaces_stop_start_and_reach_their_new_agent() {
             "the first build and the restart: {stages:?}"
         );
     }
+    // Phases that end on an event carry when the simulator wrote it: inside the phase, and
+    // the phase ends after it (our own lateness is what lies between).
+    for w in &r.workspaces {
+        for p in [Phase::Build, Phase::Agent, Phase::Stop, Phase::Start] {
+            let rec = w.record(p).unwrap();
+            let at = rec
+                .event_at
+                .unwrap_or_else(|| panic!("{}: {p} has no event_at", w.name));
+            let end = rec.started_at + rec.duration;
+            assert!(
+                rec.started_at <= at && at <= end,
+                "{}: {p} event at {at}, phase {} to {end}",
+                w.name,
+                rec.started_at
+            );
+        }
+    }
     for l in sim.ledger() {
         assert_eq!((l.stops, l.restarts), (1, 1), "{}", l.name);
         assert!(l.deleted, "{}", l.name);

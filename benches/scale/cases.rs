@@ -157,6 +157,9 @@ user = "{{workspace}}"
     // timestamps of when the build finished and the agent was ready.
     let (mut build_inj, mut build_coder, mut agent_inj, mut agent_coder) =
         (vec![], vec![], vec![], vec![]);
+    // And our own part alone: the phase's end minus when the simulator wrote the event that
+    // ended it (same machine, same clock).
+    let (mut build_ours, mut agent_ours) = (vec![], vec![]);
     for w in &report.workspaces {
         let end = |p: Phase| {
             w.phases
@@ -171,6 +174,17 @@ user = "{{workspace}}"
                 .map(|s| s.ended_at)
                 .max()
         };
+        let ours_late = |p: Phase| {
+            let r = w.phases.iter().find(|r| r.phase == p && r.ok)?;
+            let end = r.started_at + r.duration;
+            Some((end - r.event_at?).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        };
+        if let Some(l) = ours_late(Phase::Build) {
+            build_ours.push(l);
+        }
+        if let Some(l) = ours_late(Phase::Agent) {
+            agent_ours.push(l);
+        }
         if let (Some((d, at)), Some(truth)) = (end(Phase::Build), stage_end("apply")) {
             build_inj.push(ms(d) - BUILD_MS as f64);
             build_coder.push((at - truth).num_microseconds().unwrap_or(0) as f64 / 1000.0);
@@ -191,6 +205,8 @@ user = "{{workspace}}"
         "build_coder": [pct(&build_coder, 50.0), pct(&build_coder, 99.0)],
         "agent_inj": [pct(&agent_inj, 50.0), pct(&agent_inj, 99.0)],
         "agent_coder": [pct(&agent_coder, 50.0), pct(&agent_coder, 99.0)],
+        "build_ours": [pct(&build_ours, 50.0), pct(&build_ours, 99.0)],
+        "agent_ours": [pct(&agent_ours, 50.0), pct(&agent_ours, 99.0)],
         "summary": scaletestd::report::summary_line(&report),
     })
 }
@@ -347,8 +363,28 @@ pub async fn run_all(quick: bool) -> String {
     let otlp = report::OtlpSink::start().await;
     let sim = SimProcess::start(crate::sim::FAST);
     let mut t = Table::default();
-    // `SCALE_BENCH_ONLY=traffic` (or `page`): only those sections, for a quick look.
+    // 10 and 30 find where the error stays under 5 ms; 100 to 10,000 are the sizes.
+    let sizes: &[u32] = if quick {
+        &[10, 100, 1000]
+    } else {
+        &[10, 30, 100, 1000, 10_000]
+    };
+    let within = Duration::from_secs(600);
+    let accuracy = || -> Vec<(u32, Value, Value)> {
+        sizes
+            .iter()
+            .map(|&n| {
+                let watch = child(&format!("ours:watch:{n}:{n}:wait"), &sim, &otlp.url, within);
+                let poll = child(&format!("ours:poll:{n}:{n}:wait"), &sim, &otlp.url, within);
+                (n, watch, poll)
+            })
+            .collect()
+    };
+    // `SCALE_BENCH_ONLY=traffic` (or `page`, `accuracy`): only those sections.
     if let Ok(only) = std::env::var("SCALE_BENCH_ONLY") {
+        if only.contains("accuracy") {
+            t.accuracy(&accuracy());
+        }
         if only.contains("traffic") {
             traffic_section(&mut t, quick, &sim, &otlp.url);
         }
@@ -357,22 +393,7 @@ pub async fn run_all(quick: bool) -> String {
         }
         return t.render();
     }
-    // 10 and 30 find where the error stays under 5 ms; 100 to 10,000 are the sizes.
-    let sizes: &[u32] = if quick {
-        &[10, 100, 1000]
-    } else {
-        &[10, 30, 100, 1000, 10_000]
-    };
-    let within = Duration::from_secs(600);
-
-    let accuracy: Vec<(u32, Value, Value)> = sizes
-        .iter()
-        .map(|&n| {
-            let watch = child(&format!("ours:watch:{n}:{n}:wait"), &sim, &otlp.url, within);
-            let poll = child(&format!("ours:poll:{n}:{n}:wait"), &sim, &otlp.url, within);
-            (n, watch, poll)
-        })
-        .collect();
+    let accuracy = accuracy();
     t.accuracy(&accuracy);
 
     let n = if quick { 300 } else { 1000 };

@@ -81,22 +81,24 @@ impl Table {
         );
         let _ = writeln!(
             o,
-            "| concurrent workspaces | waiting | build − injected | build − Coder's own end | agent − injected | agent − Coder's own end | API requests per lifecycle | succeeded | wall s | peak RSS MiB |"
+            "| concurrent workspaces | waiting | build − injected | build − Coder's own end | build: ours alone | agent − injected | agent − Coder's own end | agent: ours alone | API requests per lifecycle | succeeded | wall s | peak RSS MiB |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for (n, watch, poll) in rows {
             for (mode, v) in [("events (watch)", watch), ("polling 500 ms / 1 s", poll)] {
                 if let Some(e) = v["error"].as_str() {
-                    let _ = writeln!(o, "| {n} | {mode} | {e} | | | | | | | |");
+                    let _ = writeln!(o, "| {n} | {mode} | {e} | | | | | | | | | |");
                     continue;
                 }
                 let _ = writeln!(
                     o,
-                    "| {n} | {mode} | {} | {} | {} | {} | {:.1} | {}/{n} | {:.1} | {:.0} |",
+                    "| {n} | {mode} | {} | {} | {} | {} | {} | {} | {:.1} | {}/{n} | {:.1} | {:.0} |",
                     pair(v, "build_inj"),
                     pair(v, "build_coder"),
+                    pair(v, "build_ours"),
                     pair(v, "agent_inj"),
                     pair(v, "agent_coder"),
+                    pair(v, "agent_ours"),
                     per_lifecycle(v),
                     v["ok"],
                     v["wall_s"].as_f64().unwrap_or(0.0),
@@ -107,8 +109,12 @@ impl Table {
         let _ = writeln!(
             o,
             "\n\"Coder's own end\" compares when we saw the build finish (the agent ready) with the \
-             timestamp the server recorded for it: our own lateness. \"− injected\" also holds the \
-             simulator's own slowness under load.\n"
+             timestamp the server recorded for it: the server's lateness in publishing plus ours. \
+             \"Ours alone\" compares it with when the simulator wrote the event that ended the \
+             phase (its `updated_at`, same machine and clock): what is left is the event's delivery \
+             (the simulator's stream writer waking) and scaletestd's own reading of it; when the \
+             two columns agree, the simulator's bookkeeping is not where the time goes. \
+             \"− injected\" also holds the simulator's own slowness under load.\n"
         );
     }
 
@@ -271,6 +277,7 @@ impl Table {
                         trace_id: Some(format!("{:032x}", i + 1)),
                         coder_trace_id: None,
                         sub_timings_ms: Default::default(),
+                        event_at: None,
                     };
                     m.phase_done(&s.name, "w", &record);
                 }
@@ -326,6 +333,7 @@ impl Table {
             trace_id: Some(format!("{i:032x}")),
             coder_trace_id: None,
             sub_timings_ms: Default::default(),
+            event_at: None,
         };
         let report = RunReport {
             scenario: "s".into(),

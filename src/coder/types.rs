@@ -309,6 +309,9 @@ impl WorkspaceBuild {
 pub struct Workspace {
     pub id: Uuid,
     pub name: String,
+    /// When the server last wrote the workspace (each event on its stream restamps it).
+    #[serde(default)]
+    pub updated_at: Option<Time>,
     pub owner_id: Uuid,
     #[serde(default)]
     pub owner_name: String,

@@ -540,6 +540,7 @@ mod tests {
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
             coder_trace_id: None,
             sub_timings_ms: Default::default(),
+            event_at: None,
         };
         m.phase_done("s", "w", &rec);
         let om = m.encode(true);

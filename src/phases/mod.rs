@@ -356,6 +356,11 @@ pub struct PhaseRecord {
     /// Parts of the phase timed apart (`ssh`: `handshake`, `proxy_startup`), milliseconds.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sub_timings_ms: std::collections::BTreeMap<&'static str, f64>,
+    /// When the server wrote the workspace state that ended the phase (its `updated_at`),
+    /// for a phase that ended on an event: the phase's end minus this is our own lateness,
+    /// apart from the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
