@@ -380,10 +380,25 @@ pub async fn run_all(quick: bool) -> String {
             })
             .collect()
     };
-    // `SCALE_BENCH_ONLY=traffic` (or `page`, `accuracy`): only those sections.
+    // `SCALE_BENCH_ONLY=traffic` (or `page`, `accuracy`, `peer`): only those sections.
     if let Ok(only) = std::env::var("SCALE_BENCH_ONLY") {
         if only.contains("accuracy") {
             t.accuracy(&accuracy());
+        }
+        if only.contains("peer") {
+            // scaletestd at Locust's concurrency, then Locust on the same flow.
+            let n = 100;
+            let ours = |mode: &str| {
+                child(
+                    &format!("ours:{mode}:{n}:{n}:wait"),
+                    &sim,
+                    &otlp.url,
+                    within,
+                )
+            };
+            let rows = vec![(n, ours("watch"), ours("poll"))];
+            let locust = crate::report::locust(&sim, n, if quick { 20 } else { 40 });
+            t.peer(n, &rows, &locust);
         }
         if only.contains("traffic") {
             traffic_section(&mut t, quick, &sim, &otlp.url);

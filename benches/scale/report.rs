@@ -199,47 +199,8 @@ impl Table {
             long_watch["summary"].as_str().unwrap_or("—"),
             long_poll["summary"].as_str().unwrap_or("—"),
         );
-        let _ = writeln!(
-            o,
-            "\n### Peer: Locust on the same create / wait / delete flow, {concurrency} users\n"
-        );
-        let _ = writeln!(
-            o,
-            "| tool | requests | CPU s | requests per CPU-second | peak RSS MiB | RSS per user KiB |"
-        );
-        let _ = writeln!(o, "|---|---|---|---|---|---|");
-        if let Some((_, w, p)) = accuracy.iter().find(|(n, _, _)| *n == concurrency) {
-            for (name, v) in [("scaletestd, events", w), ("scaletestd, polling", p)] {
-                let req = v["requests"].as_f64().unwrap_or(f64::NAN);
-                let cpu = v["cpu_s"].as_f64().unwrap_or(f64::NAN);
-                let rss = v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
-                let _ = writeln!(
-                    o,
-                    "| {name} | {req:.0} | {cpu:.2} | {:.0} | {rss:.0} | {:.0} |",
-                    req / cpu,
-                    rss * 1024.0 / concurrency as f64
-                );
-            }
-        }
-        match locust["error"].as_str() {
-            Some(e) => {
-                let _ = writeln!(o, "| Locust | {e} | | | | |");
-            }
-            None => {
-                let req = locust["requests"].as_f64().unwrap_or(f64::NAN);
-                let cpu = locust["cpu_s"].as_f64().unwrap_or(f64::NAN);
-                let rss = locust["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
-                let _ = writeln!(
-                    o,
-                    "| Locust {} (polling, {} s) | {req:.0} | {cpu:.2} | {:.0} | {rss:.0} | {:.0} |",
-                    locust["version"].as_str().unwrap_or(""),
-                    locust["seconds"],
-                    req / cpu,
-                    rss * 1024.0 / concurrency as f64
-                );
-            }
-        }
-        let _ = writeln!(o);
+        self.peer(concurrency, accuracy, locust);
+        let _ = writeln!(self.out);
     }
 
     /// `/metrics` with 20 scenarios' series, every phase, outcome and failure reason.
@@ -541,6 +502,63 @@ user = "{{workspace}}"
         );
     }
 
+    /// Locust against scaletestd on the same create / wait / delete flow at `concurrency`:
+    /// requests and CPU, and per completed lifecycle (what a user compares).
+    pub fn peer(&mut self, concurrency: u32, accuracy: &[(u32, Value, Value)], locust: &Value) {
+        let o = &mut self.out;
+        let _ = writeln!(
+            o,
+            "\n### Peer: Locust on the same create / wait / delete flow, {concurrency} users\n"
+        );
+        let _ = writeln!(
+            o,
+            "| tool | requests | lifecycles | CPU s | CPU ms per lifecycle | requests per CPU-second | peak RSS MiB | RSS per user KiB |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+        let row = |o: &mut String, name: &str, v: &Value, lifecycles: f64| {
+            let req = v["requests"].as_f64().unwrap_or(f64::NAN);
+            let cpu = v["cpu_s"].as_f64().unwrap_or(f64::NAN);
+            let rss = v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                o,
+                "| {name} | {req:.0} | {lifecycles:.0} | {cpu:.2} | {:.1} | {:.0} | {rss:.0} | {:.0} |",
+                cpu * 1000.0 / lifecycles,
+                req / cpu,
+                rss * 1024.0 / concurrency as f64
+            );
+        };
+        let mut ours_ms = f64::NAN;
+        if let Some((_, w, p)) = accuracy.iter().find(|(n, _, _)| *n == concurrency) {
+            for (name, v) in [("scaletestd, events", w), ("scaletestd, polling", p)] {
+                let done = v["ok"].as_f64().unwrap_or(f64::NAN);
+                if name.ends_with("events") {
+                    ours_ms = v["cpu_s"].as_f64().unwrap_or(f64::NAN) * 1000.0 / done;
+                }
+                row(o, name, v, done);
+            }
+        }
+        match locust["error"].as_str() {
+            Some(e) => {
+                let _ = writeln!(o, "| Locust | {e} | | | | | | |");
+            }
+            None => {
+                let name = format!(
+                    "Locust {} (polling, {} s)",
+                    locust["version"].as_str().unwrap_or(""),
+                    locust["seconds"]
+                );
+                let done = locust["lifecycles"].as_f64().unwrap_or(f64::NAN);
+                row(o, &name, locust, done);
+                let theirs = locust["cpu_s"].as_f64().unwrap_or(f64::NAN) * 1000.0 / done;
+                let _ = writeln!(
+                    o,
+                    "\nCPU per completed lifecycle: scaletestd (events) {ours_ms:.1} ms, Locust {theirs:.1} ms: {:.1}× less (target ≥ 10×).",
+                    theirs / ours_ms
+                );
+            }
+        }
+    }
+
     pub fn render(self) -> String {
         let machine = machine();
         format!("## Benchmark\n\nMachine: {machine}\n\n{}", self.out)
@@ -603,10 +621,13 @@ pub fn locust(sim: &SimProcess, users: u32, seconds: u32) -> Value {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    // The locustfile reports each completed lifecycle as a pseudo-request named "lifecycle".
+    let lifecycles = count("lifecycle");
     serde_json::json!({
         "version": version,
         "seconds": seconds,
-        "requests": count("Aggregated"),
+        "requests": count("Aggregated") - lifecycles,
+        "lifecycles": lifecycles,
         "creates": count("create"),
         "cpu_s": cpu,
         "peak_rss_mib": peak,
