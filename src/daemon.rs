@@ -437,9 +437,7 @@ impl crate::server::Served for Daemon {
             d.release(&sc.name);
             let doc = match report {
                 Some(r) => {
-                    let mut doc: serde_json::Value =
-                        serde_json::from_str(&crate::report::to_json(&r))
-                            .expect("the report is JSON");
+                    let mut doc = crate::report::to_json_value(&r);
                     doc["state"] = "done".into();
                     doc
                 }

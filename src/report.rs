@@ -156,8 +156,8 @@ struct JsonReport<'a> {
     run: &'a RunReport,
 }
 
-pub fn to_json(r: &RunReport) -> String {
-    let doc = JsonReport {
+fn json_report(r: &RunReport) -> JsonReport<'_> {
+    JsonReport {
         total_runs: r.workspaces.len(),
         total_pass: r.succeeded(),
         total_fail: r.failed(),
@@ -165,8 +165,16 @@ pub fn to_json(r: &RunReport) -> String {
         summary: summary_line(r),
         phases: phase_stats(r),
         run: r,
-    };
-    serde_json::to_string_pretty(&doc).expect("reports serialize")
+    }
+}
+
+pub fn to_json(r: &RunReport) -> String {
+    serde_json::to_string_pretty(&json_report(r)).expect("reports serialize")
+}
+
+/// [`to_json`]'s document as a value (the run API adds to it).
+pub fn to_json_value(r: &RunReport) -> serde_json::Value {
+    serde_json::to_value(json_report(r)).expect("reports serialize")
 }
 
 /// The run as JUnit XML, for CI systems: one `testsuite` per run, one `testcase` per

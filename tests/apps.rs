@@ -438,16 +438,7 @@ async fn app_series_exist_from_start_up_and_count_the_run() {
         cfg.coder.client_options(true),
         m.clone(),
     );
-    let r = scaletestd::runner::run(
-        &observed,
-        &cfg.scenarios[0],
-        Default::default(),
-        scaletestd::runner::Slice { first: 1, count: 3 },
-        m.clone(),
-        Default::default(),
-        Default::default(),
-    )
-    .await;
+    let r = run_observed(&cfg, &observed, m.clone()).await;
     assert_eq!(r.failed(), 0, "{}", report::summary_line(&r));
     let after = m.encode(false);
     let three = zero.replace("} 0", "} 3");

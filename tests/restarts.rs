@@ -123,16 +123,7 @@ async fn restart_series_exist_from_start_up_and_count_the_run() {
         assert!(before.contains(want), "{want}");
     }
     assert!(!before.contains("stage=\"agent_connect\",transition=\"stop\""));
-    let r = scaletestd::runner::run(
-        &client(&cfg),
-        &cfg.scenarios[0],
-        Default::default(),
-        scaletestd::runner::Slice { first: 1, count: 3 },
-        m.clone(),
-        Default::default(),
-        Default::default(),
-    )
-    .await;
+    let r = run_observed(&cfg, &client(&cfg), m.clone()).await;
     assert_eq!(r.failed(), 0, "{}", report::summary_line(&r));
     let after = m.encode(false);
     for want in [

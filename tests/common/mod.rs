@@ -102,6 +102,24 @@ pub async fn run_in(
     client: &scaletestd::coder::Client,
     setup: runner::Setup<'_>,
 ) -> RunReport {
+    run_full(cfg, client, setup, Arc::new(NoObserver)).await
+}
+
+/// [`run_with`] reporting to `observer` (the daemon's metrics).
+pub async fn run_observed(
+    cfg: &Config,
+    client: &scaletestd::coder::Client,
+    observer: Arc<dyn runner::RunObserver>,
+) -> RunReport {
+    run_full(cfg, client, Default::default(), observer).await
+}
+
+async fn run_full(
+    cfg: &Config,
+    client: &scaletestd::coder::Client,
+    setup: runner::Setup<'_>,
+    observer: Arc<dyn runner::RunObserver>,
+) -> RunReport {
     let s = &cfg.scenarios[0];
     runner::run(
         client,
@@ -111,7 +129,7 @@ pub async fn run_in(
             first: 1,
             count: s.count,
         },
-        Arc::new(NoObserver),
+        observer,
         CancellationToken::new(),
         CancellationToken::new(),
     )
