@@ -1,6 +1,7 @@
 //! Process series (`process_*`, and the runtime's live tasks), read from procfs at every
 //! scrape with the kernel's own clock-tick rate and page size.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +20,21 @@ pub(super) struct Process {
     threads: Gauge,
     /// Tasks alive in the async runtime: a leak of tasks shows here before it shows in RSS.
     tasks: Gauge,
+    /// Bytes of live objects as the allocator counts them, when the binary installed a
+    /// reader ([`set_heap_reader`]): unlike RSS it carries no fragmentation or cached pages,
+    /// so a leak shows as a slope here while RSS still wanders.
+    heap: Gauge,
+}
+
+/// How the binary's global allocator reports the bytes it holds for live objects.
+pub type HeapReader = fn() -> Option<u64>;
+
+static HEAP_READER: OnceLock<HeapReader> = OnceLock::new();
+
+/// Called once by the binary that chose the global allocator (a library must not choose
+/// one); without it `scaletest_heap_allocated_bytes` is not exported.
+pub fn set_heap_reader(read: HeapReader) {
+    let _ = HEAP_READER.set(read);
 }
 
 impl Process {
@@ -31,6 +47,7 @@ impl Process {
             start: Gauge::default(),
             threads: Gauge::default(),
             tasks: Gauge::default(),
+            heap: Gauge::default(),
         };
         r.register(
             "process_resident_memory_bytes",
@@ -63,6 +80,13 @@ impl Process {
             "Tasks alive in scaletestd's async runtime",
             p.tasks.clone(),
         );
+        if HEAP_READER.get().is_some() {
+            r.register(
+                "scaletest_heap_allocated_bytes",
+                "Bytes the allocator holds for scaletestd's live objects (RSS less fragmentation and cached pages)",
+                p.heap.clone(),
+            );
+        }
         p.start.set(unix_now());
         p
     }
@@ -78,6 +102,9 @@ impl Process {
         }
         if let Ok(n) = procfs::process::Process::myself().and_then(|p| p.fd_count()) {
             self.fds.set(n as i64);
+        }
+        if let Some(bytes) = HEAP_READER.get().and_then(|read| read()) {
+            self.heap.set(bytes as i64);
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             self.tasks.set(rt.metrics().num_alive_tasks() as i64);
