@@ -406,4 +406,41 @@ async fn malformed_answers_table() {
         "{failed} malformed answers, each a protocol_error; {} unknown values accepted",
         cases.len() - failed
     );
+
+    // Over watch-ws: events larger than the client's 8 KiB read buffer arrive whole, in one
+    // frame or in many TCP segments, and one past MAX_EVENT is refused by name.
+    let sizes = [64usize << 10, 1 << 20, 5 << 20];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_good = good.clone();
+    tokio::spawn(async move {
+        for size in sizes {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let mut v = server_good.clone();
+            v["padding"] = "x".repeat(size).into();
+            let msg = serde_json::json!({"type": "data", "data": v}).to_string();
+            use futures_util::SinkExt;
+            let _ = ws
+                .send(tokio_tungstenite::tungstenite::Message::Text(msg.into()))
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let direct = scaletestd::coder::Client::new(
+        format!("http://{addr}").parse().unwrap(),
+        scaletestd::secret::Secret::new(TOKEN),
+        Default::default(),
+    );
+    for size in sizes {
+        let mut stream = direct.watch_workspace_ws(ws.id).await.unwrap();
+        let got = stream.next().await;
+        if size <= scaletestd::coder::watch::MAX_EVENT {
+            let got = got.unwrap_or_else(|e| panic!("a {size}-byte event: {e}"));
+            assert_eq!(got.map(|w| w.id), Some(ws.id), "a {size}-byte event");
+        } else {
+            let e = got.expect_err("an event past MAX_EVENT");
+            assert!(e.to_string().contains("watch-ws"), "{e}");
+        }
+    }
 }

@@ -12,6 +12,12 @@ use tokio_tungstenite::tungstenite::{self};
 
 use super::{ApiError, Client, Response, TOKEN_HEADER};
 
+/// tungstenite zero-fills its whole read buffer before every read, and every poll that finds
+/// nothing is a read: at its default 128 KiB, each waiting socket held 128 KiB resident and
+/// each wake-up cleared it again. Coder's frames (workspace events, terminal output) are a
+/// few KiB; the buffer grows to a larger frame's length when its header arrives.
+const READ_BUFFER: usize = 8 << 10;
+
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -56,6 +62,7 @@ impl Client {
         config: Option<WebSocketConfig>,
     ) -> Result<Ws, ApiError> {
         let path = url.path().to_string();
+        let config = Some(config.unwrap_or_default().read_buffer_size(READ_BUFFER));
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme)
             .expect("ws and wss are valid schemes");
