@@ -15,7 +15,7 @@ use scaletestd::metrics::Metrics;
 use scaletestd::phases::Phase;
 use scaletestd::runner::{self, Slice};
 
-use crate::report::{Table, pct};
+use crate::report::{AccuracyRow, Table, pct};
 use crate::sim::SimProcess;
 use crate::*;
 
@@ -157,9 +157,32 @@ user = "{{workspace}}"
     // timestamps of when the build finished and the agent was ready.
     let (mut build_inj, mut build_coder, mut agent_inj, mut agent_coder) =
         (vec![], vec![], vec![], vec![]);
-    // And our own part alone: the phase's end minus when the simulator wrote the event that
-    // ended it (same machine, same clock).
-    let (mut build_ours, mut agent_ours) = (vec![], vec![]);
+    // Split at the moment the simulator sent the event that ended the phase (its delivery
+    // log, same machine and clock): the simulator's part (state written → event sent) and
+    // ours (event sent → phase ended).
+    let sent = deliveries().await;
+    let (mut build_sim, mut agent_sim, mut build_ours, mut agent_ours) =
+        (vec![], vec![], vec![], vec![]);
+    for w in &report.workspaces {
+        let split = |p: Phase| {
+            let r = w.phases.iter().find(|r| r.phase == p && r.ok)?;
+            let written = r.event_at?;
+            let sent = *sent.get(&(w.id?, written))?;
+            let end = (r.started_at + r.duration).timestamp_micros();
+            Some((
+                (sent - written.timestamp_micros()) as f64 / 1000.0,
+                (end - sent) as f64 / 1000.0,
+            ))
+        };
+        if let Some((sim, ours)) = split(Phase::Build) {
+            build_sim.push(sim);
+            build_ours.push(ours);
+        }
+        if let Some((sim, ours)) = split(Phase::Agent) {
+            agent_sim.push(sim);
+            agent_ours.push(ours);
+        }
+    }
     for w in &report.workspaces {
         let end = |p: Phase| {
             w.phases
@@ -174,17 +197,6 @@ user = "{{workspace}}"
                 .map(|s| s.ended_at)
                 .max()
         };
-        let ours_late = |p: Phase| {
-            let r = w.phases.iter().find(|r| r.phase == p && r.ok)?;
-            let end = r.started_at + r.duration;
-            Some((end - r.event_at?).num_microseconds().unwrap_or(0) as f64 / 1000.0)
-        };
-        if let Some(l) = ours_late(Phase::Build) {
-            build_ours.push(l);
-        }
-        if let Some(l) = ours_late(Phase::Agent) {
-            agent_ours.push(l);
-        }
         if let (Some((d, at)), Some(truth)) = (end(Phase::Build), stage_end("apply")) {
             build_inj.push(ms(d) - BUILD_MS as f64);
             build_coder.push((at - truth).num_microseconds().unwrap_or(0) as f64 / 1000.0);
@@ -205,10 +217,31 @@ user = "{{workspace}}"
         "build_coder": [pct(&build_coder, 50.0), pct(&build_coder, 99.0)],
         "agent_inj": [pct(&agent_inj, 50.0), pct(&agent_inj, 99.0)],
         "agent_coder": [pct(&agent_coder, 50.0), pct(&agent_coder, 99.0)],
+        "build_sim": [pct(&build_sim, 50.0), pct(&build_sim, 99.0)],
+        "agent_sim": [pct(&agent_sim, 50.0), pct(&agent_sim, 99.0)],
         "build_ours": [pct(&build_ours, 50.0), pct(&build_ours, 99.0)],
         "agent_ours": [pct(&agent_ours, 50.0), pct(&agent_ours, 99.0)],
+        "split": build_ours.len() + agent_ours.len(),
         "summary": scaletestd::report::summary_line(&report),
     })
+}
+
+/// When the simulator sent each (workspace, state): the earliest line of its delivery log,
+/// read once the log's writer has flushed (every 100 ms).
+async fn deliveries() -> std::collections::HashMap<(uuid::Uuid, chrono::DateTime<chrono::Utc>), i64>
+{
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(env("SCALE_BENCH_DELIVERIES")).unwrap_or_default();
+    let mut sent = std::collections::HashMap::new();
+    for (id, updated, at) in text
+        .lines()
+        .filter_map(scaletestd::sim::deliveries::parse_line)
+    {
+        sent.entry((id, updated))
+            .and_modify(|t: &mut i64| *t = (*t).min(at))
+            .or_insert(at);
+    }
+    sent
 }
 
 /// A traffic pool of `sessions` web-terminal sessions (10 per workspace) ticking every
@@ -297,12 +330,36 @@ async fn traffic(tick_ms: u32, sessions: u32, seconds: u32) -> Value {
 
 /// Runs a case in a child process against `sim`; its JSON line, or an error string.
 fn child(case: &str, sim: &SimProcess, otlp: &str, within: Duration) -> Value {
-    eprintln!("== {case}");
-    let mut c = Command::new(std::env::current_exe().expect("this binary"))
+    child_on(case, sim, otlp, within, None)
+}
+
+/// [`child`], on the given CPUs (`taskset -c`) when `cpus` says so.
+fn child_on(
+    case: &str,
+    sim: &SimProcess,
+    otlp: &str,
+    within: Duration,
+    cpus: Option<&str>,
+) -> Value {
+    eprintln!(
+        "== {case}{}",
+        cpus.map(|c| format!(" on CPU {c}")).unwrap_or_default()
+    );
+    let exe = std::env::current_exe().expect("this binary");
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let mut c = cmd
         .env("SCALE_BENCH_CASE", case)
         .env("SCALE_BENCH_URL", &sim.url)
         .env("SCALE_BENCH_SSH", &sim.ssh)
         .env("SCALE_BENCH_OTLP", otlp)
+        .env("SCALE_BENCH_DELIVERIES", &sim.deliveries)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -370,13 +427,29 @@ pub async fn run_all(quick: bool) -> String {
         &[10, 30, 100, 1000, 10_000]
     };
     let within = Duration::from_secs(600);
-    let accuracy = || -> Vec<(u32, Value, Value)> {
+    // Events twice: sharing both cores with the simulator as a deployment might, then with
+    // the simulator on CPU 0 and scaletestd on CPU 1 so neither steals from the other.
+    let pinning = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+        && Command::new("taskset").arg("-V").output().is_ok();
+    let accuracy = || -> Vec<AccuracyRow> {
         sizes
             .iter()
             .map(|&n| {
-                let watch = child(&format!("ours:watch:{n}:{n}:wait"), &sim, &otlp.url, within);
+                let case = format!("ours:watch:{n}:{n}:wait");
+                let watch = child(&case, &sim, &otlp.url, within);
+                let pinned = pinning.then(|| {
+                    sim.pin("0");
+                    let v = child_on(&case, &sim, &otlp.url, within, Some("1"));
+                    sim.unpin();
+                    v
+                });
                 let poll = child(&format!("ours:poll:{n}:{n}:wait"), &sim, &otlp.url, within);
-                (n, watch, poll)
+                AccuracyRow {
+                    n,
+                    watch,
+                    pinned,
+                    poll,
+                }
             })
             .collect()
     };
@@ -396,7 +469,12 @@ pub async fn run_all(quick: bool) -> String {
                     within,
                 )
             };
-            let rows = vec![(n, ours("watch"), ours("poll"))];
+            let rows = vec![AccuracyRow {
+                n,
+                watch: ours("watch"),
+                pinned: None,
+                poll: ours("poll"),
+            }];
             let locust = crate::report::locust(&sim, n, if quick { 20 } else { 40 });
             t.peer(n, &rows, &locust);
         }

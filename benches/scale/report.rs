@@ -68,12 +68,29 @@ fn pair(v: &Value, key: &str) -> String {
     }
 }
 
+/// [`pair`] to the hundredth: our own part is sub-millisecond.
+fn pair2(v: &Value, key: &str) -> String {
+    match (v[key][0].as_f64(), v[key][1].as_f64()) {
+        (Some(a), Some(b)) if a.is_finite() && b.is_finite() => format!("{a:.2} / {b:.2}"),
+        _ => "—".into(),
+    }
+}
+
+/// One concurrency's accuracy cases: events, events with the simulator and us on separate
+/// CPUs (when there are two and `taskset`), polling.
+pub struct AccuracyRow {
+    pub n: u32,
+    pub watch: Value,
+    pub pinned: Option<Value>,
+    pub poll: Value,
+}
+
 fn per_lifecycle(v: &Value) -> f64 {
     v["requests"].as_f64().unwrap_or(f64::NAN) / v["n"].as_f64().unwrap_or(f64::NAN)
 }
 
 impl Table {
-    pub fn accuracy(&mut self, rows: &[(u32, Value, Value)]) {
+    pub fn accuracy(&mut self, rows: &[AccuracyRow]) {
         let o = &mut self.out;
         let _ = writeln!(
             o,
@@ -81,24 +98,35 @@ impl Table {
         );
         let _ = writeln!(
             o,
-            "| concurrent workspaces | waiting | build − injected | build − Coder's own end | build: ours alone | agent − injected | agent − Coder's own end | agent: ours alone | API requests per lifecycle | succeeded | wall s | peak RSS MiB |"
+            "| concurrent workspaces | waiting | build − injected | build − Coder's own end | build: simulator, written → sent | build: ours, sent → seen | agent − injected | agent − Coder's own end | agent: simulator | agent: ours | API requests per lifecycle | succeeded | wall s | peak RSS MiB |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
-        for (n, watch, poll) in rows {
-            for (mode, v) in [("events (watch)", watch), ("polling 500 ms / 1 s", poll)] {
+        let _ = writeln!(
+            o,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for r in rows {
+            let n = r.n;
+            let mut modes = vec![("events (watch)", &r.watch)];
+            if let Some(p) = &r.pinned {
+                modes.push(("events, pinned (simulator CPU 0, scaletestd CPU 1)", p));
+            }
+            modes.push(("polling 500 ms / 1 s", &r.poll));
+            for (mode, v) in modes {
                 if let Some(e) = v["error"].as_str() {
-                    let _ = writeln!(o, "| {n} | {mode} | {e} | | | | | | | | | |");
+                    let _ = writeln!(o, "| {n} | {mode} | {e} | | | | | | | | | | | |");
                     continue;
                 }
                 let _ = writeln!(
                     o,
-                    "| {n} | {mode} | {} | {} | {} | {} | {} | {} | {:.1} | {}/{n} | {:.1} | {:.0} |",
+                    "| {n} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {}/{n} | {:.1} | {:.0} |",
                     pair(v, "build_inj"),
                     pair(v, "build_coder"),
-                    pair(v, "build_ours"),
+                    pair2(v, "build_sim"),
+                    pair2(v, "build_ours"),
                     pair(v, "agent_inj"),
                     pair(v, "agent_coder"),
-                    pair(v, "agent_ours"),
+                    pair2(v, "agent_sim"),
+                    pair2(v, "agent_ours"),
                     per_lifecycle(v),
                     v["ok"],
                     v["wall_s"].as_f64().unwrap_or(0.0),
@@ -110,15 +138,27 @@ impl Table {
             o,
             "\n\"Coder's own end\" compares when we saw the build finish (the agent ready) with the \
              timestamp the server recorded for it: the server's lateness in publishing plus ours. \
-             \"Ours alone\" compares it with when the simulator wrote the event that ended the \
-             phase (its `updated_at`, same machine and clock): what is left is the event's delivery \
-             (the simulator's stream writer waking) and scaletestd's own reading of it; when the \
-             two columns agree, the simulator's bookkeeping is not where the time goes. \
-             \"− injected\" also holds the simulator's own slowness under load.\n"
+             The simulator notes when it sent each event (its delivery log; same machine and \
+             clock), which splits that into \"simulator\" (state written → event on the socket) \
+             and \"ours\" (event on the socket → phase ended: the kernel, our reading and \
+             decoding, and the runtime waking the workspace's task). Polling rows have no split: \
+             no event ended their phases. \"− injected\" also holds the simulator's own slowness \
+             under load.\n"
         );
+        if let Some(r) = rows.iter().find(|r| r.n == 1000) {
+            for (name, v) in [("unpinned", Some(&r.watch)), ("pinned", r.pinned.as_ref())] {
+                let Some(v) = v else { continue };
+                let _ = writeln!(
+                    o,
+                    "Ours alone at 1,000 concurrent, {name}: p99 build {:.2} ms, agent {:.2} ms (target < 2 ms).\n",
+                    v["build_ours"][1].as_f64().unwrap_or(f64::NAN),
+                    v["agent_ours"][1].as_f64().unwrap_or(f64::NAN),
+                );
+            }
+        }
     }
 
-    pub fn capacity(&mut self, c: &Capacity, accuracy: &[(u32, Value, Value)]) {
+    pub fn capacity(&mut self, c: &Capacity, accuracy: &[AccuracyRow]) {
         let Capacity {
             n,
             concurrency,
@@ -155,7 +195,10 @@ impl Table {
             ours["peak_rss_mib"].as_f64().unwrap_or(0.0),
             floor["peak_rss_mib"].as_f64().unwrap_or(0.0)
         );
-        if let Some((big, w, _)) = accuracy.last() {
+        if let Some(AccuracyRow {
+            n: big, watch: w, ..
+        }) = accuracy.last()
+        {
             let _ = writeln!(
                 o,
                 "| peak RSS at {big} concurrent workspaces (events) | {:.0} MiB | < 512 MiB |",
@@ -164,18 +207,21 @@ impl Table {
         }
         let under5 = accuracy
             .iter()
-            .filter(|(_, w, _)| {
-                let p99 = |k: &str| w[k][1].as_f64().unwrap_or(f64::INFINITY);
+            .filter(|r| {
+                let p99 = |k: &str| r.watch[k][1].as_f64().unwrap_or(f64::INFINITY);
                 p99("build_coder") < 5.0 && p99("agent_coder") < 5.0
             })
-            .map(|(n, _, _)| *n)
+            .map(|r| r.n)
             .max();
         let _ = writeln!(
             o,
             "| largest tested concurrency with p99 error (vs Coder's timestamps) under 5 ms | {} | — |",
             under5.map_or("none of those tested".to_string(), |n| n.to_string())
         );
-        if let Some((_, w, p)) = accuracy.iter().find(|(n, _, _)| *n == 1000) {
+        if let Some(AccuracyRow {
+            watch: w, poll: p, ..
+        }) = accuracy.iter().find(|r| r.n == 1000)
+        {
             let _ = writeln!(
                 o,
                 "| p99 timing error at 1,000 concurrent (build / agent vs Coder's end) | {:.1} / {:.1} ms | < 2 ms |",
@@ -504,7 +550,7 @@ user = "{{workspace}}"
 
     /// Locust against scaletestd on the same create / wait / delete flow at `concurrency`:
     /// requests and CPU, and per completed lifecycle (what a user compares).
-    pub fn peer(&mut self, concurrency: u32, accuracy: &[(u32, Value, Value)], locust: &Value) {
+    pub fn peer(&mut self, concurrency: u32, accuracy: &[AccuracyRow], locust: &Value) {
         let o = &mut self.out;
         let _ = writeln!(
             o,
@@ -528,7 +574,10 @@ user = "{{workspace}}"
             );
         };
         let mut ours_ms = f64::NAN;
-        if let Some((_, w, p)) = accuracy.iter().find(|(n, _, _)| *n == concurrency) {
+        if let Some(AccuracyRow {
+            watch: w, poll: p, ..
+        }) = accuracy.iter().find(|r| r.n == concurrency)
+        {
             for (name, v) in [("scaletestd, events", w), ("scaletestd, polling", p)] {
                 let done = v["ok"].as_f64().unwrap_or(f64::NAN);
                 if name.ends_with("events") {

@@ -11,6 +11,8 @@ pub struct SimProcess {
     child: Child,
     pub url: String,
     pub ssh: String,
+    /// The simulator's delivery log: when it sent each workspace event.
+    pub deliveries: std::path::PathBuf,
 }
 
 impl Drop for SimProcess {
@@ -39,18 +41,36 @@ pub const FAST: Profile = [
 pub const CODER_LIKE: Profile = [2000, 5000, 500, 22500, 5000, 5000, 10000];
 
 impl SimProcess {
+    /// Puts every thread of the simulator on `cpus` (`taskset` syntax).
+    pub fn pin(&self, cpus: &str) {
+        let ok = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset pins the simulator to CPU {cpus}");
+    }
+
+    /// Lets the simulator run on every CPU again.
+    pub fn unpin(&self) {
+        let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.pin(&format!("0-{}", all - 1));
+    }
+
     pub fn start(p: Profile) -> SimProcess {
         let [init, plan, graph, apply, destroy, connect, startup] = p;
         let dir =
             std::env::temp_dir().join(format!("scaletestd-bench-{}-{apply}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let cfg = dir.join("sim.toml");
+        let deliveries = dir.join("deliveries.log");
         std::fs::write(
             &cfg,
             format!(
                 r#"provisioners = 20000
 rate_limit = 0
 pty_max_runtime = "60s"
+delivery_log = "{log}"
 
 [tracing]
 enabled = false
@@ -64,7 +84,8 @@ apply = "{apply}ms"
 destroy = "{destroy}ms"
 agent_connect = "{connect}ms"
 agent_startup = "{startup}ms"
-"#
+"#,
+                log = deliveries.display()
             ),
         )
         .expect("the simulator's configuration is written");
@@ -105,6 +126,7 @@ agent_startup = "{startup}ms"
             child,
             url,
             ssh: format!("127.0.0.1:{ssh}"),
+            deliveries,
         }
     }
 }

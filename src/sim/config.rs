@@ -67,6 +67,9 @@ pub struct SimConfig {
     pub tracing: SimTracing,
     /// Faults in long-lived terminal and SSH sessions.
     pub sessions: super::faults::SessionFaults,
+    /// A file to note in when each workspace event went out on a stream (the benchmark's
+    /// split of lateness; see `sim::deliveries`). None: nothing is noted.
+    pub delivery_log: Option<std::path::PathBuf>,
 }
 
 /// See [`SimConfig::subagent`].
@@ -149,6 +152,7 @@ impl Default for SimConfig {
             failures: Failures::default(),
             tracing: SimTracing::default(),
             sessions: Default::default(),
+            delivery_log: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod apps;
 pub mod autostart;
 pub mod config;
+pub mod deliveries;
 pub mod faults;
 pub mod metrics;
 pub mod pty;
@@ -82,6 +83,10 @@ impl Sim {
             .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
         let metrics_listener = tokio::net::TcpListener::bind(metrics_listen).await?;
         let metrics_addr = metrics_listener.local_addr()?;
+        let deliveries = match &cfg.delivery_log {
+            Some(path) => Some(Arc::new(deliveries::DeliveryLog::create(path)?)),
+            None => None,
+        };
         let state = world::State::new(cfg);
         state.accounts.add_owner(state.id.user.clone(), token);
         let wildcard = match &state.cfg.wildcard_host {
@@ -99,9 +104,13 @@ impl Sim {
             ssh_addr,
             access_url,
             wildcard,
+            deliveries: deliveries.clone(),
         });
         let router = api::router(app.clone());
         let stop = CancellationToken::new();
+        if let Some(log) = deliveries {
+            tokio::spawn(log.keep_flushing(stop.clone()));
+        }
         let host_key = ssh::host_key();
         let ssh_host_key = host_key
             .public_key()

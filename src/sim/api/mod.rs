@@ -46,6 +46,8 @@ pub struct App {
     pub wildcard: Option<super::apps::Wildcard>,
     /// Signed app tokens issued by the app proxy.
     pub apps: super::apps::Tokens,
+    /// When each workspace event went out, for the benchmark (`delivery_log`).
+    pub deliveries: Option<Arc<super::deliveries::DeliveryLog>>,
     pub counts: Mutex<HashMap<String, u64>>,
     limiter: Mutex<HashMap<String, (Instant, u32)>>,
     /// Cancelled when the simulated coderd crashes: upgraded connections (web terminals)
@@ -61,6 +63,7 @@ pub struct AppParts {
     pub ssh_addr: std::net::SocketAddr,
     pub access_url: url::Url,
     pub wildcard: Option<super::apps::Wildcard>,
+    pub deliveries: Option<Arc<super::deliveries::DeliveryLog>>,
 }
 
 impl App {
@@ -72,6 +75,7 @@ impl App {
             ssh_addr: p.ssh_addr,
             access_url: p.access_url,
             wildcard: p.wildcard,
+            deliveries: p.deliveries,
             apps: Default::default(),
             counts: Default::default(),
             limiter: Default::default(),

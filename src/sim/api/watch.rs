@@ -60,10 +60,17 @@ pub(super) async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResp
     };
     let fault = stream_fault(&app, &name, first);
     let ping = app.state.cfg.ping_interval.0;
-    let events = futures_util::StreamExt::map(events(rx, fault), |e| {
+    let deliveries = app.deliveries.clone();
+    // The body pulls an event just before writing it: as close to "sent" as SSE gets.
+    let events = futures_util::StreamExt::map(events(rx, fault), move |e| {
         Ok::<_, Infallible>(match e {
             WatchEvent::Ping => Event::default().event("ping"),
-            WatchEvent::Data(data) => Event::default().event("data").data(data),
+            WatchEvent::Data(data, ws) => {
+                if let Some(log) = &deliveries {
+                    log.sent(&ws);
+                }
+                Event::default().event("data").data(data)
+            }
         })
     });
     Sse::new(events)
@@ -99,13 +106,17 @@ pub(super) async fn watch_ws(
     let fault = stream_fault(&app, &name, first);
     let ping = app.state.cfg.ping_interval.0;
     let crash = app.until_crash();
-    ws.on_upgrade(move |socket| async move {
-        tokio::select! {
-            _ = one_way(socket, events(rx, fault), ping) => {}
-            _ = crash.cancelled() => {} // coderd went away: no close frame
-        }
-    })
-    .into_response()
+    let deliveries = app.deliveries.clone();
+    // A one-way socket reads only pongs and a close: no need for tungstenite's 128 KiB read
+    // buffer, which it zero-fills at every read.
+    ws.read_buffer_size(4 << 10)
+        .on_upgrade(move |socket| async move {
+            tokio::select! {
+                _ = one_way(socket, events(rx, fault), ping, deliveries) => {}
+                _ = crash.cancelled() => {} // coderd went away: no close frame
+            }
+        })
+        .into_response()
 }
 
 /// Sends `events` as watch-ws messages, with control pings, until either side goes away.
@@ -113,6 +124,7 @@ async fn one_way(
     mut socket: axum::extract::ws::WebSocket,
     events: impl Stream<Item = WatchEvent>,
     ping: Duration,
+    deliveries: Option<Arc<crate::sim::deliveries::DeliveryLog>>,
 ) {
     use axum::extract::ws::{CloseFrame, Message};
     let mut events = std::pin::pin!(events);
@@ -120,13 +132,19 @@ async fn one_way(
     loop {
         tokio::select! {
             ev = futures_util::StreamExt::next(&mut events) => {
-                let text = match ev {
-                    Some(WatchEvent::Ping) => r#"{"type":"ping","data":null}"#.to_string(),
-                    Some(WatchEvent::Data(d)) => format!(r#"{{"type":"data","data":{d}}}"#),
+                let (text, ws) = match ev {
+                    Some(WatchEvent::Ping) => (r#"{"type":"ping","data":null}"#.to_string(), None),
+                    Some(WatchEvent::Data(d, ws)) => {
+                        (format!(r#"{{"type":"data","data":{d}}}"#), Some(ws))
+                    }
                     None => return,
                 };
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     return;
+                }
+                // Sent: the frame is in the kernel's socket buffer.
+                if let (Some(log), Some(ws)) = (&deliveries, ws) {
+                    log.sent(&ws);
                 }
             }
             _ = keepalive.tick() => {
@@ -161,8 +179,9 @@ enum StreamFault {
 /// One event of a workspace's stream, whatever the transport.
 enum WatchEvent {
     Ping,
-    /// The workspace as JSON (or as the injected malformation of it).
-    Data(String),
+    /// The workspace as JSON (or as the injected malformation of it), and the state it was
+    /// made from.
+    Data(String, Arc<Workspace>),
 }
 
 /// The malformations `failures.malformed` chooses from.
@@ -210,7 +229,7 @@ fn events(
                 Some(kind) => malform(&ws, kind),
                 None => serde_json::to_string(&*ws).expect("workspaces serialize"),
             };
-            if tx.send(WatchEvent::Data(data)).await.is_err() {
+            if tx.send(WatchEvent::Data(data, ws)).await.is_err() {
                 return;
             }
             if rx.changed().await.is_err() {
