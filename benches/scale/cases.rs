@@ -330,26 +330,23 @@ async fn traffic(tick_ms: u32, sessions: u32, seconds: u32) -> Value {
 
 /// Runs a case in a child process against `sim`; its JSON line, or an error string.
 fn child(case: &str, sim: &SimProcess, otlp: &str, within: Duration) -> Value {
-    child_on(case, sim, otlp, within, None)
+    child_under(case, sim, otlp, within, &[])
 }
 
-/// [`child`], on the given CPUs (`taskset -c`) when `cpus` says so.
-fn child_on(
+/// [`child`] under a wrapping command (`taskset -c 1`, `valgrind …`) when `wrap` has one.
+pub fn child_under(
     case: &str,
     sim: &SimProcess,
     otlp: &str,
     within: Duration,
-    cpus: Option<&str>,
+    wrap: &[&str],
 ) -> Value {
-    eprintln!(
-        "== {case}{}",
-        cpus.map(|c| format!(" on CPU {c}")).unwrap_or_default()
-    );
+    eprintln!("== {case} {}", wrap.join(" "));
     let exe = std::env::current_exe().expect("this binary");
-    let mut cmd = match cpus {
-        Some(cpus) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpus]).arg(exe);
+    let mut cmd = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
             c
         }
         None => Command::new(exe),
@@ -439,7 +436,7 @@ pub async fn run_all(quick: bool) -> String {
                 let watch = child(&case, &sim, &otlp.url, within);
                 let pinned = pinning.then(|| {
                     sim.pin("0");
-                    let v = child_on(&case, &sim, &otlp.url, within, Some("1"));
+                    let v = child_under(&case, &sim, &otlp.url, within, &["taskset", "-c", "1"]);
                     sim.unpin();
                     v
                 });
@@ -453,7 +450,8 @@ pub async fn run_all(quick: bool) -> String {
             })
             .collect()
     };
-    // `SCALE_BENCH_ONLY=traffic` (or `page`, `accuracy`, `peer`): only those sections.
+    // `SCALE_BENCH_ONLY=traffic` (or `page`, `accuracy`, `peer`, `instructions`): only those
+    // sections.
     if let Ok(only) = std::env::var("SCALE_BENCH_ONLY") {
         if only.contains("accuracy") {
             t.accuracy(&accuracy());
@@ -480,6 +478,9 @@ pub async fn run_all(quick: bool) -> String {
         }
         if only.contains("traffic") {
             traffic_section(&mut t, quick, &sim, &otlp.url);
+        }
+        if only.contains("instructions") {
+            t.instructions(&crate::instructions::count(&otlp.url));
         }
         if only.contains("page") {
             t.status_page();
@@ -525,6 +526,7 @@ pub async fn run_all(quick: bool) -> String {
         long,
     };
     t.capacity(&capacity, &accuracy);
+    t.instructions(&crate::instructions::count(&otlp.url));
     traffic_section(&mut t, quick, &sim, &otlp.url);
     t.scrape_time();
     t.status_page();

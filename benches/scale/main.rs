@@ -10,6 +10,7 @@
 //! Figures are printed, never asserted: the machines are shared and noisy.
 
 mod cases;
+mod instructions;
 mod raw;
 mod report;
 mod sim;

@@ -608,6 +608,53 @@ user = "{{workspace}}"
         }
     }
 
+    /// Instructions per lifecycle (callgrind): scaletestd both ways and the raw client.
+    pub fn instructions(&mut self, counted: &[crate::instructions::Counted]) {
+        let o = &mut self.out;
+        let _ = writeln!(
+            o,
+            "### Instructions per full lifecycle (valgrind callgrind; repeatable)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| tool | instructions per lifecycle | ÷ raw client | where they go (own instructions by crate, larger run) |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|");
+        let raw = counted
+            .iter()
+            .find(|c| c.tool.starts_with("raw"))
+            .and_then(|c| c.per_lifecycle.as_ref().ok().copied());
+        for c in counted {
+            let top: Vec<String> = c
+                .by_crate
+                .iter()
+                .take(8)
+                .map(|(k, share)| format!("{k} {:.0}%", share * 100.0))
+                .collect();
+            match &c.per_lifecycle {
+                Ok(ir) => {
+                    let ratio = raw.map_or("—".to_string(), |r| format!("{:.2}×", ir / r));
+                    let _ = writeln!(
+                        o,
+                        "| {} | {:.2} M | {ratio} | {} |",
+                        c.tool,
+                        ir / 1e6,
+                        top.join(", ")
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(o, "| {} | {e} | | |", c.tool);
+                }
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\nTarget: scaletestd ≤ 1.3× the raw client. The raw client makes the same calls with \
+             no metrics, spans, retries or classification; \"SSE\" rows run against a simulator \
+             serving only the SSE watch, so both read the same stream.\n"
+        );
+    }
+
     pub fn render(self) -> String {
         let machine = machine();
         format!("## Benchmark\n\nMachine: {machine}\n\n{}", self.out)

@@ -58,9 +58,18 @@ impl SimProcess {
     }
 
     pub fn start(p: Profile) -> SimProcess {
+        SimProcess::start_with(p, "")
+    }
+
+    /// [`SimProcess::start`] with more top-level configuration (`watch_endpoints = "sse"`).
+    pub fn start_with(p: Profile, extra: &str) -> SimProcess {
         let [init, plan, graph, apply, destroy, connect, startup] = p;
-        let dir =
-            std::env::temp_dir().join(format!("scaletestd-bench-{}-{apply}", std::process::id()));
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "scaletestd-bench-{}-{apply}-{nth}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let cfg = dir.join("sim.toml");
         let deliveries = dir.join("deliveries.log");
@@ -71,6 +80,7 @@ impl SimProcess {
 rate_limit = 0
 pty_max_runtime = "60s"
 delivery_log = "{log}"
+{extra}
 
 [tracing]
 enabled = false
