@@ -777,7 +777,11 @@ async fn timed_unboxed(
         },
         _ = cancel.cancelled() => Err(PhaseError::new(Reason::Canceled, format!("{phase} was canceled: scaletestd is stopping"))),
     };
-    let duration = measured.unwrap_or_else(|| clock.elapsed());
+    let duration = match measured {
+        Some(phases::Ended::After(d)) => d,
+        Some(phases::Ended::At(at)) => at.saturating_duration_since(clock),
+        None => clock.elapsed(),
+    };
     let coder_trace_id = coder.get();
     report.last_coder_trace = coder_trace_id.clone();
     let record = match &result {

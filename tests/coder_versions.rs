@@ -264,3 +264,57 @@ async fn devcontainer_sub_agents_are_waited_for_only_when_named() {
     }
     assert!(settle(&sim).await.is_empty());
 }
+
+/// A watch-ws stream is read on a thread of its own: a state that arrives while the
+/// workspace's task is busy is stamped when it came off the socket, not when the task got
+/// round to it, so a phase that ends on it is not late by the task's delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ws_states_are_stamped_on_arrival_not_when_read() {
+    let mut sc = fast_sim();
+    sc.latency.init = ms(100);
+    sc.latency.plan = ms(100);
+    let sim = start(sc).await;
+    let cfg = config(&sim, 1, 1, "");
+    let c = client(&cfg);
+    let template = c.template_by_name("coder", "docker").await.unwrap();
+    let ws = c
+        .create_workspace(
+            template.organization_id,
+            &scaletestd::coder::CreateWorkspaceRequest {
+                template_id: Some(template.id),
+                name: "ststamp".into(),
+                ..Default::default()
+            },
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let dialect = std::sync::Arc::new(scaletestd::coder::Dialect::new(
+        scaletestd::coder::WatchTransport::WatchWs,
+    ));
+    let mut updates = scaletestd::coder::watch::Updates::new(&c, ws.id, dialect.clone());
+    let first = updates
+        .next(std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(first.id, ws.id);
+    assert_eq!(
+        dialect.chosen_watch(),
+        Some(scaletestd::coder::WatchTransport::WatchWs)
+    );
+    // Busy elsewhere while the build moves on (init and plan take 200 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let reading = std::time::Instant::now();
+    let next = updates
+        .next(std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let stamped = updates.latest_at.expect("a stamp");
+    assert_ne!(next.updated_at, first.updated_at, "a later state");
+    let early = reading.saturating_duration_since(stamped);
+    assert!(
+        early >= std::time::Duration::from_millis(300),
+        "the state was stamped {early:?} before it was read; it arrived ~600 ms before"
+    );
+    println!("a queued state was stamped {early:?} before its task read it");
+}

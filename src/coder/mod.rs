@@ -23,6 +23,7 @@ mod calls;
 pub mod dialect;
 mod error;
 pub mod pty;
+mod readers;
 pub mod sse;
 pub mod ssh_target;
 pub mod trace;

@@ -12,7 +12,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -40,6 +40,8 @@ enum Inner {
         queued: std::collections::VecDeque<Event>,
     },
     Ws(Box<Ws>),
+    /// Read on the event-stream thread ([`super::readers`]), which relays what it read.
+    Relayed(tokio::sync::mpsc::Receiver<super::readers::Read>),
 }
 
 /// One open event stream of one workspace.
@@ -47,6 +49,8 @@ pub struct WatchStream {
     inner: Inner,
     path: String,
     idle: Duration,
+    /// When the latest message (or chunk) came off the socket.
+    received: Instant,
 }
 
 /// A `watch-ws` message (`codersdk.ServerSentEvent`).
@@ -68,6 +72,7 @@ impl WatchStream {
             },
             path,
             idle: STREAM_IDLE,
+            received: Instant::now(),
         }
     }
 
@@ -76,7 +81,29 @@ impl WatchStream {
             inner: Inner::Ws(Box::new(ws)),
             path,
             idle: STREAM_IDLE,
+            received: Instant::now(),
         }
+    }
+
+    pub(super) fn relayed(
+        rx: tokio::sync::mpsc::Receiver<super::readers::Read>,
+        path: String,
+    ) -> Self {
+        WatchStream {
+            inner: Inner::Relayed(rx),
+            path,
+            idle: STREAM_IDLE,
+            received: Instant::now(),
+        }
+    }
+
+    pub(super) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// When the state [`WatchStream::next`] returned last came off the socket.
+    pub fn received_at(&self) -> Instant {
+        self.received
     }
 
     fn protocol(&self, detail: impl Into<String>) -> ApiError {
@@ -140,6 +167,7 @@ impl WatchStream {
                         Ok(Some(Err(e))) => return Err(self.dropped(e.without_url().to_string())),
                         Ok(Some(Ok(chunk))) => chunk,
                     };
+                    self.received = Instant::now();
                     match parser.push(&chunk) {
                         Ok(events) => queued.extend(events),
                         Err(e) => return Err(self.protocol(e.to_string())),
@@ -168,6 +196,7 @@ impl WatchStream {
                         }
                         Ok(Some(Ok(m))) => m,
                     };
+                    self.received = Instant::now();
                     let text: &[u8] = match &msg {
                         Message::Text(t) => t.as_bytes(),
                         Message::Binary(b) => b,
@@ -179,6 +208,16 @@ impl WatchStream {
                     if let Some(w) = self.event(&ev.kind, data)? {
                         return Ok(Some(w));
                     }
+                }
+                // The reader ends after relaying the stream's end or error.
+                Inner::Relayed(rx) => {
+                    return match rx.recv().await {
+                        Some((item, at)) => {
+                            self.received = at;
+                            item
+                        }
+                        None => Ok(None),
+                    };
                 }
             }
         }
@@ -204,6 +243,8 @@ pub struct Updates {
     reopened: bool,
     /// The most recent state seen.
     pub latest: Option<Workspace>,
+    /// When that state came off the socket (or the poll's answer arrived).
+    pub latest_at: Option<Instant>,
 }
 
 impl Updates {
@@ -216,6 +257,7 @@ impl Updates {
             source: Source::Unopened,
             reopened: false,
             latest: None,
+            latest_at: None,
         }
     }
 
@@ -229,7 +271,7 @@ impl Updates {
                     self.source = Source::Poll { first: true };
                     return Ok(());
                 }
-                WatchTransport::WatchWs => self.client.watch_workspace_ws(self.id).await,
+                WatchTransport::WatchWs => super::readers::open_ws(&self.client, self.id).await,
                 WatchTransport::Sse => self.client.watch_workspace_sse(self.id).await,
             };
             match opened {
@@ -278,6 +320,7 @@ impl Updates {
                 Source::Stream(s) => match s.next().await {
                     Ok(Some(ws)) => {
                         self.latest = Some(ws.clone());
+                        self.latest_at = Some(s.received_at());
                         return Ok(ws);
                     }
                     Ok(None) | Err(ApiError::Connect { .. } | ApiError::Timeout { .. })
@@ -304,6 +347,7 @@ impl Updates {
                     *first = false;
                     let ws = self.client.workspace(self.id).await?;
                     self.latest = Some(ws.clone());
+                    self.latest_at = Some(Instant::now());
                     return Ok(ws);
                 }
             }

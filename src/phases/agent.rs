@@ -22,6 +22,7 @@ pub const DEF: PhaseDef = PhaseDef {
 
 async fn run_phase(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
     let agents = run(walk.updates()?, ctx.settings.agent.as_deref()).await?;
+    walk.ended_on_event();
     walk.agent = agents.into_iter().next();
     Ok(())
 }

@@ -35,6 +35,7 @@ async fn run(walk: &mut Walk) -> Result<(), PhaseError> {
                 .then(|| b.job.clone())
         })
         .await?;
+    walk.ended_on_event();
     match job.status {
         ProvisionerJobStatus::Succeeded => Ok(()),
         ProvisionerJobStatus::Canceled => Err(PhaseError::new(
@@ -179,6 +180,7 @@ pub(super) async fn post_and_wait(
             (b.id == build.id && b.job.status.is_terminal()).then(|| b.job.clone())
         })
         .await?;
+    walk.ended_on_event();
     let what = match transition {
         WorkspaceTransition::Start => "start",
         WorkspaceTransition::Stop => "stop",

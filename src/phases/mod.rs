@@ -287,6 +287,18 @@ impl Walk {
             .ok_or_else(|| PhaseError::new(Reason::ProtocolError, "no workspace to follow"))
     }
 
+    /// Ends the phase when the state it just waited for arrived, not when its task got
+    /// round to noticing: call it right after the wait that decided the phase.
+    pub fn ended_on_event(&self) {
+        if let Some(at) = self.updates.as_ref().and_then(|u| u.latest_at) {
+            let _ = MEASURED.try_with(|m| {
+                if m.get().is_none() {
+                    m.set(Some(Ended::At(at)));
+                }
+            });
+        }
+    }
+
     /// The agent phases connect to.
     pub fn agent(&self) -> Result<(Uuid, String), PhaseError> {
         self.agent.clone().ok_or_else(|| {
@@ -298,18 +310,27 @@ impl Walk {
     }
 }
 
+/// How a phase said its duration should be taken, other than from its start to its return.
+#[derive(Debug, Clone, Copy)]
+pub enum Ended {
+    /// This long, measured from another instant than its start ([`measured`]).
+    After(Duration),
+    /// At this instant: when the event that decided it arrived ([`Walk::ended_on_event`]).
+    At(std::time::Instant),
+}
+
 tokio::task_local! {
-    static MEASURED: std::cell::Cell<Option<Duration>>;
+    static MEASURED: std::cell::Cell<Option<Ended>>;
 }
 
 /// The duration a phase reports when it is measured from another instant than its own
 /// start (the autostart phases: from the scheduled minute, by Coder's timestamps).
 pub fn measured(d: Duration) {
-    let _ = MEASURED.try_with(|m| m.set(Some(d)));
+    let _ = MEASURED.try_with(|m| m.set(Some(Ended::After(d))));
 }
 
-/// Runs a phase, returning what it gave [`measured`], if anything.
-pub async fn measuring<F: std::future::Future>(fut: F) -> (F::Output, Option<Duration>) {
+/// Runs a phase, returning what it gave [`measured`] or [`Walk::ended_on_event`], if anything.
+pub async fn measuring<F: std::future::Future>(fut: F) -> (F::Output, Option<Ended>) {
     MEASURED
         .scope(std::cell::Cell::new(None), async {
             let out = fut.await;

@@ -1,0 +1,97 @@
+//! The thread that reads workspace event streams.
+//!
+//! A phase that ends on an event (a build finishing, an agent becoming ready) is only as
+//! exact as the moment we read that event. On the shared runtime, a stream's readiness waits
+//! for a worker to poll the I/O driver and then for the workspace's task to come up in the
+//! run queue; with a thousand workspaces firing their deletes as their agents become ready,
+//! that was tens of milliseconds. So every `watch-ws` socket is opened and read on a runtime
+//! of its own, on one thread that does nothing else: it stamps each message as it comes off
+//! the socket, decodes it and hands it to the workspace's task through a small channel. The
+//! workspace's task may then take its time; the phase ends at the stamp.
+//!
+//! SSE streams stay on the shared runtime: they ride reqwest's connection pool, whose
+//! connections belong to the runtime that opened them.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::trace::{PHASE_DEADLINE, PHASE_TRACES};
+use super::watch::WatchStream;
+use super::{ApiError, Client, Workspace};
+
+/// What the reader hands over: the stream's next item, and when it came off the socket.
+pub(super) type Read = (Result<Option<Workspace>, ApiError>, Instant);
+
+/// States queued for a workspace's task before the reader waits for it: a workspace changes
+/// a handful of times a minute.
+const QUEUED: usize = 8;
+
+fn runtime() -> &'static tokio::runtime::Handle {
+    static READERS: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    READERS.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the event-stream runtime starts");
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("scaletestd-watch".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .expect("the event-stream thread starts");
+        handle
+    })
+}
+
+/// Opens the workspace's `watch-ws` stream on the reader thread and reads it there until the
+/// returned stream is dropped. The upgrade is traced and counted as any call of the phase
+/// that opens it.
+pub(super) async fn open_ws(client: &Client, id: Uuid) -> Result<WatchStream, ApiError> {
+    let (tx, rx) = mpsc::channel::<Read>(QUEUED);
+    let (opened_tx, opened_rx) = oneshot::channel();
+    let client = client.clone();
+    // The phase's task-locals and span travel with the upgrade, as they would on this task.
+    let traces = PHASE_TRACES.try_with(|t| super::trace::PhaseTraces(t.0.clone()));
+    let deadline = PHASE_DEADLINE.try_with(|d| *d);
+    let open = async move { client.watch_workspace_ws(id).await };
+    let open = async move {
+        match (traces, deadline) {
+            (Ok(t), Ok(d)) => PHASE_TRACES.scope(t, PHASE_DEADLINE.scope(d, open)).await,
+            (Ok(t), Err(_)) => PHASE_TRACES.scope(t, open).await,
+            _ => open.await,
+        }
+    }
+    .instrument(tracing::Span::current());
+    runtime().spawn(async move {
+        let mut stream = match open.await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+                return;
+            }
+        };
+        if opened_tx.send(Ok(stream.path().to_string())).is_err() {
+            return; // the phase gave up waiting
+        }
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = tx.closed() => return,
+            };
+            let last = !matches!(item, Ok(Some(_)));
+            let at = stream.received_at();
+            if tx.send((item, at)).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    let path = opened_rx.await.map_err(|_| ApiError::Protocol {
+        method: reqwest::Method::GET,
+        path: format!("/api/v2/workspaces/{id}/watch-ws"),
+        detail: "the event-stream thread stopped".into(),
+    })??;
+    Ok(WatchStream::relayed(rx, path))
+}
