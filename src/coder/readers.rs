@@ -6,8 +6,8 @@
 //! run queue; with a thousand workspaces firing their deletes as their agents become ready,
 //! that was tens of milliseconds. So every `watch-ws` socket is opened and read on a runtime
 //! of its own, on one thread that does nothing else: it stamps each message as it comes off
-//! the socket, decodes it and hands it to the workspace's task through a small channel. The
-//! workspace's task may then take its time; the phase ends at the stamp.
+//! the socket and hands it to the workspace's task through a small channel, which decodes
+//! it when it gets round to it; the phase ends at the stamp.
 //!
 //! SSE streams stay on the shared runtime: they ride reqwest's connection pool, whose
 //! connections belong to the runtime that opened them.
@@ -21,10 +21,12 @@ use uuid::Uuid;
 
 use super::trace::{PHASE_DEADLINE, PHASE_TRACES};
 use super::watch::WatchStream;
-use super::{ApiError, Client, Workspace};
+use super::{ApiError, Client};
+use tokio_tungstenite::tungstenite::Message;
 
-/// What the reader hands over: the stream's next item, and when it came off the socket.
-pub(super) type Read = (Result<Option<Workspace>, ApiError>, Instant);
+/// What the reader hands over: the stream's next data message (undecoded: decoding a burst
+/// here would stamp its last message late), and when it came off the socket.
+pub(super) type Read = (Result<Option<Message>, ApiError>, Instant);
 
 /// States queued for a workspace's task before the reader waits for it: a workspace changes
 /// a handful of times a minute.
@@ -78,7 +80,7 @@ pub(super) async fn open_ws(client: &Client, id: Uuid) -> Result<WatchStream, Ap
         }
         loop {
             let item = tokio::select! {
-                item = stream.next() => item,
+                item = stream.frame() => item,
                 _ = tx.closed() => return,
             };
             let last = !matches!(item, Ok(Some(_)));

@@ -173,54 +173,78 @@ impl WatchStream {
                         Err(e) => return Err(self.protocol(e.to_string())),
                     }
                 }
-                Inner::Ws(ws) => {
-                    // Control pings (Coder's keep-alive after the first JSON ping) count as
-                    // life; reading them is what sends the pongs.
-                    let msg = match tokio::time::timeout(idle, ws.next()).await {
-                        Err(_) => return Err(self.idle_timeout()),
-                        Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Ok(None),
-                        Ok(Some(Err(e))) => {
-                            use tokio_tungstenite::tungstenite::Error as E;
-                            use tokio_tungstenite::tungstenite::error::ProtocolError as P;
-                            // A cut connection is a drop; a frame we cannot take is Coder's
-                            // (or a proxy's) fault.
-                            return Err(match e {
-                                E::Protocol(P::ResetWithoutClosingHandshake) => {
-                                    self.dropped(e.to_string())
-                                }
-                                E::Capacity(_) | E::Protocol(_) | E::Utf8(_) => {
-                                    self.protocol(e.to_string())
-                                }
-                                e => self.dropped(e.to_string()),
-                            });
-                        }
-                        Ok(Some(Ok(m))) => m,
+                Inner::Ws(_) => {
+                    let Some(msg) = self.frame().await? else {
+                        return Ok(None);
                     };
-                    self.received = Instant::now();
-                    let text: &[u8] = match &msg {
-                        Message::Text(t) => t.as_bytes(),
-                        Message::Binary(b) => b,
-                        _ => continue,
-                    };
-                    let ev: WsEvent = super::decode_json(text)
-                        .map_err(|e| self.protocol(format!("watch-ws message: {e}")))?;
-                    let data = ev.data.map(|d| d.get().as_bytes()).unwrap_or(b"null");
-                    if let Some(w) = self.event(&ev.kind, data)? {
+                    if let Some(w) = self.decode_frame(&msg)? {
                         return Ok(Some(w));
                     }
                 }
                 // The reader ends after relaying the stream's end or error.
                 Inner::Relayed(rx) => {
-                    return match rx.recv().await {
-                        Some((item, at)) => {
-                            self.received = at;
-                            item
-                        }
-                        None => Ok(None),
+                    let (msg, at) = match rx.recv().await {
+                        Some((Ok(Some(msg)), at)) => (msg, at),
+                        Some((Ok(None), _)) | None => return Ok(None),
+                        Some((Err(e), _)) => return Err(e),
                     };
+                    self.received = at;
+                    if let Some(w) = self.decode_frame(&msg)? {
+                        return Ok(Some(w));
+                    }
                 }
             }
         }
+    }
+
+    /// The next data message of a websocket stream, undecoded, and when it came off the
+    /// socket ([`WatchStream::received_at`]); `None` when the server closed it. What the
+    /// event-stream thread does for each stream: the decoding is left to the workspace's
+    /// task, so that a burst of events is stamped as it arrives.
+    pub(super) async fn frame(&mut self) -> Result<Option<Message>, ApiError> {
+        let idle = self.idle;
+        let Inner::Ws(ws) = &mut self.inner else {
+            return Err(self.protocol("not a websocket stream"));
+        };
+        loop {
+            // Control pings (Coder's keep-alive after the first JSON ping) count as life;
+            // reading them is what sends the pongs.
+            let msg = match tokio::time::timeout(idle, ws.next()).await {
+                Err(_) => return Err(self.idle_timeout()),
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Ok(None),
+                Ok(Some(Err(e))) => {
+                    use tokio_tungstenite::tungstenite::Error as E;
+                    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+                    // A cut connection is a drop; a frame we cannot take is Coder's (or a
+                    // proxy's) fault.
+                    return Err(match e {
+                        E::Protocol(P::ResetWithoutClosingHandshake) => self.dropped(e.to_string()),
+                        E::Capacity(_) | E::Protocol(_) | E::Utf8(_) => {
+                            self.protocol(e.to_string())
+                        }
+                        e => self.dropped(e.to_string()),
+                    });
+                }
+                Ok(Some(Ok(m))) => m,
+            };
+            if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                self.received = Instant::now();
+                return Ok(Some(msg));
+            }
+        }
+    }
+
+    /// A watch-ws message's workspace; `None` for a ping or an event of a newer Coder.
+    fn decode_frame(&self, msg: &Message) -> Result<Option<Workspace>, ApiError> {
+        let text: &[u8] = match msg {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+            _ => return Ok(None),
+        };
+        let ev: WsEvent = super::decode_json(text)
+            .map_err(|e| self.protocol(format!("watch-ws message: {e}")))?;
+        let data = ev.data.map(|d| d.get().as_bytes()).unwrap_or(b"null");
+        self.event(&ev.kind, data)
     }
 }
 
