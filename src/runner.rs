@@ -581,8 +581,9 @@ pub(crate) async fn bring_up(
         first_span.entry(phase).or_insert_with(|| span.context());
         let had_id = walk.id.is_some();
         let seen = last_event(&walk);
+        let since = walk.ended_at.take();
         let run = (phase.def().run)(ctx.phases(index), &mut walk);
-        let done = timed(ctx, &mut report, (phase, span), &ctx.stop, run).await;
+        let done = timed(ctx, &mut report, (phase, span), &ctx.stop, since, run).await;
         keep_sub_timings(&mut report, &mut walk);
         if let Some(rec) = report.phases.last_mut()
             && last_event(&walk) != seen
@@ -675,6 +676,7 @@ pub(crate) async fn tear_down(ctx: &RunCtx, up: Up) -> WorkspaceReport {
         &mut report,
         (Phase::Delete, phase_span(Phase::Delete)),
         &ctx.abort,
+        None,
         run,
     )
     .await;
@@ -737,9 +739,10 @@ fn timed<'a>(
     report: &'a mut WorkspaceReport,
     phase: (Phase, tracing::Span),
     cancel: &'a CancellationToken,
+    since: Option<Instant>,
     fut: impl std::future::Future<Output = Result<(), PhaseError>> + Send + 'a,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
-    Box::pin(timed_unboxed(ctx, report, phase, cancel, fut))
+    Box::pin(timed_unboxed(ctx, report, phase, cancel, since, fut))
 }
 
 async fn timed_unboxed(
@@ -747,6 +750,7 @@ async fn timed_unboxed(
     report: &mut WorkspaceReport,
     (phase, span): (Phase, tracing::Span),
     cancel: &CancellationToken,
+    since: Option<Instant>,
     fut: impl std::future::Future<Output = Result<(), PhaseError>>,
 ) -> bool {
     let limit = ctx.scenario.timeouts.of(phase);
@@ -754,8 +758,10 @@ async fn timed_unboxed(
     let coder = PhaseTraces(std::sync::Arc::new(std::sync::Mutex::new(
         report.last_coder_trace.clone(),
     )));
-    let started_at = Utc::now();
-    let clock = Instant::now();
+    // From where the previous phase ended on an event, when it did (see `Walk::ended_at`).
+    let now = Instant::now();
+    let clock = since.filter(|s| *s <= now).unwrap_or(now);
+    let started_at = Utc::now() - (now - clock);
     let fut = PHASE_TRACES.scope(
         coder.clone(),
         crate::coder::trace::PHASE_DEADLINE.scope(

@@ -418,10 +418,14 @@ pub async fn run_all(quick: bool) -> String {
     let sim = SimProcess::start(crate::sim::FAST);
     let mut t = Table::default();
     // 10 and 30 find where the error stays under 5 ms; 100 to 10,000 are the sizes.
-    let sizes: &[u32] = if quick {
-        &[10, 100, 1000]
-    } else {
-        &[10, 30, 100, 1000, 10_000]
+    // `SCALE_BENCH_SIZES=10000` (comma-separated): the accuracy cases at those sizes only.
+    let chosen: Option<Vec<u32>> = std::env::var("SCALE_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let sizes: &[u32] = match &chosen {
+        Some(v) => v,
+        None if quick => &[10, 100, 1000],
+        None => &[10, 30, 100, 1000, 10_000],
     };
     let within = Duration::from_secs(600);
     // Events twice: sharing both cores with the simulator as a deployment might, then with
