@@ -138,6 +138,7 @@ user = "{{workspace}}"
     );
     let (_, rss0) = rss_mib("self");
     let cpu0 = cpu_seconds("self");
+    let heap = HeapPeak::start();
     let t = Instant::now();
     let report = runner::run(
         &client,
@@ -150,6 +151,7 @@ user = "{{workspace}}"
     )
     .await;
     let wall = t.elapsed();
+    let peak_heap = heap.stop();
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     let cpu = cpu_seconds("self") - cpu0;
 
@@ -213,6 +215,7 @@ user = "{{workspace}}"
         "cpu_s": cpu,
         "requests": counting.n.load(Ordering::Relaxed),
         "rss_start_mib": rss0,
+        "peak_heap_mib": peak_heap,
         "build_inj": [pct(&build_inj, 50.0), pct(&build_inj, 99.0)],
         "build_coder": [pct(&build_coder, 50.0), pct(&build_coder, 99.0)],
         "agent_inj": [pct(&agent_inj, 50.0), pct(&agent_inj, 99.0)],
@@ -224,6 +227,38 @@ user = "{{workspace}}"
         "split": build_ours.len() + agent_ours.len(),
         "summary": scaletestd::report::summary_line(&report),
     })
+}
+
+/// The most the allocator held for live objects while a case ran (jemalloc's count, read
+/// every 20 ms), in MiB: what of the peak RSS is live data.
+struct HeapPeak {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<f64>,
+}
+
+impl HeapPeak {
+    fn start() -> HeapPeak {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0usize;
+            while !flag.load(Ordering::Relaxed) {
+                if tikv_jemalloc_ctl::epoch::advance().is_ok()
+                    && let Ok(b) = tikv_jemalloc_ctl::stats::allocated::read()
+                {
+                    peak = peak.max(b);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak as f64 / 1048576.0
+        });
+        HeapPeak { stop, thread }
+    }
+
+    fn stop(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(f64::NAN)
+    }
 }
 
 /// When the simulator sent each (workspace, state): the earliest line of its delivery log,

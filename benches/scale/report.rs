@@ -98,7 +98,7 @@ impl Table {
         );
         let _ = writeln!(
             o,
-            "| concurrent workspaces | waiting | build − injected | build − Coder's own end | build: simulator, written → sent | build: ours, sent → seen | agent − injected | agent − Coder's own end | agent: simulator | agent: ours | API requests per lifecycle | succeeded | wall s | peak RSS MiB |"
+            "| concurrent workspaces | waiting | build − injected | build − Coder's own end | build: simulator, written → sent | build: ours, sent → seen | agent − injected | agent − Coder's own end | agent: simulator | agent: ours | API requests per lifecycle | succeeded | wall s | peak RSS MiB (live heap) |"
         );
         let _ = writeln!(
             o,
@@ -118,7 +118,7 @@ impl Table {
                 }
                 let _ = writeln!(
                     o,
-                    "| {n} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {}/{n} | {:.1} | {:.0} |",
+                    "| {n} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {}/{n} | {:.1} | {:.0} ({:.0}) |",
                     pair(v, "build_inj"),
                     pair(v, "build_coder"),
                     pair2(v, "build_sim"),
@@ -131,6 +131,7 @@ impl Table {
                     v["ok"],
                     v["wall_s"].as_f64().unwrap_or(0.0),
                     v["peak_rss_mib"].as_f64().unwrap_or(0.0),
+                    v["peak_heap_mib"].as_f64().unwrap_or(f64::NAN),
                 );
             }
         }

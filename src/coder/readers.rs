@@ -48,6 +48,16 @@ fn runtime() -> &'static tokio::runtime::Handle {
     })
 }
 
+/// A message's bytes point into the socket's read buffer and would keep all of it alive
+/// while the message waits in the channel; a copy of the few KiB lets the buffer go.
+fn detach(m: Message) -> Message {
+    match m {
+        Message::Text(t) => Message::Text(t.as_str().to_owned().into()),
+        Message::Binary(b) => Message::Binary(bytes::Bytes::copy_from_slice(&b)),
+        other => other,
+    }
+}
+
 /// Opens the workspace's `watch-ws` stream on the reader thread and reads it there until the
 /// returned stream is dropped. The upgrade is traced and counted as any call of the phase
 /// that opens it.
@@ -85,6 +95,7 @@ pub(super) async fn open_ws(client: &Client, id: Uuid) -> Result<WatchStream, Ap
             };
             let last = !matches!(item, Ok(Some(_)));
             let at = stream.received_at();
+            let item = item.map(|m| m.map(detach));
             if tx.send((item, at)).await.is_err() || last {
                 return;
             }
