@@ -288,15 +288,7 @@ fn check_shows_the_ssh_command_and_how_coder_reads_it() {
             scaletestd::secret::Secret::new(TOKEN),
             Default::default(),
         );
-        let tpl = c.template_by_name("coder", "docker").await.unwrap();
-        let req = scaletestd::coder::CreateWorkspaceRequest {
-            template_id: Some(tpl.id),
-            name: "probe-me".into(),
-            ..Default::default()
-        };
-        c.create_workspace(tpl.organization_id, &req, &Default::default())
-            .await
-            .unwrap();
+        create_workspace(&c, "probe-me").await;
     });
     let check = |proxy: Option<&str>, shim: &PathBuf| {
         let cfg = dir.join("check-ssh.toml");
@@ -461,20 +453,12 @@ fn cleanup_dry_run_lists_and_cleanup_deletes_leftovers() {
             scaletestd::secret::Secret::new(TOKEN),
             Default::default(),
         );
-        let tpl = c.template_by_name("coder", "docker").await.unwrap();
         for name in [
             "scaletest-abcdef-1",
             "scaletest-abcdef-2",
             "scaletest-other",
         ] {
-            let req = scaletestd::coder::CreateWorkspaceRequest {
-                template_id: Some(tpl.id),
-                name: name.into(),
-                ..Default::default()
-            };
-            c.create_workspace(tpl.organization_id, &req, &Default::default())
-                .await
-                .unwrap();
+            create_workspace(&c, name).await;
         }
     });
     let out = Bin::new(&["cleanup", "--dry-run", "--config"])

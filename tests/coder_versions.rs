@@ -276,19 +276,7 @@ async fn watch_ws_states_are_stamped_on_arrival_not_when_read() {
     let sim = start(sc).await;
     let cfg = config(&sim, 1, 1, "");
     let c = client(&cfg);
-    let template = c.template_by_name("coder", "docker").await.unwrap();
-    let ws = c
-        .create_workspace(
-            template.organization_id,
-            &scaletestd::coder::CreateWorkspaceRequest {
-                template_id: Some(template.id),
-                name: "ststamp".into(),
-                ..Default::default()
-            },
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let ws = create_workspace(&c, "ststamp").await;
     let dialect = std::sync::Arc::new(scaletestd::coder::Dialect::new(
         scaletestd::coder::WatchTransport::WatchWs,
     ));

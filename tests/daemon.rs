@@ -236,16 +236,7 @@ async fn sigkill_then_restart_sweeps_the_leftovers() {
         scaletestd::secret::Secret::new(TOKEN),
         Default::default(),
     );
-    let tpl = client.template_by_name("coder", "docker").await.unwrap();
-    let req = scaletestd::coder::CreateWorkspaceRequest {
-        template_id: Some(tpl.id),
-        name: "stk-someone-else".into(),
-        ..Default::default()
-    };
-    client
-        .create_workspace(tpl.organization_id, &req, &Default::default())
-        .await
-        .unwrap();
+    create_workspace(&client, "stk-someone-else").await;
 
     // Restarted with no run due soon: the start-up sweep alone must clean up.
     write_config(

@@ -206,19 +206,7 @@ async fn malformed_answers_table() {
     let sim = start(fast_sim()).await;
     let cfg = config(&sim, 1, 1, "");
     let c = client(&cfg);
-    let template = c.template_by_name("coder", "docker").await.unwrap();
-    let ws = c
-        .create_workspace(
-            template.organization_id,
-            &scaletestd::coder::CreateWorkspaceRequest {
-                template_id: Some(template.id),
-                name: "malformed-source".into(),
-                ..Default::default()
-            },
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let ws = create_workspace(&c, "malformed-source").await;
     // Wait for its agent, so the spoilt copies have one to spoil.
     let mut good = serde_json::Value::Null;
     for _ in 0..100 {

@@ -95,18 +95,7 @@ async fn forty_workspaces_over_eight_users_each_called_with_its_owners_token() {
         .await
         .unwrap();
     let c3 = &users[2];
-    let tpl = c3.template_by_name("coder", "docker").await.unwrap();
-    c3.create_workspace(
-        tpl.organization_id,
-        &scaletestd::coder::CreateWorkspaceRequest {
-            template_id: Some(tpl.id),
-            name: "kept-by-st-user-3".into(),
-            ..Default::default()
-        },
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    create_workspace(c3, "kept-by-st-user-3").await;
     let dir = TempDir::new("users_cleanup");
     let file = config_text(&sim, 40, 40, USERS).write(dir.path(), "users.toml");
     let dry = {

@@ -87,6 +87,23 @@ pub fn client(cfg: &Config) -> scaletestd::coder::Client {
     )
 }
 
+/// Creates a workspace named `name` from the simulator's `docker` template, as a user would
+/// (a workspace the run did not make, or one a test drives by hand).
+pub async fn create_workspace(
+    c: &scaletestd::coder::Client,
+    name: &str,
+) -> scaletestd::coder::Workspace {
+    let tpl = c.template_by_name("coder", "docker").await.unwrap();
+    let req = scaletestd::coder::CreateWorkspaceRequest {
+        template_id: Some(tpl.id),
+        name: name.into(),
+        ..Default::default()
+    };
+    c.create_workspace(tpl.organization_id, &req, &Default::default())
+        .await
+        .unwrap()
+}
+
 pub async fn run(cfg: &Config) -> RunReport {
     run_with(cfg, &client(cfg)).await
 }
