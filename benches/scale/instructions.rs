@@ -61,7 +61,14 @@ pub fn count(otlp: &str) -> Vec<Counted> {
                 &sim,
                 otlp,
                 Duration::from_secs(900),
-                &["valgrind", "--tool=callgrind", "--dump-instr=no", &arg],
+                &[
+                    "env",
+                    "SCALE_BENCH_HEAP=off",
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--dump-instr=no",
+                    &arg,
+                ],
             );
             totals.push(total(&v, n, &file));
             if n == LARGE {
