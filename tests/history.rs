@@ -9,13 +9,13 @@ use std::time::Duration;
 use common::daemon::{spawn, tmpdir, write_config};
 use common::*;
 
-/// The live heap (jemalloc's count of allocated bytes, exported as
+/// The live heap (malloc's count of allocated bytes, exported as
 /// `scaletest_heap_allocated_bytes`) may move this much from the fourth run (warmed up) to
 /// the least of the eighth to tenth. The history holds about 20 KiB a run now; full reports
 /// of 2,000 workspaces held about 1.5 MiB a run, which would put the eighth run 6 MiB above.
 /// What moves besides: idle pooled connections to Coder (up to 400 here, a few MiB) until
 /// they time out, and a sample catching the next run starting; hence the least of three.
-/// Seen: 0.7 to 2.6 MiB over 24-run trials, the heap back at 19.5 MiB after run 24.
+/// Seen: 0.3 MiB (glibc, 10 runs); 0.7 to 2.6 MiB over 24-run trials with jemalloc.
 const HEAP_BOUND_MIB: f64 = 5.0;
 
 /// RSS also carries pages the allocator has not handed back yet and wanders by several MiB

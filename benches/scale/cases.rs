@@ -229,29 +229,27 @@ user = "{{workspace}}"
     })
 }
 
-/// The most the allocator held for live objects while a case ran (jemalloc's count, read
-/// every 20 ms), in MiB: what of the peak RSS is live data.
+/// The most malloc held for live objects while a case ran (`live_heap_bytes`, read every
+/// 100 ms: each read takes malloc's locks), in MiB: what of the peak RSS is live data.
 struct HeapPeak {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<f64>,
 }
 
 impl HeapPeak {
-    /// Not under callgrind (`SCALE_BENCH_HEAP=off`): reading jemalloc's statistics merges
-    /// every arena's, and at valgrind's pace that was half of the instructions counted.
+    /// Not under callgrind (`SCALE_BENCH_HEAP=off`): each read walks malloc's free lists,
+    /// and at valgrind's pace that would be counted as the daemon's work.
     fn start() -> HeapPeak {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let off = std::env::var("SCALE_BENCH_HEAP").is_ok_and(|v| v == "off");
         let thread = std::thread::spawn(move || {
-            let mut peak = 0usize;
+            let mut peak = 0u64;
             while !off && !flag.load(Ordering::Relaxed) {
-                if tikv_jemalloc_ctl::epoch::advance().is_ok()
-                    && let Ok(b) = tikv_jemalloc_ctl::stats::allocated::read()
-                {
+                if let Some(b) = scaletestd::metrics::live_heap_bytes() {
                     peak = peak.max(b);
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(100));
             }
             if off {
                 return f64::NAN;

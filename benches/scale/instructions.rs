@@ -104,7 +104,7 @@ fn total(v: &Value, n: u32, file: &Path) -> Result<f64, String> {
 }
 
 /// Exclusive instructions summed by the crate of each function (the symbol's first path
-/// segment; `libc`, `jemalloc` and the kernel's vDSO by object), as shares of the whole.
+/// segment; `libc` and the loader by object), as shares of the whole.
 fn crates(file: &Path) -> Vec<(String, f64)> {
     let Ok(out) = Command::new("callgrind_annotate")
         .args(["--threshold=100", "--show-percs=no"])
@@ -152,9 +152,6 @@ fn crate_of(function: &str) -> String {
     let name = f.split(" [").next().unwrap_or(f);
     if let Some((first, _)) = name.split_once("::") {
         return first.to_string();
-    }
-    if name.starts_with("_rjem") || name.starts_with("je_") {
-        return "jemalloc".into();
     }
     match object {
         Some(o) if o.contains("libc") => "libc".into(),

@@ -17,11 +17,6 @@ mod sim;
 
 use std::time::Duration;
 
-// The allocator the shipped binary uses (src/main.rs), so the cases' memory and CPU are the
-// daemon's; the raw client runs on it too.
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// Latencies the simulator injects, fixed so that "measured − injected" means something.
 pub const INIT_MS: u64 = 100;
 pub const PLAN_MS: u64 = 200;

@@ -12,7 +12,7 @@ mod process;
 mod text;
 
 use process::Process;
-pub use process::{HeapReader, ProcStat, read_proc_stat, read_proc_stat_of, set_heap_reader};
+pub use process::{ProcStat, live_heap_bytes, read_proc_stat, read_proc_stat_of};
 pub use text::to_classic_text;
 
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! Process series (`process_*`, and the runtime's live tasks), read from procfs at every
 //! scrape with the kernel's own clock-tick rate and page size.
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
@@ -20,21 +19,25 @@ pub(super) struct Process {
     threads: Gauge,
     /// Tasks alive in the async runtime: a leak of tasks shows here before it shows in RSS.
     tasks: Gauge,
-    /// Bytes of live objects as the allocator counts them, when the binary installed a
-    /// reader ([`set_heap_reader`]): unlike RSS it carries no fragmentation or cached pages,
-    /// so a leak shows as a slope here while RSS still wanders.
+    /// Bytes of live objects as malloc counts them: unlike RSS it carries no fragmentation
+    /// or freed pages malloc keeps, so a leak shows as a slope here while RSS wanders.
     heap: Gauge,
 }
 
-/// How the binary's global allocator reports the bytes it holds for live objects.
-pub type HeapReader = fn() -> Option<u64>;
-
-static HEAP_READER: OnceLock<HeapReader> = OnceLock::new();
-
-/// Called once by the binary that chose the global allocator (a library must not choose
-/// one); without it `scaletest_heap_allocated_bytes` is not exported.
-pub fn set_heap_reader(read: HeapReader) {
-    let _ = HEAP_READER.set(read);
+/// Bytes malloc holds for live objects (glibc's `mallinfo2`: in its arenas plus the large
+/// allocations it maps on their own); `None` where that is not known.
+pub fn live_heap_bytes() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and only reads malloc's own state, under
+        // its locks; glibc has had it since 2.33.
+        let m = unsafe { libc::mallinfo2() };
+        Some((m.uordblks + m.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 impl Process {
@@ -80,10 +83,10 @@ impl Process {
             "Tasks alive in scaletestd's async runtime",
             p.tasks.clone(),
         );
-        if HEAP_READER.get().is_some() {
+        if live_heap_bytes().is_some() {
             r.register(
                 "scaletest_heap_allocated_bytes",
-                "Bytes the allocator holds for scaletestd's live objects (RSS less fragmentation and cached pages)",
+                "Bytes malloc holds for scaletestd's live objects (RSS less fragmentation and freed pages kept)",
                 p.heap.clone(),
             );
         }
@@ -103,7 +106,7 @@ impl Process {
         if let Ok(n) = procfs::process::Process::myself().and_then(|p| p.fd_count()) {
             self.fds.set(n as i64);
         }
-        if let Some(bytes) = HEAP_READER.get().and_then(|read| read()) {
+        if let Some(bytes) = live_heap_bytes() {
             self.heap.set(bytes as i64);
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

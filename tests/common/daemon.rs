@@ -43,6 +43,8 @@ pub fn spawn_logging(args: &[&str], token: &str, filter: &str) -> DaemonProcess 
         .args(args)
         .env("CODER_SESSION_TOKEN", token)
         .env("RUST_LOG", filter)
+        // As the container image and the systemd unit run it (deploy/Dockerfile).
+        .env("MALLOC_ARENA_MAX", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
