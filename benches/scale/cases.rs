@@ -493,8 +493,8 @@ pub async fn run_all(quick: bool) -> String {
             })
             .collect()
     };
-    // `SCALE_BENCH_ONLY=traffic` (or `page`, `accuracy`, `peer`, `instructions`): only those
-    // sections.
+    // `SCALE_BENCH_ONLY=traffic` (or `page`, `accuracy`, `peer`, `instructions`, `idle`):
+    // only those sections.
     if let Ok(only) = std::env::var("SCALE_BENCH_ONLY") {
         if only.contains("accuracy") {
             t.accuracy(&accuracy());
@@ -524,6 +524,9 @@ pub async fn run_all(quick: bool) -> String {
         }
         if only.contains("instructions") {
             t.instructions(&crate::instructions::count(&otlp.url));
+        }
+        if only.contains("idle") {
+            t.idle(&sim).await;
         }
         if only.contains("page") {
             t.status_page();
