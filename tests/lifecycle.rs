@@ -160,8 +160,17 @@ async fn measured_phase_times_match_injected_latencies() {
     let ledger = sim.ledger();
     let mut build_err = Vec::new();
     let mut agent_err = Vec::new();
+    let mut gaps = Vec::new();
     for w in &r.workspaces {
         let l = ledger.iter().find(|l| l.name == w.name).unwrap();
+        // The build ends on its event's stamp and the agent phase starts there: the two
+        // tile the timeline, however long the workspace's task took to move on.
+        let (b, a) = (
+            w.record(Phase::Build).unwrap(),
+            w.record(Phase::Agent).unwrap(),
+        );
+        let build_end = b.started_at + b.duration;
+        gaps.push((a.started_at - build_end).num_microseconds().unwrap().abs());
         let diff = |measured: Duration, injected: Duration| {
             (measured.as_secs_f64() - injected.as_secs_f64()).abs()
         };
@@ -186,6 +195,9 @@ async fn measured_phase_times_match_injected_latencies() {
     );
     assert!(b < 0.020, "build p50 error {b}s");
     assert!(a < 0.020, "agent p50 error {a}s");
+    let widest = gaps.iter().max().unwrap();
+    println!("widest gap between a build's end and its agent phase's start: {widest} µs");
+    assert!(*widest <= 20, "phases do not tile: a gap of {widest} µs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
