@@ -68,6 +68,14 @@ fn pair(v: &Value, key: &str) -> String {
     }
 }
 
+/// A section's title, a table's header row and the separator row under it.
+fn table_head(o: &mut String, title: &str, header: &str) {
+    let columns = header.matches('|').count().saturating_sub(1);
+    let _ = writeln!(o, "### {title}\n");
+    let _ = writeln!(o, "{header}");
+    let _ = writeln!(o, "|{}", "---|".repeat(columns));
+}
+
 /// [`pair`] to the hundredth: our own part is sub-millisecond.
 fn pair2(v: &Value, key: &str) -> String {
     match (v[key][0].as_f64(), v[key][1].as_f64()) {
@@ -423,15 +431,11 @@ impl Table {
     /// Traffic: sessions held open at a tick interval with p99 echo under 50 ms.
     pub fn traffic(&mut self, rows: &[(u32, u32, Value)]) {
         let o = &mut self.out;
-        let _ = writeln!(
+        table_head(
             o,
-            "### Traffic: web-terminal sessions echoing 64 bytes a tick, 20 s each (sessions held while p99 echo < 50 ms)\n"
+            "Traffic: web-terminal sessions echoing 64 bytes a tick, 20 s each (sessions held while p99 echo < 50 ms)",
+            "| tick | sessions | ticks per second | echo p50 / p99 ms | errors | CPU % of a core (ours) | peak RSS MiB (ours) | held |",
         );
-        let _ = writeln!(
-            o,
-            "| tick | sessions | ticks per second | echo p50 / p99 ms | errors | CPU % of a core (ours) | peak RSS MiB (ours) | held |"
-        );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
         for (tick, sessions, v) in rows {
             if let Some(e) = v["error"].as_str() {
                 let _ = writeln!(o, "| {tick} ms | {sessions} | {e} | | | | | no |");
@@ -612,15 +616,11 @@ user = "{{workspace}}"
     /// Instructions per lifecycle (callgrind): scaletestd both ways and the raw client.
     pub fn instructions(&mut self, counted: &[crate::instructions::Counted]) {
         let o = &mut self.out;
-        let _ = writeln!(
+        table_head(
             o,
-            "### Instructions per full lifecycle (valgrind callgrind; repeatable)\n"
+            "Instructions per full lifecycle (valgrind callgrind; repeatable)",
+            "| tool | instructions per lifecycle | ÷ raw client | where they go (own instructions by crate, larger run) |",
         );
-        let _ = writeln!(
-            o,
-            "| tool | instructions per lifecycle | ÷ raw client | where they go (own instructions by crate, larger run) |"
-        );
-        let _ = writeln!(o, "|---|---|---|---|");
         let raw = counted
             .iter()
             .find(|c| c.tool.starts_with("raw"))
