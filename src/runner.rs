@@ -58,6 +58,37 @@ pub struct WorkspaceReport {
     /// own (its events came over the watch stream) is in that one.
     #[serde(skip)]
     pub last_coder_trace: Option<String>,
+    /// Where the workspace's phases read wall-clock time from (see [`WallClock`]).
+    #[serde(skip)]
+    pub clock: WallClock,
+}
+
+/// The wall-clock time of a monotonic instant, from one reading of both clocks: phases
+/// that tile the timeline (one ends at the instant the next starts) then also meet exactly
+/// on the wall clock, which two separate readings would not promise (a thread preempted
+/// between them, the wall clock slewed).
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    wall: chrono::DateTime<Utc>,
+    mono: Instant,
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        WallClock {
+            wall: Utc::now(),
+            mono: Instant::now(),
+        }
+    }
+}
+
+impl WallClock {
+    pub fn at(&self, t: Instant) -> chrono::DateTime<Utc> {
+        match t.checked_duration_since(self.mono) {
+            Some(d) => self.wall + d,
+            None => self.wall - (self.mono - t),
+        }
+    }
 }
 
 impl WorkspaceReport {
@@ -563,6 +594,7 @@ pub(crate) async fn bring_up(
         phases: Vec::new(),
         build_stages: Vec::new(),
         last_coder_trace: None,
+        clock: WallClock::default(),
     };
     if ctx.stop.is_cancelled() {
         // Never started: nothing was created, nothing to report as a failure of Coder.
@@ -761,7 +793,7 @@ async fn timed_unboxed(
     // From where the previous phase ended on an event, when it did (see `Walk::ended_at`).
     let now = Instant::now();
     let clock = since.filter(|s| *s <= now).unwrap_or(now);
-    let started_at = Utc::now() - (now - clock);
+    let started_at = report.clock.at(clock);
     let fut = PHASE_TRACES.scope(
         coder.clone(),
         crate::coder::trace::PHASE_DEADLINE.scope(

@@ -45,6 +45,7 @@ fn report(total: u32, failed: u32, budget: FailureBudget) -> RunReport {
                     }],
                     build_stages: vec![],
                     last_coder_trace: None,
+                    clock: Default::default(),
                 }
             })
             .collect(),

@@ -376,6 +376,7 @@ impl Table {
                         ],
                         build_stages: vec![],
                         last_coder_trace: None,
+                        clock: Default::default(),
                     }
                 })
                 .collect(),
