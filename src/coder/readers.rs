@@ -102,12 +102,15 @@ pub(super) async fn open_ws(client: &Client, id: Uuid) -> Result<WatchStream, Ap
         match (traces, deadline) {
             (Ok(t), Ok(d)) => PHASE_TRACES.scope(t, PHASE_DEADLINE.scope(d, open)).await,
             (Ok(t), Err(_)) => PHASE_TRACES.scope(t, open).await,
-            _ => open.await,
+            (Err(_), Ok(d)) => PHASE_DEADLINE.scope(d, open).await,
+            (Err(_), Err(_)) => open.await,
         }
     }
     .instrument(tracing::Span::current());
     runtime().spawn(async move {
-        let mut stream = match open.await {
+        // Boxed: the upgrade's state is freed once it is done, instead of sizing the task
+        // that then reads the stream for the workspace's whole life.
+        let mut stream = match Box::pin(open).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = opened_tx.send(Err(e));
