@@ -607,15 +607,18 @@ pub(crate) async fn bring_up(
     // The first span of each phase, for the build's stage spans.
     let mut first_span: BTreeMap<Phase, opentelemetry::Context> = BTreeMap::new();
     let mut ok = true;
+    // Where the previous phase ended on an event: the next one starts there.
+    let mut since = None;
     let last = s.phases.len().saturating_sub(1);
     for &phase in &s.phases[..last] {
         let span = phase_span(phase);
         first_span.entry(phase).or_insert_with(|| span.context());
         let had_id = walk.id.is_some();
         let seen = last_event(&walk);
-        let since = walk.ended_at.take();
         let run = (phase.def().run)(ctx.phases(index), &mut walk);
-        let done = timed(ctx, &mut report, (phase, span), &ctx.stop, since, run).await;
+        let end = timed(ctx, &mut report, (phase, span), &ctx.stop, since, run).await;
+        since = end.on_event;
+        let done = end.ok;
         keep_sub_timings(&mut report, &mut walk);
         if let Some(rec) = report.phases.last_mut()
             && last_event(&walk) != seen
@@ -711,7 +714,8 @@ pub(crate) async fn tear_down(ctx: &RunCtx, up: Up) -> WorkspaceReport {
         None,
         run,
     )
-    .await;
+    .await
+    .ok;
     report.ok = ok && deleted;
     if !report.ok {
         tracing::Span::current().record("otel.status_code", "ERROR");
@@ -762,10 +766,19 @@ fn keep_sub_timings(report: &mut WorkspaceReport, walk: &mut Walk) {
 }
 
 /// Runs one phase under its timeout and the given cancellation, in `span` (from
-/// [`phase_span`]), records it, and says whether it succeeded.
+/// [`phase_span`]), records it, and says how it ended. `since`: where the previous phase
+/// ended on an event, so that phases tile the workspace's timeline.
 ///
 /// Boxed: a workspace's task then holds only the phase running now, not room for the largest
 /// phase all along (30 KiB a workspace otherwise, 300 MiB at 10,000 concurrent).
+/// How a phase ended, for the walk to go on.
+struct PhaseEnd {
+    ok: bool,
+    /// The instant the phase ended, when the event that decided it set that
+    /// ([`Walk::ended_on_event`](phases::Walk::ended_on_event)).
+    on_event: Option<Instant>,
+}
+
 fn timed<'a>(
     ctx: &'a RunCtx,
     report: &'a mut WorkspaceReport,
@@ -773,7 +786,7 @@ fn timed<'a>(
     cancel: &'a CancellationToken,
     since: Option<Instant>,
     fut: impl std::future::Future<Output = Result<(), PhaseError>> + Send + 'a,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = PhaseEnd> + Send + 'a>> {
     Box::pin(timed_unboxed(ctx, report, phase, cancel, since, fut))
 }
 
@@ -784,13 +797,12 @@ async fn timed_unboxed(
     cancel: &CancellationToken,
     since: Option<Instant>,
     fut: impl std::future::Future<Output = Result<(), PhaseError>>,
-) -> bool {
+) -> PhaseEnd {
     let limit = ctx.scenario.timeouts.of(phase);
     let trace_id = crate::telemetry::trace_id(&span);
     let coder = PhaseTraces(std::sync::Arc::new(std::sync::Mutex::new(
         report.last_coder_trace.clone(),
     )));
-    // From where the previous phase ended on an event, when it did (see `Walk::ended_at`).
     let now = Instant::now();
     let clock = since.filter(|s| *s <= now).unwrap_or(now);
     let started_at = report.clock.at(clock);
@@ -858,5 +870,8 @@ async fn timed_unboxed(
     ctx.observer
         .phase_done(&ctx.scenario.name, &report.name, &record);
     report.phases.push(record);
-    result.is_ok()
+    PhaseEnd {
+        ok: result.is_ok(),
+        on_event: matches!(measured, Some(phases::Ended::At(_))).then(|| clock + duration),
+    }
 }

@@ -263,10 +263,6 @@ pub struct Walk {
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The autostart minute and build (set by `autostart.created`).
     pub autostart: Option<autostart::Autostart>,
-    /// When the last phase ended on an event ([`Walk::ended_on_event`]): the next phase
-    /// starts there, so that phases tile the workspace's timeline and the time the
-    /// workspace's task took to get going again is not lost between them.
-    pub ended_at: Option<std::time::Instant>,
 }
 
 impl Walk {
@@ -281,7 +277,6 @@ impl Walk {
             sub_timings: BTreeMap::new(),
             permit: None,
             autostart: None,
-            ended_at: None,
         }
     }
 
@@ -293,10 +288,10 @@ impl Walk {
     }
 
     /// Ends the phase when the state it just waited for arrived, not when its task got
-    /// round to noticing: call it right after the wait that decided the phase.
-    pub fn ended_on_event(&mut self) {
+    /// round to noticing: call it right after the wait that decided the phase. The next
+    /// phase starts there, so the time the task took to go on is not lost between them.
+    pub fn ended_on_event(&self) {
         if let Some(at) = self.updates.as_ref().and_then(|u| u.latest_at) {
-            self.ended_at = Some(at);
             let _ = MEASURED.try_with(|m| {
                 if m.get().is_none() {
                     m.set(Some(Ended::At(at)));
