@@ -107,7 +107,8 @@ impl Client {
         let path = format!("/api/v2/workspaces/{id}/watch-ws");
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(watch::MAX_EVENT))
-            .max_frame_size(Some(watch::MAX_EVENT));
+            .max_frame_size(Some(watch::MAX_EVENT))
+            .read_buffer_size(super::ws::EVENT_READ_BUFFER);
         let ws = self
             .open_websocket(
                 "/api/v2/workspaces/{workspace}/watch-ws",

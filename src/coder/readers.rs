@@ -24,9 +24,15 @@ use super::watch::WatchStream;
 use super::{ApiError, Client};
 use tokio_tungstenite::tungstenite::Message;
 
-/// What the reader hands over: the stream's next data message (undecoded: decoding a burst
-/// here would stamp its last message late), and when it came off the socket.
-pub(super) type Read = (Result<Option<Message>, ApiError>, Instant);
+/// What the reader hands over: the stream's next data message's bytes (undecoded: decoding a
+/// burst here would stamp its last message late), and when it came off the socket.
+///
+/// Kept small: the channel allocates 32 of these at once for every stream, whatever its
+/// bound (an unboxed error and a whole `Message` made that 4.6 KiB a workspace).
+pub(super) struct Read {
+    pub(super) data: Result<Option<bytes::Bytes>, Box<ApiError>>,
+    pub(super) at: Instant,
+}
 
 /// States queued for a workspace's task before the reader waits for it: a workspace changes
 /// a handful of times a minute.
@@ -77,13 +83,14 @@ fn ask_for_short_slice() {
     }
 }
 
-/// A message's bytes point into the socket's read buffer and would keep all of it alive
-/// while the message waits in the channel; a copy of the few KiB lets the buffer go.
-fn detach(m: Message) -> Message {
+/// A data message's bytes, copied: they point into the socket's read buffer and would keep
+/// all of it alive while the message waits in the channel; a copy of the few KiB lets the
+/// buffer go. Other messages never reach here ([`WatchStream::frame`] skips them).
+fn detach(m: Message) -> Option<bytes::Bytes> {
     match m {
-        Message::Text(t) => Message::Text(t.as_str().to_owned().into()),
-        Message::Binary(b) => Message::Binary(bytes::Bytes::copy_from_slice(&b)),
-        other => other,
+        Message::Text(t) => Some(bytes::Bytes::copy_from_slice(t.as_bytes())),
+        Message::Binary(b) => Some(bytes::Bytes::copy_from_slice(&b)),
+        _ => None,
     }
 }
 
@@ -107,10 +114,11 @@ pub(super) async fn open_ws(client: &Client, id: Uuid) -> Result<WatchStream, Ap
         }
     }
     .instrument(tracing::Span::current());
+    // Boxed before the task takes it: a future captured unboxed sizes the task for the
+    // stream's whole life (20 KiB a workspace); boxed, its state goes once it is done.
+    let open = Box::pin(open);
     runtime().spawn(async move {
-        // Boxed: the upgrade's state is freed once it is done, instead of sizing the task
-        // that then reads the stream for the workspace's whole life.
-        let mut stream = match Box::pin(open).await {
+        let mut stream = match open.await {
             Ok(s) => s,
             Err(e) => {
                 let _ = opened_tx.send(Err(e));
@@ -127,8 +135,8 @@ pub(super) async fn open_ws(client: &Client, id: Uuid) -> Result<WatchStream, Ap
             };
             let last = !matches!(item, Ok(Some(_)));
             let at = stream.received_at();
-            let item = item.map(|m| m.map(detach));
-            if tx.send((item, at)).await.is_err() || last {
+            let data = item.map(|m| m.and_then(detach)).map_err(Box::new);
+            if tx.send(Read { data, at }).await.is_err() || last {
                 return;
             }
         }

@@ -124,6 +124,7 @@ impl Client {
                 },
                 observer: i.observer.clone(),
                 retries: Default::default(),
+                websocket_tls: i.websocket_tls.clone(),
             }),
         }
     }

@@ -183,13 +183,18 @@ impl WatchStream {
                 }
                 // The reader ends after relaying the stream's end or error.
                 Inner::Relayed(rx) => {
-                    let (msg, at) = match rx.recv().await {
-                        Some((Ok(Some(msg)), at)) => (msg, at),
-                        Some((Ok(None), _)) | None => return Ok(None),
-                        Some((Err(e), _)) => return Err(e),
+                    let (data, at) = match rx.recv().await {
+                        Some(super::readers::Read {
+                            data: Ok(Some(data)),
+                            at,
+                        }) => (data, at),
+                        Some(super::readers::Read { data: Ok(None), .. }) | None => {
+                            return Ok(None);
+                        }
+                        Some(super::readers::Read { data: Err(e), .. }) => return Err(*e),
                     };
                     self.received = at;
-                    if let Some(w) = self.decode_frame(&msg)? {
+                    if let Some(w) = self.decode_message(&data)? {
                         return Ok(Some(w));
                     }
                 }
@@ -236,11 +241,15 @@ impl WatchStream {
 
     /// A watch-ws message's workspace; `None` for a ping or an event of a newer Coder.
     fn decode_frame(&self, msg: &Message) -> Result<Option<Workspace>, ApiError> {
-        let text: &[u8] = match msg {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-            _ => return Ok(None),
-        };
+        match msg {
+            Message::Text(t) => self.decode_message(t.as_bytes()),
+            Message::Binary(b) => self.decode_message(b),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`WatchStream::decode_frame`] of a data message's bytes.
+    fn decode_message(&self, text: &[u8]) -> Result<Option<Workspace>, ApiError> {
         let ev: WsEvent = super::decode_json(text)
             .map_err(|e| self.protocol(format!("watch-ws message: {e}")))?;
         let data = ev.data.map(|d| d.get().as_bytes()).unwrap_or(b"null");

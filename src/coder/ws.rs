@@ -18,12 +18,25 @@ use super::{ApiError, Client, Response, TOKEN_HEADER};
 /// few KiB; the buffer grows to a larger frame's length when its header arrives.
 const READ_BUFFER: usize = 8 << 10;
 
+/// A `watch-ws` stream's read buffer: its events are one workspace's JSON (about 2 KiB), and
+/// one buffer per waiting workspace is resident for the workspace's whole life.
+pub(super) const EVENT_READ_BUFFER: usize = 2 << 10;
+
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl Client {
+    /// The TLS every `wss://` upgrade uses ([`super::tls`]), made once per client.
+    fn websocket_tls(&self) -> Result<tokio_tungstenite::Connector, String> {
+        self.inner
+            .websocket_tls
+            .get_or_init(|| super::tls::websocket_connector(&self.inner.opts.extra_roots))
+            .clone()
+    }
+
     /// Upgrades `GET path?query` to a websocket. `route` is the templated path for metrics
-    /// and spans; `query` is appended as given.
+    /// and spans; `query` is appended as given; `config` replaces the whole default (with
+    /// [`READ_BUFFER`]), its read buffer included.
     pub(super) async fn open_websocket(
         &self,
         route: &'static str,
@@ -62,7 +75,9 @@ impl Client {
         config: Option<WebSocketConfig>,
     ) -> Result<Ws, ApiError> {
         let path = url.path().to_string();
-        let config = Some(config.unwrap_or_default().read_buffer_size(READ_BUFFER));
+        let config = Some(
+            config.unwrap_or_else(|| WebSocketConfig::default().read_buffer_size(READ_BUFFER)),
+        );
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme)
             .expect("ws and wss are valid schemes");
@@ -95,7 +110,13 @@ impl Client {
         };
         let handshake = async {
             let tcp = connect.await.map_err(tungstenite::Error::Io)?;
-            tokio_tungstenite::client_async_tls_with_config(req, tcp, config, None).await
+            let tls = match scheme {
+                "wss" => Some(self.websocket_tls().map_err(|e| {
+                    tungstenite::Error::Io(std::io::Error::other(format!("TLS setup: {e}")))
+                })?),
+                _ => None,
+            };
+            tokio_tungstenite::client_async_tls_with_config(req, tcp, config, tls).await
         };
         let handshake = tracing::Instrument::instrument(handshake, span.clone());
         let result = match tokio::time::timeout(self.inner.opts.request_timeout, handshake).await {

@@ -1,5 +1,6 @@
 //! `[coder]`: the deployment (`url` or `CODER_URL`), the session token (`token_file` or
-//! `CODER_SESSION_TOKEN`), the organization, and the client's retries.
+//! `CODER_SESSION_TOKEN`), the organization, the client's retries, and `ca_file` (the
+//! certificates of a private CA that signed Coder's, trusted besides the system's).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub(super) struct RawCoder {
     pub(super) request_timeout: Option<HumanDuration>,
     pub(super) max_retries: Option<u32>,
     pub(super) apps_address: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub struct CoderConfig {
     pub max_retries: u32,
     /// Where app requests to a wildcard app host connect, instead of resolving its name.
     pub apps_address: Option<std::net::IpAddr>,
+    /// `ca_file`'s certificates.
+    pub extra_roots: crate::coder::tls::ExtraRoots,
 }
 
 impl CoderConfig {
@@ -45,6 +49,7 @@ impl CoderConfig {
             bypass_ratelimit: self.bypass_ratelimit,
             propagate,
             apps_address: self.apps_address,
+            extra_roots: self.extra_roots.clone(),
             ..Default::default()
         }
     }
@@ -135,8 +140,25 @@ pub(super) fn validate(
         None => None,
     };
 
+    let extra_roots = match &coder_raw.ca_file {
+        Some(file) => {
+            let path = file.get_ref();
+            let at = |e: String| {
+                ConfigError::at(
+                    src,
+                    Some(file.span()),
+                    format!("ca_file {}: {e}", path.display()),
+                )
+            };
+            let pem = std::fs::read(path).map_err(|e| at(format!("cannot read it: {e}")))?;
+            crate::coder::tls::ExtraRoots::from_pem(&pem).map_err(at)?
+        }
+        None => Default::default(),
+    };
+
     Ok(CoderConfig {
         apps_address,
+        extra_roots,
         url,
         token,
         organization: coder_raw.organization.filter(|o| !o.is_empty()),

@@ -225,8 +225,16 @@ pub fn route(app: &App, req: &Request) -> Option<&'static str> {
 
 fn subdomain_label<'r>(app: &App, req: &'r Request) -> Option<&'r str> {
     let wildcard = app.wildcard.as_ref()?;
-    let host = req.headers().get(header::HOST)?.to_str().ok()?;
-    wildcard.label(host)
+    wildcard.label(request_host(req)?)
+}
+
+/// The host a request was sent to: `Host` over HTTP/1.1, the `:authority` over HTTP/2 (Go's
+/// `http.Request.Host` is either).
+fn request_host(req: &Request) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
+    }
 }
 
 /// The middleware: app requests are served here, anything else goes on to the API.
@@ -456,11 +464,7 @@ fn to_login(app: &App, req: &Request, r: &AppRequest) -> Response {
                 .append_pair("redirect", &here);
         }
         Access::Subdomain => {
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or_default();
+            let host = request_host(req).unwrap_or_default();
             let back = format!("{}://{host}{here}", app.access_url.scheme());
             to.set_path("/api/v2/applications/auth-redirect");
             to.query_pairs_mut().append_pair("redirect_uri", &back);

@@ -70,6 +70,10 @@ pub struct SimConfig {
     /// A file to note in when each workspace event went out on a stream (the benchmark's
     /// split of lateness; see `sim::deliveries`). None: nothing is noted.
     pub delivery_log: Option<std::path::PathBuf>,
+    /// Serve TLS (HTTP/2 or HTTP/1.1 by ALPN, see `sim::tls`) with a certificate made at
+    /// start-up; its authority's certificate is written to this file (PEM), for clients'
+    /// `[coder] ca_file`. None: plain HTTP.
+    pub tls_ca_out: Option<std::path::PathBuf>,
 }
 
 /// See [`SimConfig::subagent`].
@@ -153,6 +157,7 @@ impl Default for SimConfig {
             tracing: SimTracing::default(),
             sessions: Default::default(),
             delivery_log: None,
+            tls_ca_out: None,
         }
     }
 }

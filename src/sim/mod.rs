@@ -18,6 +18,7 @@ pub mod faults;
 pub mod metrics;
 pub mod pty;
 pub mod ssh;
+pub mod tls;
 pub mod trace;
 pub mod types;
 pub mod world;
@@ -50,6 +51,10 @@ pub struct Sim {
     router: axum::Router,
     /// The API's accept loop and its connections, and what stops them.
     http: (CancellationToken, tokio::task::JoinHandle<()>),
+    /// TLS when `tls_ca_out` is set; kept for a restart.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Connections accepted, by protocol: HTTP/1.1 and HTTP/2.
+    connections: Arc<Connections>,
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     metrics_addr: SocketAddr,
     ssh_host_key: String,
@@ -96,7 +101,13 @@ impl Sim {
             ),
             None => None,
         };
-        let access_url = url::Url::parse(&format!("http://{addr}")).expect("an address is a URL");
+        let tls = match &state.cfg.tls_ca_out {
+            Some(path) => Some(tls::acceptor(addr, path)?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let access_url =
+            url::Url::parse(&format!("{scheme}://{addr}")).expect("an address is a URL");
         let app = api::App::new(api::AppParts {
             state: state.clone(),
             token: token.to_string(),
@@ -149,13 +160,21 @@ impl Sim {
             });
         }
         let http_stop = stop.child_token();
-        let task = tokio::spawn(serve_http(listener, router.clone(), http_stop.clone()));
+        let connections = Arc::new(Connections::default());
+        let serving = Serving {
+            router: router.clone(),
+            tls: tls.clone(),
+            connections: connections.clone(),
+        };
+        let task = tokio::spawn(serve_http(listener, serving, http_stop.clone()));
         Ok(Sim {
             addr,
             app,
             stop,
             router,
             http: (http_stop, task),
+            tls,
+            connections,
             provider,
             metrics_addr,
             ssh_host_key,
@@ -178,7 +197,16 @@ impl Sim {
     }
 
     pub fn url(&self) -> url::Url {
-        url::Url::parse(&format!("http://{}", self.addr)).expect("socket addresses make URLs")
+        self.app.access_url.clone()
+    }
+
+    /// Connections accepted so far: (HTTP/1.1, HTTP/2).
+    pub fn connections(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.connections.http1.load(Relaxed),
+            self.connections.http2.load(Relaxed),
+        )
     }
 
     /// What was injected and measured per workspace.
@@ -240,7 +268,12 @@ impl Sim {
             }
         };
         let http_stop = self.stop.child_token();
-        let task = tokio::spawn(serve_http(listener, self.router.clone(), http_stop.clone()));
+        let serving = Serving {
+            router: self.router.clone(),
+            tls: self.tls.clone(),
+            connections: self.connections.clone(),
+        };
+        let task = tokio::spawn(serve_http(listener, serving, http_stop.clone()));
         self.http = (http_stop, task);
         Ok(())
     }
@@ -272,14 +305,25 @@ impl Sim {
     }
 }
 
+/// Connections accepted, by protocol.
+#[derive(Default)]
+struct Connections {
+    http1: std::sync::atomic::AtomicU64,
+    http2: std::sync::atomic::AtomicU64,
+}
+
+/// What the accept loop serves connections with.
+struct Serving {
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    connections: Arc<Connections>,
+}
+
 /// Serves the API until `stop`; then every connection still open is aborted (dropping the
 /// set), which is what tells a crash from a graceful shutdown. Our own accept loop, because
-/// `axum::serve` detaches connections where nothing can cut them.
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    stop: CancellationToken,
-) {
+/// `axum::serve` detaches connections where nothing can cut them. Behind TLS, a connection
+/// whose client chose `h2` (ALPN) is served HTTP/2, any other HTTP/1.1 with upgrades.
+async fn serve_http(listener: tokio::net::TcpListener, serving: Serving, stop: CancellationToken) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let sock = tokio::select! {
@@ -296,12 +340,43 @@ async fn serve_http(
             },
         };
         let _ = sock.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        let svc = hyper_util::service::TowerToHyperService::new(serving.router.clone());
+        let tls = serving.tls.clone();
+        let connections = serving.connections.clone();
         conns.spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                .with_upgrades()
-                .await;
+            use std::sync::atomic::Ordering::Relaxed;
+            let Some(tls) = tls else {
+                connections.http1.fetch_add(1, Relaxed);
+                let _ = http1(hyper_util::rt::TokioIo::new(sock), svc).await;
+                return;
+            };
+            let Ok(stream) = tls.accept(sock).await else {
+                return; // a client that does not trust us, or a port scan
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                connections.http2.fetch_add(1, Relaxed);
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+            } else {
+                connections.http1.fetch_add(1, Relaxed);
+                let _ = http1(hyper_util::rt::TokioIo::new(stream), svc).await;
+            }
         });
     }
+}
+
+/// One HTTP/1.1 connection, upgrades (websockets) included.
+async fn http1<I>(
+    io: I,
+    svc: hyper_util::service::TowerToHyperService<axum::Router>,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .with_upgrades()
+        .await
 }

@@ -1,0 +1,51 @@
+//! The simulator behind TLS, as a Coder with `CODER_TLS_ENABLE` (or behind a load balancer
+//! that terminates TLS): a certificate authority made at start-up signs a certificate for
+//! the listen address and `localhost`; the authority's certificate is written (PEM) where
+//! clients read it to trust it (`[coder] ca_file`).
+//!
+//! ALPN offers `h2` and `http/1.1`, as Go's `http.Server` does for a TLS listener it serves
+//! (`ServeTLS` adds `h2` to `NextProtos`): calls and SSE streams then share a connection.
+//! Websockets need HTTP/1.1 (Coder hijacks the connection to upgrade it, which HTTP/2
+//! cannot do, and it does not offer RFC 8441's extended CONNECT), so a client opens them on
+//! connections of their own that offer only `http/1.1`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+/// Makes the authority and the server's certificate, writes the authority's to `ca_out`.
+pub fn acceptor(addr: SocketAddr, ca_out: &Path) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let err = |e: rcgen::Error| std::io::Error::other(format!("certificate: {e}"));
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "scaletestd simulator CA");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
+    let mut names = vec!["localhost".to_string(), addr.ip().to_string()];
+    names.dedup();
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = CertificateParams::new(names)
+        .map_err(err)?
+        .signed_by(&key, &ca)
+        .map_err(err)?;
+    std::fs::write(ca_out, ca.pem()).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("writing the CA certificate to {}: {e}", ca_out.display()),
+        )
+    })?;
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone(), ca.der().clone()], key)
+        .map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

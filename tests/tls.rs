@@ -1,0 +1,105 @@
+//! A Coder behind TLS: the simulator serves HTTP/2 and HTTP/1.1 by ALPN with a certificate
+//! from an authority of its own; `[coder] ca_file` trusts it. Calls then share HTTP/2
+//! connections while websockets (`watch-ws`, the web terminal) take HTTP/1.1 ones, as
+//! against Coder; without the authority nothing connects, and the error says why.
+
+mod common;
+
+use common::*;
+use scaletestd::report;
+
+fn tls_sim(dir: &TempDir) -> scaletestd::sim::SimConfig {
+    scaletestd::sim::SimConfig {
+        tls_ca_out: Some(dir.join("ca.pem")),
+        ..fast_sim()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_share_http2_connections_and_websockets_take_http1() {
+    let dir = TempDir::new("tls-h2");
+    let sim = start(tls_sim(&dir)).await;
+    assert_eq!(sim.url().scheme(), "https");
+    let n = 12;
+    let cfg = config_text(
+        &sim,
+        n,
+        n,
+        r#"phases = ["create", "build", "agent", "pty", "delete"]"#,
+    )
+    .coder(&format!("ca_file = {:?}", dir.join("ca.pem")))
+    .parse();
+    let r = run(&cfg).await;
+    assert_eq!(
+        report::summary_line(&r),
+        format!("{n} workspaces: {n} succeeded, 0 failed"),
+        "{}",
+        report::to_json(&r)
+    );
+    let (http1, http2) = sim.connections();
+    // Every call of 12 concurrent lifecycles (creates, builds, deletes: over 60) rode one
+    // HTTP/2 connection (two if a reconnect raced); each workspace's event stream and web
+    // terminal had an HTTP/1.1 connection of its own.
+    assert!(
+        (1..=2).contains(&http2),
+        "HTTP/2 connections: {http2} (HTTP/1.1: {http1})"
+    );
+    assert_eq!(
+        http1,
+        2 * u64::from(n),
+        "one watch-ws and one terminal each"
+    );
+    assert!(sim.request_count("POST /api/v2/workspaces/{workspace}/builds") >= u64::from(n));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_authority_nothing_connects_and_the_error_says_why() {
+    let dir = TempDir::new("tls-untrusted");
+    let sim = start(tls_sim(&dir)).await;
+    let cfg = config(&sim, 2, 2, "");
+    let c = client(&cfg);
+    let err = c
+        .template_by_name("coder", "docker")
+        .await
+        .expect_err("the simulator's certificate is not trusted");
+    let text = err.to_string();
+    assert!(
+        text.contains("invalid peer certificate: UnknownIssuer"),
+        "{text}"
+    );
+    assert!(text.contains("[coder] ca_file"), "{text}");
+    assert_eq!(sim.connections(), (0, 0), "no handshake completed");
+}
+
+#[test]
+fn a_ca_file_that_is_missing_or_not_pem_is_named_in_the_error() {
+    let dir = TempDir::new("tls-ca-file");
+    let text = |path: &std::path::Path| {
+        ConfigText::new("https://coder.example.com")
+            .coder(&format!("ca_file = {path:?}"))
+            .scenario(ScenarioText::new("s", 1))
+            .text()
+    };
+    let env = scaletestd::config::Env {
+        coder_session_token: Some(TOKEN.into()),
+        ..Default::default()
+    };
+    let missing = dir.join("nope.pem");
+    let err = scaletestd::config::Config::parse("t.toml", &text(&missing), &env)
+        .expect_err("a missing file")
+        .to_string();
+    assert!(err.contains("t.toml:3:"), "{err}");
+    assert!(
+        err.contains(&format!("ca_file {}: cannot read it", missing.display())),
+        "{err}"
+    );
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let err = scaletestd::config::Config::parse("t.toml", &text(&junk), &env)
+        .expect_err("not PEM")
+        .to_string();
+    assert!(
+        err.contains(&format!("ca_file {}: no certificate in it", junk.display())),
+        "{err}"
+    );
+}
