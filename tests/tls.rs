@@ -53,6 +53,43 @@ async fn calls_share_http2_connections_and_websockets_take_http1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_keep_connections_of_their_own() {
+    // An older Coder: SSE `watch` only. Each stream is a connection of its own, never a
+    // stream of the shared HTTP/2 connection: past the server's limit on concurrent streams
+    // (Go's 250, hyper's 200) every call would queue behind the workspaces' streams.
+    let dir = TempDir::new("tls-sse");
+    let sim = start(scaletestd::sim::SimConfig {
+        watch_endpoints: scaletestd::sim::config::WatchEndpoints::Sse,
+        ..tls_sim(&dir)
+    })
+    .await;
+    let n = 8;
+    let cfg = config_text(
+        &sim,
+        n,
+        n,
+        r#"phases = ["create", "build", "agent", "delete"]"#,
+    )
+    .coder(&format!("ca_file = {:?}", dir.join("ca.pem")))
+    .parse();
+    let r = run(&cfg).await;
+    assert_eq!(
+        report::summary_line(&r),
+        format!("{n} workspaces: {n} succeeded, 0 failed"),
+        "{}",
+        report::to_json(&r)
+    );
+    let (http1, http2) = sim.connections();
+    assert!((1..=2).contains(&http2), "HTTP/2 connections: {http2}");
+    // One SSE stream per workspace, plus the watch-ws upgrades tried before the first 404
+    // taught the run that this Coder has none (websockets are HTTP/1.1 too).
+    let probes = sim.request_count("GET /api/v2/workspaces/{workspace}/watch-ws");
+    assert!(probes >= 1, "the run tried watch-ws first");
+    assert_eq!(http1, u64::from(n) + probes, "HTTP/1.1 connections");
+    assert!(sim.request_count("GET /api/v2/workspaces/{workspace}/watch") >= u64::from(n));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_authority_nothing_connects_and_the_error_says_why() {
     let dir = TempDir::new("tls-untrusted");
     let sim = start(tls_sim(&dir)).await;

@@ -83,10 +83,16 @@ async fn ours(mode: &str, n: u32, concurrency: u32, full: bool) -> Value {
     } else {
         r#"["create", "build", "agent", "delete"]"#
     };
+    // A simulator behind TLS: trust its authority (and speak HTTP/2 to it).
+    let ca = match std::env::var("SCALE_BENCH_CA") {
+        Ok(path) if !path.is_empty() => format!("ca_file = {path:?}"),
+        _ => String::new(),
+    };
     let text = format!(
         r#"[coder]
 url = "{url}"
 request_timeout = "120s"
+{ca}
 
 [[scenario]]
 name = "bench"
@@ -129,11 +135,7 @@ user = "{{workspace}}"
     let client = Client::observed(
         cfg.coder.url.clone(),
         cfg.coder.token.clone(),
-        ClientOptions {
-            request_timeout: cfg.coder.request_timeout,
-            max_retries: cfg.coder.max_retries,
-            ..Default::default()
-        },
+        cfg.coder.client_options(true),
         counting.clone(),
     );
     let (_, rss0) = rss_mib("self");
@@ -396,6 +398,10 @@ pub fn child_under(
         .env("SCALE_BENCH_SSH", &sim.ssh)
         .env("SCALE_BENCH_OTLP", otlp)
         .env("SCALE_BENCH_DELIVERIES", &sim.deliveries)
+        .env(
+            "SCALE_BENCH_CA",
+            sim.ca.as_deref().unwrap_or(std::path::Path::new("")),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -471,6 +477,8 @@ pub async fn run_all(quick: bool) -> String {
     // the simulator on CPU 0 and scaletestd on CPU 1 so neither steals from the other.
     let pinning = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
         && Command::new("taskset").arg("-V").output().is_ok();
+    // The same simulator behind TLS, as most Coders are: calls then share HTTP/2.
+    let tls = SimProcess::start_tls(crate::sim::FAST);
     let accuracy = || -> Vec<AccuracyRow> {
         sizes
             .iter()
@@ -483,11 +491,13 @@ pub async fn run_all(quick: bool) -> String {
                     sim.unpin();
                     v
                 });
+                let tls = (n >= 1000).then(|| child(&case, &tls, &otlp.url, within));
                 let poll = child(&format!("ours:poll:{n}:{n}:wait"), &sim, &otlp.url, within);
                 AccuracyRow {
                     n,
                     watch,
                     pinned,
+                    tls,
                     poll,
                 }
             })
@@ -514,6 +524,7 @@ pub async fn run_all(quick: bool) -> String {
                 n,
                 watch: ours("watch"),
                 pinned: None,
+                tls: None,
                 poll: ours("poll"),
             }];
             let locust = crate::report::locust(&sim, n, if quick { 20 } else { 40 });

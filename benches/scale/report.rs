@@ -90,6 +90,9 @@ pub struct AccuracyRow {
     pub n: u32,
     pub watch: Value,
     pub pinned: Option<Value>,
+    /// Events against the simulator behind TLS: calls on HTTP/2, `watch-ws` on HTTP/1.1
+    /// (at 1,000 and more).
+    pub tls: Option<Value>,
     pub poll: Value,
 }
 
@@ -117,6 +120,9 @@ impl Table {
             let mut modes = vec![("events (watch)", &r.watch)];
             if let Some(p) = &r.pinned {
                 modes.push(("events, pinned (simulator CPU 0, scaletestd CPU 1)", p));
+            }
+            if let Some(v) = &r.tls {
+                modes.push(("events over TLS (calls on HTTP/2, watch-ws on HTTP/1.1)", v));
             }
             modes.push(("polling 500 ms / 1 s", &r.poll));
             for (mode, v) in modes {
@@ -205,14 +211,26 @@ impl Table {
             floor["peak_rss_mib"].as_f64().unwrap_or(0.0)
         );
         if let Some(AccuracyRow {
-            n: big, watch: w, ..
+            n: big,
+            watch: w,
+            tls,
+            ..
         }) = accuracy.last()
         {
+            let rss = |v: &Value| v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
             let _ = writeln!(
                 o,
-                "| peak RSS at {big} concurrent workspaces (events) | {:.0} MiB | < 512 MiB |",
-                w["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+                "| peak RSS at {big} concurrent workspaces, events, plain HTTP (HTTP/1.1: a connection per call in flight) | {:.0} MiB | < 512 MiB |",
+                rss(w)
             );
+            if let Some(t) = tls {
+                let _ = writeln!(
+                    o,
+                    "| peak RSS at {big} concurrent workspaces, events, Coder behind TLS (calls share HTTP/2) | {:.0} MiB ({:.0} KiB a workspace) | < 512 MiB |",
+                    rss(t),
+                    rss(t) * 1024.0 / f64::from(*big)
+                );
+            }
         }
         let under5 = accuracy
             .iter()

@@ -13,6 +13,8 @@ pub struct SimProcess {
     pub ssh: String,
     /// The simulator's delivery log: when it sent each workspace event.
     pub deliveries: std::path::PathBuf,
+    /// Behind TLS: its authority's certificate, for `[coder] ca_file`.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Drop for SimProcess {
@@ -59,6 +61,24 @@ impl SimProcess {
 
     pub fn start(p: Profile) -> SimProcess {
         SimProcess::start_with(p, "")
+    }
+
+    /// [`SimProcess::start`] behind TLS, with a certificate authority of its own.
+    pub fn start_tls(p: Profile) -> SimProcess {
+        let ca =
+            std::env::temp_dir().join(format!("scaletestd-bench-ca-{}.pem", std::process::id()));
+        let _ = std::fs::remove_file(&ca);
+        let mut sim = SimProcess::start_with(p, &format!("tls_ca_out = {ca:?}"));
+        // Written once its port is bound: wait for it, briefly.
+        for _ in 0..100 {
+            if ca.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sim.url = sim.url.replacen("http://", "https://", 1);
+        sim.ca = Some(ca);
+        sim
     }
 
     /// [`SimProcess::start`] with more top-level configuration (`watch_endpoints = "sse"`).
@@ -137,6 +157,7 @@ agent_startup = "{startup}ms"
             url,
             ssh: format!("127.0.0.1:{ssh}"),
             deliveries,
+            ca: None,
         }
     }
 }

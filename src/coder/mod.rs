@@ -98,6 +98,10 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// Event streams (SSE): HTTP/1.1, a connection each. Over HTTP/2 they would hold streams
+    /// of the shared connection for a workspace's life, and past the server's limit on
+    /// concurrent streams (Go's default is 250) every call would queue behind them.
+    streams_http: reqwest::Client,
     /// For app requests: redirects are answers to report, not to follow.
     apps_http: reqwest::Client,
     base: Url,
@@ -155,6 +159,10 @@ impl Client {
                 .tls_certs_merge(opts.extra_roots.for_reqwest())
         };
         let http = builder().build().expect("the TLS backend initializes");
+        let streams_http = builder()
+            .http1_only()
+            .build()
+            .expect("the TLS backend initializes");
         let mut apps = builder().redirect(reqwest::redirect::Policy::none());
         if let Some(ip) = opts.apps_address {
             apps = apps.dns_resolver(Arc::new(apps::Override {
@@ -166,6 +174,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 http,
+                streams_http,
                 apps_http,
                 base,
                 token,
@@ -368,9 +377,12 @@ impl Client {
         body: Option<Vec<u8>>,
         accept: &str,
     ) -> reqwest::RequestBuilder {
-        let mut req = self
-            .inner
-            .http
+        let http = if accept == "text/event-stream" {
+            &self.inner.streams_http
+        } else {
+            &self.inner.http
+        };
+        let mut req = http
             .request(method, self.url(path))
             .header(TOKEN_HEADER, self.inner.token.expose())
             .header(header::ACCEPT, accept);

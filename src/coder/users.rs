@@ -115,6 +115,7 @@ impl Client {
         Client {
             inner: std::sync::Arc::new(super::Inner {
                 http: i.http.clone(),
+                streams_http: i.streams_http.clone(),
                 apps_http: i.apps_http.clone(),
                 base: i.base.clone(),
                 token,

@@ -118,7 +118,10 @@ impl Client {
             };
             tokio_tungstenite::client_async_tls_with_config(req, tcp, config, tls).await
         };
-        let handshake = tracing::Instrument::instrument(handshake, span.clone());
+        // Boxed: a future moved into another one keeps its own storage in this one's state as
+        // well (rustc does not reuse a moved-from local's), which doubled every upgrade in
+        // flight; 10,000 workspaces open their streams at once.
+        let handshake = Box::pin(tracing::Instrument::instrument(handshake, span.clone()));
         let result = match tokio::time::timeout(self.inner.opts.request_timeout, handshake).await {
             Err(_) => {
                 self.observe(&get, route, None, start);
