@@ -457,6 +457,35 @@ fn traffic_section(t: &mut Table, quick: bool, sim: &SimProcess, otlp: &str) {
     t.traffic(&traffic);
 }
 
+/// scaletestd on Locust's create / wait / delete flow at Locust's concurrency, events and
+/// polling, over about as many lifecycles as Locust completes in its run (~1,200 in 40 s):
+/// a run's fixed costs (looking up the user, the template, probing the watch) then weigh
+/// alike in both per-lifecycle figures.
+fn peer_rows(
+    sim: &SimProcess,
+    otlp: &str,
+    within: Duration,
+    concurrency: u32,
+    quick: bool,
+) -> Vec<AccuracyRow> {
+    let lifecycles = if quick { 300 } else { 1000 };
+    let ours = |mode: &str| {
+        child(
+            &format!("ours:{mode}:{lifecycles}:{concurrency}:wait"),
+            sim,
+            otlp,
+            within,
+        )
+    };
+    vec![AccuracyRow {
+        n: concurrency,
+        watch: ours("watch"),
+        pinned: None,
+        tls: None,
+        poll: ours("poll"),
+    }]
+}
+
 /// Every case, one after another; the table.
 pub async fn run_all(quick: bool) -> String {
     let otlp = report::OtlpSink::start().await;
@@ -512,21 +541,7 @@ pub async fn run_all(quick: bool) -> String {
         if only.contains("peer") {
             // scaletestd at Locust's concurrency, then Locust on the same flow.
             let n = 100;
-            let ours = |mode: &str| {
-                child(
-                    &format!("ours:{mode}:{n}:{n}:wait"),
-                    &sim,
-                    &otlp.url,
-                    within,
-                )
-            };
-            let rows = vec![AccuracyRow {
-                n,
-                watch: ours("watch"),
-                pinned: None,
-                tls: None,
-                poll: ours("poll"),
-            }];
+            let rows = peer_rows(&sim, &otlp.url, within, n, quick);
             let locust = crate::report::locust(&sim, n, if quick { 20 } else { 40 });
             t.peer(n, &rows, &locust);
         }
@@ -556,6 +571,7 @@ pub async fn run_all(quick: bool) -> String {
         within,
     );
     let floor = child(&format!("raw:{n}:{concurrency}"), &sim, &otlp.url, within);
+    let peer = peer_rows(&sim, &otlp.url, within, concurrency, quick);
     let locust = crate::report::locust(&sim, concurrency, if quick { 20 } else { 40 });
     drop(sim);
     // Requests per lifecycle depend on how long builds take when polling: once more with
@@ -579,6 +595,7 @@ pub async fn run_all(quick: bool) -> String {
         concurrency,
         ours,
         floor,
+        peer,
         locust,
         long,
     };

@@ -52,6 +52,8 @@ pub struct Capacity {
     pub concurrency: u32,
     pub ours: Value,
     pub floor: Value,
+    /// scaletestd on Locust's flow (see `peer_rows`).
+    pub peer: Vec<AccuracyRow>,
     pub locust: Value,
     pub long: (u32, Value, Value),
 }
@@ -179,6 +181,7 @@ impl Table {
             concurrency,
             ours,
             floor,
+            peer,
             locust,
             long: (m, long_watch, long_poll),
         } = c;
@@ -272,7 +275,7 @@ impl Table {
             long_watch["summary"].as_str().unwrap_or("—"),
             long_poll["summary"].as_str().unwrap_or("—"),
         );
-        self.peer(concurrency, accuracy, locust);
+        self.peer(concurrency, peer, locust);
         let _ = writeln!(self.out);
     }
 
@@ -574,7 +577,7 @@ user = "{{workspace}}"
 
     /// Locust against scaletestd on the same create / wait / delete flow at `concurrency`:
     /// requests and CPU, and per completed lifecycle (what a user compares).
-    pub fn peer(&mut self, concurrency: u32, accuracy: &[AccuracyRow], locust: &Value) {
+    pub fn peer(&mut self, concurrency: u32, ours: &[AccuracyRow], locust: &Value) {
         let o = &mut self.out;
         let _ = writeln!(
             o,
@@ -600,7 +603,7 @@ user = "{{workspace}}"
         let mut ours_ms = f64::NAN;
         if let Some(AccuracyRow {
             watch: w, poll: p, ..
-        }) = accuracy.iter().find(|r| r.n == concurrency)
+        }) = ours.iter().find(|r| r.n == concurrency)
         {
             for (name, v) in [("scaletestd, events", w), ("scaletestd, polling", p)] {
                 let done = v["ok"].as_f64().unwrap_or(f64::NAN);

@@ -19,6 +19,7 @@ use url::Url;
 use crate::secret::Secret;
 
 pub mod apps;
+pub mod arrival;
 mod calls;
 pub mod dialect;
 mod error;

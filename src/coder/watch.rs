@@ -233,7 +233,7 @@ impl WatchStream {
                 Ok(Some(Ok(m))) => m,
             };
             if matches!(msg, Message::Text(_) | Message::Binary(_)) {
-                self.received = Instant::now();
+                self.received = super::ws::arrived(ws).unwrap_or_else(Instant::now);
                 return Ok(Some(msg));
             }
         }

@@ -22,8 +22,19 @@ const READ_BUFFER: usize = 8 << 10;
 /// one buffer per waiting workspace is resident for the workspace's whole life.
 pub(super) const EVENT_READ_BUFFER: usize = 2 << 10;
 
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<super::arrival::ArrivalStamped>,
+>;
+
+/// When the bytes of the websocket's latest read reached this machine (the kernel's stamp,
+/// see [`super::arrival`]), beneath TLS when there is TLS.
+pub(super) fn arrived(ws: &Ws) -> Option<std::time::Instant> {
+    match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(s) => s.arrived(),
+        tokio_tungstenite::MaybeTlsStream::Rustls(s) => s.get_ref().0.arrived(),
+        _ => None,
+    }
+}
 
 impl Client {
     /// The TLS every `wss://` upgrade uses ([`super::tls`]), made once per client.
@@ -106,7 +117,7 @@ impl Client {
             let addrs = self.connect_addrs(&host, port).await?;
             let tcp = tokio::net::TcpStream::connect(&*addrs).await?;
             tcp.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(tcp)
+            Ok::<_, std::io::Error>(super::arrival::ArrivalStamped::new(tcp))
         };
         let handshake = async {
             let tcp = connect.await.map_err(tungstenite::Error::Io)?;
