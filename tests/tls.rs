@@ -15,20 +15,11 @@ fn tls_sim(dir: &TempDir) -> scaletestd::sim::SimConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_share_http2_connections_and_websockets_take_http1() {
-    let dir = TempDir::new("tls-h2");
-    let sim = start(tls_sim(&dir)).await;
-    assert_eq!(sim.url().scheme(), "https");
-    let n = 12;
-    let cfg = config_text(
-        &sim,
-        n,
-        n,
-        r#"phases = ["create", "build", "agent", "pty", "delete"]"#,
-    )
-    .coder(&format!("ca_file = {:?}", dir.join("ca.pem")))
-    .parse();
+/// `n` workspaces through `phases` against `sim`, trusting its authority; all must succeed.
+async fn run_trusting(sim: &scaletestd::sim::Sim, dir: &TempDir, n: u32, phases: &str) {
+    let cfg = config_text(sim, n, n, &format!("phases = {phases}"))
+        .coder(&format!("ca_file = {:?}", dir.join("ca.pem")))
+        .parse();
     let r = run(&cfg).await;
     assert_eq!(
         report::summary_line(&r),
@@ -36,6 +27,21 @@ async fn calls_share_http2_connections_and_websockets_take_http1() {
         "{}",
         report::to_json(&r)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_share_http2_connections_and_websockets_take_http1() {
+    let dir = TempDir::new("tls-h2");
+    let sim = start(tls_sim(&dir)).await;
+    assert_eq!(sim.url().scheme(), "https");
+    let n = 12;
+    run_trusting(
+        &sim,
+        &dir,
+        n,
+        r#"["create", "build", "agent", "pty", "delete"]"#,
+    )
+    .await;
     let (http1, http2) = sim.connections();
     // Every call of 12 concurrent lifecycles (creates, builds, deletes: over 60) rode one
     // HTTP/2 connection (two if a reconnect raced); each workspace's event stream and web
@@ -64,21 +70,7 @@ async fn sse_streams_keep_connections_of_their_own() {
     })
     .await;
     let n = 8;
-    let cfg = config_text(
-        &sim,
-        n,
-        n,
-        r#"phases = ["create", "build", "agent", "delete"]"#,
-    )
-    .coder(&format!("ca_file = {:?}", dir.join("ca.pem")))
-    .parse();
-    let r = run(&cfg).await;
-    assert_eq!(
-        report::summary_line(&r),
-        format!("{n} workspaces: {n} succeeded, 0 failed"),
-        "{}",
-        report::to_json(&r)
-    );
+    run_trusting(&sim, &dir, n, r#"["create", "build", "agent", "delete"]"#).await;
     let (http1, http2) = sim.connections();
     assert!((1..=2).contains(&http2), "HTTP/2 connections: {http2}");
     // One SSE stream per workspace, plus the watch-ws upgrades tried before the first 404

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A [`TcpStream`] whose reads note when the bytes they returned arrived.
@@ -52,6 +52,7 @@ impl ArrivalStamped {
 }
 
 /// The kernel's wall-clock stamp as an `Instant`: now, less how long ago it was.
+#[cfg(target_os = "linux")]
 fn to_instant(stamp: SystemTime) -> Instant {
     let (now, wall) = (Instant::now(), SystemTime::now());
     let ago = wall.duration_since(stamp).unwrap_or(Duration::ZERO);
@@ -116,7 +117,7 @@ impl AsyncRead for ArrivalStamped {
                 let unfilled = unsafe { buf.unfilled_mut() };
                 match this
                     .tcp
-                    .try_io(Interest::READABLE, || recv_stamped(fd, unfilled))
+                    .try_io(tokio::io::Interest::READABLE, || recv_stamped(fd, unfilled))
                 {
                     Ok((n, stamp)) => {
                         unsafe { buf.assume_init(n) };

@@ -5,9 +5,11 @@
 //! for a worker to poll the I/O driver and then for the workspace's task to come up in the
 //! run queue; with a thousand workspaces firing their deletes as their agents become ready,
 //! that was tens of milliseconds. So every `watch-ws` socket is opened and read on a runtime
-//! of its own, on one thread that does nothing else: it stamps each message as it comes off
-//! the socket and hands it to the workspace's task through a small channel, which decodes
-//! it when it gets round to it; the phase ends at the stamp.
+//! of its own, on one thread that does nothing else: it reads each message with the moment
+//! it reached this machine (the kernel's stamp, [`super::arrival`]) and hands both to the
+//! workspace's task through a small channel, which decodes it when it gets round to it; the
+//! phase ends at the stamp. The stamp alone makes the moment exact; this thread keeps the
+//! workspaces' tasks from waiting for their events behind everything else the runtime does.
 //!
 //! SSE streams stay on the shared runtime: they ride reqwest's connection pool, whose
 //! connections belong to the runtime that opened them.
@@ -25,7 +27,7 @@ use super::{ApiError, Client};
 use tokio_tungstenite::tungstenite::Message;
 
 /// What the reader hands over: the stream's next data message's bytes (undecoded: decoding a
-/// burst here would stamp its last message late), and when it came off the socket.
+/// burst here would delay the rest), and when it reached this machine.
 ///
 /// Kept small: the channel allocates 32 of these at once for every stream, whatever its
 /// bound (an unboxed error and a whole `Message` made that 4.6 KiB a workspace).
