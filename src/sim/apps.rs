@@ -228,8 +228,9 @@ fn subdomain_label<'r>(app: &App, req: &'r Request) -> Option<&'r str> {
     wildcard.label(request_host(req)?)
 }
 
-/// The host a request was sent to: `Host` over HTTP/1.1, the `:authority` over HTTP/2 (Go's
-/// `http.Request.Host` is either).
+/// The host a request was sent to: `Host` over HTTP/1.1, the `:authority` over HTTP/2. Coder
+/// asks `httpapi.RequestHost(r)` (coderd/httpapi) in its subdomain app middleware and in
+/// `ParseSubdomainAppURL`; it reads Go's `r.Host`, which is either.
 fn request_host(req: &Request) -> Option<&str> {
     match req.headers().get(header::HOST) {
         Some(h) => h.to_str().ok(),

@@ -48,13 +48,10 @@ pub struct Sim {
     pub app: Arc<api::App>,
     /// Stops everything: the API, the SSH server and the metrics listener.
     stop: CancellationToken,
-    router: axum::Router,
+    /// What the API's accept loop serves with; kept for a restart.
+    serving: Serving,
     /// The API's accept loop and its connections, and what stops them.
     http: (CancellationToken, tokio::task::JoinHandle<()>),
-    /// TLS when `tls_ca_out` is set; kept for a restart.
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Connections accepted, by protocol: HTTP/1.1 and HTTP/2.
-    connections: Arc<Connections>,
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     metrics_addr: SocketAddr,
     ssh_host_key: String,
@@ -160,21 +157,18 @@ impl Sim {
             });
         }
         let http_stop = stop.child_token();
-        let connections = Arc::new(Connections::default());
         let serving = Serving {
-            router: router.clone(),
-            tls: tls.clone(),
-            connections: connections.clone(),
+            router,
+            tls,
+            connections: Default::default(),
         };
-        let task = tokio::spawn(serve_http(listener, serving, http_stop.clone()));
+        let task = tokio::spawn(serve_http(listener, serving.clone(), http_stop.clone()));
         Ok(Sim {
             addr,
             app,
             stop,
-            router,
+            serving,
             http: (http_stop, task),
-            tls,
-            connections,
             provider,
             metrics_addr,
             ssh_host_key,
@@ -204,8 +198,8 @@ impl Sim {
     pub fn connections(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
-            self.connections.http1.load(Relaxed),
-            self.connections.http2.load(Relaxed),
+            self.serving.connections.http1.load(Relaxed),
+            self.serving.connections.http2.load(Relaxed),
         )
     }
 
@@ -268,12 +262,11 @@ impl Sim {
             }
         };
         let http_stop = self.stop.child_token();
-        let serving = Serving {
-            router: self.router.clone(),
-            tls: self.tls.clone(),
-            connections: self.connections.clone(),
-        };
-        let task = tokio::spawn(serve_http(listener, serving, http_stop.clone()));
+        let task = tokio::spawn(serve_http(
+            listener,
+            self.serving.clone(),
+            http_stop.clone(),
+        ));
         self.http = (http_stop, task);
         Ok(())
     }
@@ -313,6 +306,7 @@ struct Connections {
 }
 
 /// What the accept loop serves connections with.
+#[derive(Clone)]
 struct Serving {
     router: axum::Router,
     tls: Option<tokio_rustls::TlsAcceptor>,

@@ -3,11 +3,13 @@
 //! the listen address and `localhost`; the authority's certificate is written (PEM) where
 //! clients read it to trust it (`[coder] ca_file`).
 //!
-//! ALPN offers `h2` and `http/1.1`, as Go's `http.Server` does for a TLS listener it serves
-//! (`ServeTLS` adds `h2` to `NextProtos`): calls and SSE streams then share a connection.
-//! Websockets need HTTP/1.1 (Coder hijacks the connection to upgrade it, which HTTP/2
-//! cannot do, and it does not offer RFC 8441's extended CONNECT), so a client opens them on
-//! connections of their own that offer only `http/1.1`.
+//! Coder's own TLS (cli/server.go `configureTLS`, served through `tls.NewListener`) sets
+//! no `NextProtos` in the version read, so it answers HTTP/1.1; a load balancer in front of
+//! Coder commonly offers `h2`. ALPN here offers `h2` and `http/1.1`, the stricter case for a
+//! client: it must work with either, and keep long-lived streams off the shared HTTP/2
+//! connection. Websockets need HTTP/1.1 (Coder hijacks the connection to upgrade it, which
+//! HTTP/2 cannot do), so a client opens them on connections of their own that offer only
+//! `http/1.1`.
 
 use std::net::SocketAddr;
 use std::path::Path;
