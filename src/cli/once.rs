@@ -128,13 +128,23 @@ pub async fn run(args: Args, cfg: crate::config::Config) -> u8 {
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let (s2, a2) = (stop.clone(), abort.clone());
+    // As the daemon does: deletes get `[server] shutdown_grace`, then are abandoned (a
+    // service manager's SIGTERM comes once; waiting for a second one kept a stuck run for
+    // as long as its waits lasted).
+    let grace = cfg.server.shutdown_grace;
     let signals = tokio::spawn(async move {
         super::signal().await;
         eprintln!(
-            "stopping: canceling phases and deleting the workspaces created (signal again to abandon)"
+            "stopping: canceling phases and deleting the workspaces created, for at most {} (signal again to abandon)",
+            humantime::format_duration(grace)
         );
         s2.cancel();
-        super::signal().await;
+        tokio::select! {
+            _ = super::signal() => {}
+            _ = tokio::time::sleep(grace) => {
+                eprintln!("shutdown grace period over: abandoning deletes still in flight");
+            }
+        }
         a2.cancel();
     });
 

@@ -294,15 +294,7 @@ impl Client {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status();
-                    // (how long, whether it is the end of Coder's rate-limit window)
-                    let retry_after = parse_retry_after(resp.headers())
-                        .map(|d| (d, false))
-                        .or_else(|| {
-                            (status == StatusCode::TOO_MANY_REQUESTS)
-                                .then(|| until_ratelimit_reset(resp.headers()))
-                                .flatten()
-                                .map(|d| (d, true))
-                        });
+                    let retry_after = server_wait(status, resp.headers());
                     let bytes = match read_bounded(resp).await {
                         Ok(b) => b,
                         Err(e) => return Err(self.body_error(&method, path, e)),
@@ -321,43 +313,62 @@ impl Client {
                     (err, retryable, None)
                 }
             };
-            if !retryable {
-                return Err(err);
+            match self.next_attempt(&method, path, &err, retryable, retry_after, &mut attempt) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(err),
             }
-            // Inside a phase, a wait the server named (a rate-limit window's reset,
-            // Retry-After) that ends after the phase's deadline is not waited: the call fails
-            // now as what it is (`rate_limited`), not later as a `timeout`. A window's reset
-            // that ends before it is waited however many times: the deadline bounds it, and
-            // workers sharing one user's window may each lose a few rounds.
-            let phase_deadline = trace::PHASE_DEADLINE.try_with(|d| *d).ok();
-            if let (Some((d, window)), Some(deadline)) = (retry_after, phase_deadline) {
-                let d = d.max(opts.backoff_base);
-                if tokio::time::Instant::now() + d > deadline {
-                    tracing::debug!(%method, path, wait = ?d, "the server's wait ends after the phase's deadline: not retrying");
-                    return Err(err);
-                }
-                if window {
-                    tracing::debug!(%method, path, error = %err, wait = ?d, "waiting for the rate-limit window");
-                    self.inner
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(d).await;
-                    continue;
-                }
-            }
-            if attempt >= opts.max_retries {
-                return Err(err);
-            }
-            tracing::debug!(%method, path, error = %err, attempt, "retrying");
-            let wait = retry_after
-                .map(|(d, _)| d.min(Duration::from_secs(60)))
-                .unwrap_or_else(|| backoff(opts.backoff_base, opts.backoff_max, attempt));
-            self.inner
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(wait).await;
-            attempt += 1;
         }
+    }
+
+    /// After a failed attempt: how long to wait before the next one, or None to give up
+    /// with `err`. `retry_after` is (the wait the server named, whether it is the end of
+    /// Coder's rate-limit window). Shared by plain calls and websocket upgrades, so that a
+    /// 429 is waited out the same way whichever of them it refused.
+    pub(super) fn next_attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        err: &ApiError,
+        retryable: bool,
+        retry_after: Option<(Duration, bool)>,
+        attempt: &mut u32,
+    ) -> Option<Duration> {
+        let opts = &self.inner.opts;
+        if !retryable {
+            return None;
+        }
+        // Inside a phase, a wait the server named (a rate-limit window's reset,
+        // Retry-After) that ends after the phase's deadline is not waited: the call fails
+        // now as what it is (`rate_limited`), not later as a `timeout`. A window's reset
+        // that ends before it is waited however many times: the deadline bounds it, and
+        // workers sharing one user's window may each lose a few rounds.
+        let phase_deadline = trace::PHASE_DEADLINE.try_with(|d| *d).ok();
+        if let (Some((d, window)), Some(deadline)) = (retry_after, phase_deadline) {
+            let d = d.max(opts.backoff_base);
+            if tokio::time::Instant::now() + d > deadline {
+                tracing::debug!(%method, path, wait = ?d, "the server's wait ends after the phase's deadline: not retrying");
+                return None;
+            }
+            if window {
+                tracing::debug!(%method, path, error = %err, wait = ?d, "waiting for the rate-limit window");
+                self.inner
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Some(d);
+            }
+        }
+        if *attempt >= opts.max_retries {
+            return None;
+        }
+        tracing::debug!(%method, path, error = %err, attempt = *attempt, "retrying");
+        let wait = retry_after
+            .map(|(d, _)| d.min(Duration::from_secs(60)))
+            .unwrap_or_else(|| backoff(opts.backoff_base, opts.backoff_max, *attempt));
+        self.inner
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *attempt += 1;
+        Some(wait)
     }
 
     fn body_error(&self, method: &Method, path: &str, e: BodyError) -> ApiError {
@@ -526,6 +537,20 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 /// of jitter so a pool of workers that hit the same window do not all return at its first
 /// instant. Without it, a fixed backoff of a few retries gives up long before a one-minute
 /// window ends.
+/// The wait a refusal names: (how long, whether it is the end of Coder's rate-limit window).
+/// `Retry-After` first; for a 429 without it, Coder's `X-Ratelimit-Reset`.
+pub(super) fn server_wait(
+    status: StatusCode,
+    headers: &header::HeaderMap,
+) -> Option<(Duration, bool)> {
+    parse_retry_after(headers).map(|d| (d, false)).or_else(|| {
+        (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| until_ratelimit_reset(headers))
+            .flatten()
+            .map(|d| (d, true))
+    })
+}
+
 fn until_ratelimit_reset(headers: &header::HeaderMap) -> Option<Duration> {
     let reset: i64 = headers
         .get("x-ratelimit-reset")?

@@ -28,6 +28,9 @@ use super::{ApiError, Client, Response, Workspace};
 
 /// Coder pings every 15 s; three missed pings mean the stream is dead.
 pub const STREAM_IDLE: Duration = Duration::from_secs(45);
+/// A stream that stays open without a state for this long is backed by one GET: a
+/// server whose event bus lost a publish (or a proxy that buffers) keeps pinging.
+pub const SAFETY_POLL: Duration = Duration::from_secs(15);
 /// The largest event we accept: a workspace with many resources is tens of KiB.
 pub const MAX_EVENT: usize = 4 << 20;
 
@@ -313,9 +316,12 @@ impl Updates {
                     self.source = Source::Stream(s);
                     return Ok(());
                 }
-                // The workspace exists (we made it; Coder finds deleted ones too), so a 404
-                // here is the route: an older (or newer) Coder without this transport.
-                Err(e) if e.status() == Some(404) => {
+                // Only chi's own "Route not found." says this Coder lacks the transport. A
+                // 404 "Resource not found" (or a 410) is about the workspace: a deleted one
+                // behind a proxy that refuses its streams, or one deleted under us. Taking
+                // it for a missing route switched the whole run's transport while deletes
+                // were in flight (issue 24).
+                Err(e) if e.is_route_missing() => {
                     self.dialect.watch_missing(t);
                 }
                 Err(e) if e.is_gone() => return Err(e),
@@ -350,13 +356,21 @@ impl Updates {
         loop {
             match &mut self.source {
                 Source::Unopened => self.open().await?,
-                Source::Stream(s) => match s.next().await {
-                    Ok(Some(ws)) => {
+                Source::Stream(s) => match tokio::time::timeout(SAFETY_POLL, s.next()).await {
+                    // Alive but telling nothing (pings only): ask once, so that progress
+                    // never hangs on one stream. The stream stays open.
+                    Err(_) => {
+                        let ws = self.client.workspace(self.id).await?;
+                        self.latest = Some(ws.clone());
+                        self.latest_at = Some(Instant::now());
+                        return Ok(ws);
+                    }
+                    Ok(Ok(Some(ws))) => {
                         self.latest = Some(ws.clone());
                         self.latest_at = Some(s.received_at());
                         return Ok(ws);
                     }
-                    Ok(None) | Err(ApiError::Connect { .. } | ApiError::Timeout { .. })
+                    Ok(Ok(None) | Err(ApiError::Connect { .. } | ApiError::Timeout { .. }))
                         if !self.reopened =>
                     {
                         // One re-open: a restarted coderd or a proxy's idle cut.
@@ -367,11 +381,11 @@ impl Updates {
                             tracing::warn!(workspace.id = %self.id, "watch stream lost; polling instead");
                         }
                     }
-                    Ok(None) => {
+                    Ok(Ok(None)) => {
                         tracing::warn!(workspace.id = %self.id, "watch stream closed again; polling instead");
                         self.source = Source::Poll { first: true };
                     }
-                    Err(e) => return Err(e),
+                    Ok(Err(e)) => return Err(e),
                 },
                 Source::Poll { first } => {
                     if !*first {

@@ -78,13 +78,48 @@ impl Client {
     }
 
     /// Upgrades `GET url` (http or https) to a websocket, with `headers` (which sign in).
+    /// A 429 is waited out as a plain call's is (`Client::next_attempt`): a load balancer
+    /// that sheds load refuses upgrades too, and a terminal must not fail on its first one.
     pub(super) async fn upgrade(
+        &self,
+        route: &'static str,
+        url: url::Url,
+        headers: reqwest::header::HeaderMap,
+        config: Option<WebSocketConfig>,
+    ) -> Result<Ws, ApiError> {
+        let mut attempt = 0u32;
+        loop {
+            let (err, wait) = match self
+                .upgrade_once(route, url.clone(), headers.clone(), config, attempt)
+                .await
+            {
+                Ok(ws) => return Ok(ws),
+                Err(e) => e,
+            };
+            let throttled = matches!(err, ApiError::Status { status: 429, .. });
+            match self.next_attempt(
+                &Method::GET,
+                url.path(),
+                &err,
+                throttled,
+                wait,
+                &mut attempt,
+            ) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(err),
+            }
+        }
+    }
+
+    /// One upgrade attempt; a refusal comes with the wait it named (`super::server_wait`).
+    async fn upgrade_once(
         &self,
         route: &'static str,
         mut url: url::Url,
         headers: reqwest::header::HeaderMap,
         config: Option<WebSocketConfig>,
-    ) -> Result<Ws, ApiError> {
+        attempt: u32,
+    ) -> Result<Ws, (ApiError, Option<(std::time::Duration, bool)>)> {
         let path = url.path().to_string();
         let config = Some(
             config.unwrap_or_else(|| WebSocketConfig::default().read_buffer_size(READ_BUFFER)),
@@ -102,9 +137,9 @@ impl Client {
         let mut req = url
             .as_str()
             .into_client_request()
-            .map_err(|e| protocol(e.to_string()))?;
+            .map_err(|e| (protocol(e.to_string()), None))?;
         req.headers_mut().extend(headers);
-        let span = super::trace::client_span(&get, route, &url, 0);
+        let span = super::trace::client_span(&get, route, &url, attempt);
         if self.inner.opts.propagate {
             let mut h = reqwest::header::HeaderMap::new();
             crate::telemetry::inject(&span, &mut h);
@@ -142,7 +177,7 @@ impl Client {
                     after: self.inner.opts.request_timeout,
                 };
                 super::trace::failed(&span, &e);
-                return Err(e);
+                return Err((e, None));
             }
             Ok(r) => r,
         };
@@ -163,12 +198,18 @@ impl Client {
                 }
                 body.message = self.token().scrub(&body.message);
                 body.detail = self.token().scrub(&body.detail);
-                Err(ApiError::Status {
-                    method: get,
-                    path,
-                    status,
-                    body,
-                })
+                let wait = reqwest::StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| super::server_wait(s, resp.headers()));
+                Err((
+                    ApiError::Status {
+                        method: get,
+                        path,
+                        status,
+                        body,
+                    },
+                    wait,
+                ))
             }
             Err(e @ (tungstenite::Error::Io(_) | tungstenite::Error::Tls(_))) => {
                 self.observe(&get, route, None, start);
@@ -178,13 +219,13 @@ impl Client {
                     detail: self.token().scrub(&e.to_string()),
                 };
                 super::trace::failed(&span, &e);
-                Err(e)
+                Err((e, None))
             }
             Err(e) => {
                 self.observe(&get, route, None, start);
                 let e = protocol(self.token().scrub(&e.to_string()));
                 super::trace::failed(&span, &e);
-                Err(e)
+                Err((e, None))
             }
         }
     }

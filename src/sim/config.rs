@@ -74,6 +74,25 @@ pub struct SimConfig {
     /// start-up; its authority's certificate is written to this file (PEM), for clients'
     /// `[coder] ca_file`. None: plain HTTP.
     pub tls_ca_out: Option<std::path::PathBuf>,
+    /// What a load balancer or proxy in front of Coder does on its own terms.
+    pub front: Front,
+}
+
+/// What a load balancer or proxy in front of Coder does of its own accord: none of it is
+/// Coder's behaviour (coderd's limiter always sends its `X-Ratelimit-*` headers, and
+/// coderd/workspaces.go `watchWorkspace` keeps streaming a deleted workspace), but a client
+/// meets all of it in the field, and none of it may stall a run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Front {
+    /// Chance that an API request is refused with a bare 429 (no `Retry-After`, no
+    /// rate-limit headers) before it reaches Coder.
+    pub throttle: f64,
+    /// Event streams (`watch`, `watch-ws`) are closed this long after they opened.
+    pub stream_lifetime: Option<HumanDuration>,
+    /// The event streams of a deleted workspace answer 404 "Resource not found" instead of
+    /// streaming it.
+    pub deleted_streams_404: bool,
 }
 
 /// See [`SimConfig::subagent`].
@@ -158,6 +177,7 @@ impl Default for SimConfig {
             sessions: Default::default(),
             delivery_log: None,
             tls_ca_out: None,
+            front: Front::default(),
         }
     }
 }

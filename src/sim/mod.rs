@@ -203,6 +203,13 @@ impl Sim {
         )
     }
 
+    /// Requests the front refused with a bare 429 (`front.throttle`).
+    pub fn throttled(&self) -> u64 {
+        self.app
+            .throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// What was injected and measured per workspace.
     pub fn ledger(&self) -> Vec<Ledger> {
         self.app.state.ledger()

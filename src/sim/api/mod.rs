@@ -49,6 +49,8 @@ pub struct App {
     /// When each workspace event went out, for the benchmark (`delivery_log`).
     pub deliveries: Option<Arc<super::deliveries::DeliveryLog>>,
     pub counts: Mutex<HashMap<String, u64>>,
+    /// Requests the front refused with a bare 429 (`front.throttle`).
+    pub throttled: std::sync::atomic::AtomicU64,
     limiter: Mutex<HashMap<String, (Instant, u32)>>,
     /// Cancelled when the simulated coderd crashes: upgraded connections (web terminals)
     /// live outside the HTTP server's tasks and end on it.
@@ -78,6 +80,7 @@ impl App {
             deliveries: p.deliveries,
             apps: Default::default(),
             counts: Default::default(),
+            throttled: Default::default(),
             limiter: Default::default(),
             connections: Default::default(),
         })
@@ -188,6 +191,7 @@ pub fn router(app: Shared) -> Router {
             app.clone(),
             authenticate,
         ))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), throttle))
         // App requests (by path or by host) never reach the API's middleware: the proxy
         // reads tokens and cookies itself.
         .layer(axum::middleware::from_fn_with_state(
@@ -413,6 +417,17 @@ async fn rate_limit(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse
             .insert(k, HeaderValue::from_str(&v).expect("digits"));
     }
     resp
+}
+
+/// A front's load shedding (`front.throttle`): a bare 429, before Coder sees the request.
+async fn throttle(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {
+    let rate = app.state.cfg.front.throttle;
+    if rate > 0.0 && rand::Rng::random_bool(&mut rand::rng(), rate.min(1.0)) {
+        app.throttled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
+    }
+    next.run(req).await
 }
 
 async fn inject_5xx(Ax(app): Ax<Shared>, req: Request, next: Next) -> AxResponse {

@@ -17,7 +17,10 @@ use super::{App, Shared, error, resource_not_found};
 use crate::sim::types::Workspace;
 
 /// A workspace's watchers: the receiver, its name, and whether this is its first stream.
-/// Deleted workspaces are still watchable (see `Grave::tx`).
+/// Deleted workspaces are still watchable (see `Grave::tx`), as in Coder: its
+/// `ExtractWorkspaceParam` reads `workspaces_expanded`, deleted rows included, and
+/// `watchWorkspace` streams whatever it finds (coderd/workspaces.go, v2.36.1); unless a front
+/// refuses them (`front.deleted_streams_404`).
 fn subscribe(
     app: &App,
     id: &str,
@@ -29,6 +32,9 @@ fn subscribe(
         Some((e.tx.subscribe(), e.ws.name.clone(), e.watches == 1))
     } else {
         let g = w.deleted.get(&id)?;
+        if app.state.cfg.front.deleted_streams_404 {
+            return None;
+        }
         Some((g.tx.subscribe(), g.ws.name.clone(), false))
     }
 }
@@ -61,8 +67,9 @@ pub(super) async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResp
     let fault = stream_fault(&app, &name, first);
     let ping = app.state.cfg.ping_interval.0;
     let deliveries = app.deliveries.clone();
+    let events = cut_after(events(rx, fault), app.state.cfg.front.stream_lifetime);
     // The body pulls an event just before writing it: as close to "sent" as SSE gets.
-    let events = futures_util::StreamExt::map(events(rx, fault), move |e| {
+    let events = futures_util::StreamExt::map(events, move |e| {
         Ok::<_, Infallible>(match e {
             WatchEvent::Ping => Event::default().event("ping"),
             WatchEvent::Data(data, ws) => {
@@ -107,12 +114,13 @@ pub(super) async fn watch_ws(
     let ping = app.state.cfg.ping_interval.0;
     let crash = app.until_crash();
     let deliveries = app.deliveries.clone();
+    let lifetime = app.state.cfg.front.stream_lifetime;
     // A one-way socket reads only pongs and a close: no need for tungstenite's 128 KiB read
     // buffer, which it zero-fills at every read.
     ws.read_buffer_size(4 << 10)
         .on_upgrade(move |socket| async move {
             tokio::select! {
-                _ = one_way(socket, events(rx, fault), ping, deliveries) => {}
+                _ = one_way(socket, cut_after(events(rx, fault), lifetime), ping, deliveries) => {}
                 _ = crash.cancelled() => {} // coderd went away: no close frame
             }
         })
@@ -137,7 +145,16 @@ async fn one_way(
                     Some(WatchEvent::Data(d, ws)) => {
                         (format!(r#"{{"type":"data","data":{d}}}"#), Some(ws))
                     }
-                    None => return,
+                    None => {
+                        // The stream ended (a front's lifetime): a clean close.
+                        let _ = socket
+                            .send(Message::Close(Some(CloseFrame {
+                                code: 1000,
+                                reason: "".into(),
+                            })))
+                            .await;
+                        return;
+                    }
                 };
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     return;
@@ -237,6 +254,21 @@ fn events(
             }
         }
     })
+}
+
+/// `events` until `lifetime` has passed (`front.stream_lifetime`): then the stream ends,
+/// and the transport closes it (the SSE body ends, watch-ws sends a close frame).
+fn cut_after(
+    events: impl Stream<Item = WatchEvent>,
+    lifetime: Option<crate::config::HumanDuration>,
+) -> impl Stream<Item = WatchEvent> {
+    let end = async move {
+        match lifetime {
+            Some(d) => tokio::time::sleep(d.0).await,
+            None => std::future::pending().await,
+        }
+    };
+    futures_util::StreamExt::take_until(events, Box::pin(end))
 }
 
 /// A stream fed by a task through a small channel (no extra crate for one generator).

@@ -1,0 +1,183 @@
+//! A Coder behind a front that does not behave like Coder (issue 24): bare 429s without
+//! `Retry-After`, event streams closed on the front's own terms, deleted workspaces' streams
+//! refused with 404, and streams that stay open saying nothing. A run's progress must never
+//! depend on one stream or one answer; `scaletestd once` stops within `shutdown_grace`.
+//! Loopback only, every wait bounded.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::tmpdir;
+use common::toolkit::BIN;
+use common::*;
+use scaletestd::config::HumanDuration;
+use scaletestd::phases::Phase;
+use scaletestd::report;
+use scaletestd::sim::config::{Front, WatchEndpoints};
+
+const PHASES: &str = r#"phases = ["create", "build", "agent", "pty", "delete"]"#;
+
+/// 20 workspaces at concurrency 10 (two waves) behind the front, over each way a Coder
+/// serves its events and creates: all 20 succeed, the run keeps the transport it started
+/// with (a deleted workspace's 404 is not a missing route), and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_waves_behind_a_shedding_front_all_succeed() {
+    let cases = [
+        (WatchEndpoints::Both, false, "watch-ws"),
+        (WatchEndpoints::Sse, false, "sse"),
+        (WatchEndpoints::Both, true, "watch-ws"),
+        (WatchEndpoints::None, false, "poll"),
+    ];
+    for (endpoints, legacy, want) in cases {
+        let mut sc = fast_sim();
+        sc.watch_endpoints = endpoints;
+        sc.legacy_create_only = legacy;
+        sc.front = Front {
+            throttle: 0.05,
+            stream_lifetime: Some(HumanDuration(Duration::from_millis(150))),
+            deleted_streams_404: true,
+        };
+        let sim = start(sc).await;
+        let cfg = config(&sim, 20, 10, PHASES);
+        let client = client(&cfg);
+        let r = tokio::time::timeout(Duration::from_secs(120), run_with(&cfg, &client))
+            .await
+            .expect("the run ends");
+        let line = report::summary_line(&r);
+        assert_eq!(r.succeeded(), 20, "{endpoints:?} legacy={legacy}: {line}");
+        assert_eq!(
+            r.watch_transport,
+            Some(want),
+            "{endpoints:?} legacy={legacy}"
+        );
+        assert!(settle(&sim).await.is_empty(), "{:?}", sim.live_workspaces());
+        let shed = sim.throttled();
+        assert!(
+            shed > 0,
+            "the front refused nothing: the test tested nothing"
+        );
+        println!(
+            "behind the front, {endpoints:?} legacy create={legacy}: {line}; {shed} requests refused with a bare 429, {} client retries",
+            client.retries()
+        );
+    }
+}
+
+/// Streams that stay open and only ping (an event bus that lost its publishes): every wait
+/// is backed by a GET after `SAFETY_POLL`, so the walk ends well inside its timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_only_pings_does_not_hold_a_walk() {
+    let mut sc = fast_sim();
+    sc.watch_endpoints = WatchEndpoints::WatchWs;
+    sc.failures.watch_silent = 1.0;
+    let sim = start(sc).await;
+    let mut cfg = config(&sim, 4, 4, r#"phases = ["create", "build", "delete"]"#);
+    let t = &mut cfg.scenarios[0].timeouts;
+    t.set(Phase::Build, Duration::from_secs(60));
+    let started = Instant::now();
+    let r = run(&cfg).await;
+    assert_eq!(r.succeeded(), 4, "{}", report::summary_line(&r));
+    for w in &r.workspaces {
+        let build = w.phases.iter().find(|p| p.phase == Phase::Build).unwrap();
+        // It waited for the safety poll, not for its timeout.
+        assert!(
+            build.duration >= scaletestd::coder::watch::SAFETY_POLL,
+            "{}: {:?}",
+            w.name,
+            build.duration
+        );
+        assert!(
+            build.duration < Duration::from_secs(40),
+            "{}: {:?}",
+            w.name,
+            build.duration
+        );
+    }
+    assert!(settle(&sim).await.is_empty());
+    println!(
+        "silent streams: {} in {:.1?}",
+        report::summary_line(&r),
+        started.elapsed()
+    );
+}
+
+/// `scaletestd once` as a child process, its stderr collected.
+fn once(cfg: &std::path::Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["once", "--config", cfg.to_str().unwrap()])
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs")
+}
+
+fn sigterm(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Waits (bounded by `within`) for `child` to exit: its exit code and how long it took.
+fn exit_within(child: &mut std::process::Child, within: Duration) -> (Option<i32>, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return (st.code(), start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "still running {within:?} after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One SIGTERM while every build is stuck: the phases are canceled, what was created is
+/// deleted, and the process exits well inside `shutdown_grace`. When deletes cannot finish,
+/// it exits at `shutdown_grace` (plus a few seconds), not when a second signal comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_stuck_wait_exits_within_shutdown_grace() {
+    for (destroy_ms, grace) in [(30, 20u64), (60_000, 3)] {
+        let mut sc = fast_sim();
+        sc.failures.build_stuck = 1.0;
+        sc.latency.destroy = ms(destroy_ms);
+        let sim = start(sc).await;
+        let dir = tmpdir("front-sigterm");
+        let cfg = ConfigText::new(sim.url())
+            .server(&format!("shutdown_grace = \"{grace}s\""))
+            .scenario(
+                ScenarioText::new("stuck", 6)
+                    .key(r#"phases = ["create", "build", "delete"]"#)
+                    .timeout("build", "10m")
+                    .timeout("delete", "10m"),
+            )
+            .write(&dir, "run.toml");
+        let mut child = once(&cfg);
+        eventually(Duration::from_secs(20), || sim.live_workspaces().len() == 6).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sigterm(&child);
+        let (code, took) =
+            tokio::task::block_in_place(|| exit_within(&mut child, Duration::from_secs(grace + 5)));
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(code, Some(1), "{stdout}");
+        assert!(stdout.contains("6 workspaces"), "{stdout}");
+        if destroy_ms < 1000 {
+            // Deletes finished: nothing left, and well before the grace ran out.
+            assert!(settle(&sim).await.is_empty(), "{:?}", sim.live_workspaces());
+            assert!(took < Duration::from_secs(grace), "{took:?}");
+        } else {
+            assert!(took >= Duration::from_secs(grace), "{took:?}");
+        }
+        println!(
+            "SIGTERM with destroy {destroy_ms} ms, grace {grace}s: exit {code:?} after {took:.1?}; {}",
+            stdout.lines().next().unwrap_or_default()
+        );
+    }
+}
