@@ -5,47 +5,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::prom::{Kill, get_json, query, series, substitute};
 use common::{BIN, eventually_async, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn get_json(url: &str) -> serde_json::Value {
-    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
-}
-
-async fn query(prom: &str, q: &str) -> serde_json::Value {
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("query", q)
-        .finish();
-    let resp = reqwest::Client::new()
-        .post(format!("http://{prom}/api/v1/query"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    serde_json::from_str(&resp.text().await.unwrap()).unwrap()
-}
-
-async fn series(prom: &str, q: &str) -> Result<usize, String> {
-    let v = query(prom, q).await;
-    if v["status"] != "success" {
-        return Err(format!("{}: {}", v["errorType"], v["error"]));
-    }
-    Ok(v["data"]["result"].as_array().map_or(0, |a| a.len()))
-}
 
 /// An alert's condition as a query that returns its subject series whatever their values:
 /// comparisons become `bool` comparisons and `absent(x)` becomes `x`.
@@ -58,14 +24,6 @@ fn condition_series(expr: &str) -> String {
         e = e.replace(op, &format!("{}bool ", op));
     }
     e
-}
-
-/// A panel expression with the dashboard's variables filled in.
-fn substitute(expr: &str) -> String {
-    expr.replace("$scenario", "demo.*")
-        .replace("$__rate_interval", "20s")
-        .replace("$__interval", "10s")
-        .replace("$__range", "5m")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod otlp;
+pub mod prom;
 pub mod toolkit;
 
 pub use toolkit::*;

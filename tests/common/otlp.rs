@@ -117,7 +117,14 @@ impl TraceService for Svc {
 
 /// A gRPC receiver; returns its endpoint (`http://127.0.0.1:PORT`).
 pub async fn grpc() -> (String, Received) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    grpc_at("127.0.0.1:0").await
+}
+
+/// [`grpc`] on a given address (coderd exports to a fixed one, set before it starts).
+pub async fn grpc_at(addr: &str) -> (String, Received) {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("the OTLP receiver cannot listen on {addr}: {e}"));
     let addr = listener.local_addr().unwrap();
     let got = Received::default();
     let svc = TraceServiceServer::new(Svc(got.clone()));

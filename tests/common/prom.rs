@@ -1,0 +1,49 @@
+//! A real Prometheus's HTTP API, for tests that check what it scraped: queries, the number
+//! of series a query returns, and the dashboards' variables filled in.
+#![allow(dead_code)]
+
+use std::process::Child;
+
+/// A child process killed (and reaped) when dropped.
+pub struct Kill(pub Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+}
+
+pub async fn query(prom: &str, q: &str) -> serde_json::Value {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", q)
+        .finish();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{prom}/api/v1/query"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+}
+
+pub async fn series(prom: &str, q: &str) -> Result<usize, String> {
+    let v = query(prom, q).await;
+    if v["status"] != "success" {
+        return Err(format!("{}: {}", v["errorType"], v["error"]));
+    }
+    Ok(v["data"]["result"].as_array().map_or(0, |a| a.len()))
+}
+
+/// A panel expression with the dashboard's variables filled in.
+pub fn substitute(expr: &str) -> String {
+    expr.replace("$scenario", "demo.*")
+        .replace("$__rate_interval", "20s")
+        .replace("$__interval", "10s")
+        .replace("$__range", "5m")
+}
