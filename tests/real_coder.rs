@@ -22,6 +22,9 @@ use scaletestd::phases::Reason;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// coderd exports its spans here (set before it starts; the port is the namespace's own).
 const OTLP: &str = "127.0.0.1:4317";
+/// The command both transports run; its output is matched on `hello-42`, which the
+/// command line itself does not contain.
+const ECHO: &str = "echo hello-$((40+2))";
 const WALK: &str =
     r#"["create", "build", "agent", "ssh", "pty", "app", "stop", "start", "agent", "delete"]"#;
 
@@ -131,6 +134,7 @@ fn config(
     schedule: Option<&str>,
     count: u32,
     phases: &str,
+    command: &str,
 ) -> String {
     let schedule = schedule
         .map(|s| format!("schedule = \"{s}\"\n"))
@@ -153,11 +157,9 @@ workspace_prefix = "{prefix}"
 count = {count}
 concurrency = 10
 {schedule}phases = {phases}
-run_command = "echo hello-$((40+2))"
+run_command = "{command}"
 expect_output = "hello-42"
-app = "{app}"
-app_expect = "hello from the real-coder app"
-
+{app}
 [scenario.timeouts]
 build = "90s"
 agent = "90s"
@@ -169,7 +171,15 @@ proxy_command = "{bin} --disable-direct-connections ssh --stdio {{workspace}}"
 "#,
         url = coder.get("CODER_URL"),
         template = coder.get("CODER_TEMPLATE"),
-        app = coder.get("CODER_APP"),
+        // The app's keys are refused on a scenario without the phase.
+        app = if phases.contains("\"app\"") {
+            format!(
+                "app = \"{}\"\napp_expect = \"hello from the real-coder app\"\n",
+                coder.get("CODER_APP")
+            )
+        } else {
+            String::new()
+        },
         bin = coder.get("CODER_BIN"),
     )
 }
@@ -246,7 +256,7 @@ async fn walk(coder: &RealCoder) {
     let cfg_path: PathBuf = dir.join("run.toml");
     std::fs::write(
         &cfg_path,
-        config(coder, prefix, Some(&cron_at(&[8])), 20, WALK),
+        config(coder, prefix, Some(&cron_at(&[8])), 20, WALK, ECHO),
     )
     .unwrap();
     let d = spawn(
@@ -359,6 +369,8 @@ async fn walk(coder: &RealCoder) {
             None,
             10,
             r#"["create", "build", "agent", "pty", "delete"]"#,
+            // Long enough that every walk is in its terminal when coderd goes.
+            "sleep 20; echo hello-$((40+2))",
         ),
     )
     .unwrap();
@@ -374,12 +386,21 @@ async fn walk(coder: &RealCoder) {
         .unwrap();
     // Once every build is done (a provisioner job in flight would stay "running" until
     // coderd's hung-job reaper, minutes later), coderd goes away without a word.
-    eventually_async(Duration::from_secs(120), || async {
+    let once_pid = once.id();
+    eventually_async(Duration::from_secs(120), || async move {
+        assert!(
+            std::path::Path::new(&format!("/proc/{once_pid}/cmdline")).exists()
+                && !std::fs::read_to_string(format!("/proc/{once_pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z "),
+            "scaletestd once ended before coderd was killed"
+        );
         let ws = listed(coder, prefix).await;
         (ws.len() == 10
-            && ws
-                .iter()
-                .all(|w| w["latest_build"]["job"]["status"] == "succeeded"))
+            && ws.iter().all(|w| {
+                w["latest_build"]["transition"] == "start"
+                    && w["latest_build"]["job"]["status"] == "succeeded"
+            }))
         .then_some(())
     })
     .await;
@@ -398,6 +419,7 @@ async fn walk(coder: &RealCoder) {
         once.wait_with_output().unwrap()
     });
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let mut reasons = Vec::new();
