@@ -226,8 +226,8 @@ pub struct WorkspaceAgent {
     #[serde(default)]
     pub api_version: String,
     /// Set on a devcontainer sub-agent: the agent it runs under (codersdk.WorkspaceAgent
-    /// `parent_id`; Coder's workspace health ignores such agents).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `parent_id`, a `uuid.NullUUID`: null on a top-level agent, as a real coderd sends it;
+    /// Coder's workspace health ignores such agents).
     pub parent_id: Option<Uuid>,
     #[serde(default)]
     pub apps: Vec<WorkspaceApp>,
@@ -237,6 +237,38 @@ pub struct WorkspaceAgent {
     pub connection_timeout_seconds: i64,
     #[serde(default)]
     pub troubleshooting_url: String,
+    #[serde(flatten)]
+    pub inert: InertAgentFields,
+}
+
+/// Fields of `codersdk.WorkspaceAgent` (v2.36.1) the simulator has no behaviour for, at the
+/// values a real coderd sends for an agent without scripts or logs (compared key by key
+/// against one, scripts/real-coder).
+#[derive(Debug, Clone, Serialize)]
+pub struct InertAgentFields {
+    pub display_apps: Vec<String>,
+    pub environment_variables: Option<BTreeMap<String, String>>,
+    pub log_sources: Vec<()>,
+    pub logs_length: i64,
+    pub logs_overflowed: bool,
+    pub scripts: Vec<()>,
+    pub startup_script_behavior: &'static str,
+    pub subsystems: Vec<String>,
+}
+
+impl Default for InertAgentFields {
+    fn default() -> Self {
+        InertAgentFields {
+            display_apps: vec![],
+            environment_variables: None,
+            log_sources: vec![],
+            logs_length: 0,
+            logs_overflowed: false,
+            scripts: vec![],
+            startup_script_behavior: "non-blocking",
+            subsystems: vec![],
+        }
+    }
 }
 
 /// `codersdk.WorkspaceResource` (the fields we read).
@@ -347,6 +379,43 @@ pub struct Workspace {
     pub health: WorkspaceHealth,
     #[serde(default)]
     pub automatic_updates: String,
+    /// The fields a real Coder sends that the simulator has no behaviour for.
+    #[serde(flatten)]
+    pub inert: InertWorkspaceFields,
+}
+
+/// Fields of `codersdk.Workspace` (v2.36.1) that the simulator keeps at a fresh
+/// workspace's values, sent so that a client decoding the real server's shape decodes
+/// ours: compared key by key against a real coderd's answer (scripts/real-coder).
+#[derive(Debug, Clone, Serialize)]
+pub struct InertWorkspaceFields {
+    pub owner_avatar_url: String,
+    pub template_icon: String,
+    pub template_allow_user_cancel_workspace_jobs: bool,
+    pub dormant_at: Option<Time>,
+    pub deleting_at: Option<Time>,
+    pub favorite: bool,
+    pub allow_renames: bool,
+    pub is_prebuild: bool,
+    pub latest_app_status: Option<()>,
+    pub task_id: Option<Uuid>,
+}
+
+impl Default for InertWorkspaceFields {
+    fn default() -> Self {
+        InertWorkspaceFields {
+            owner_avatar_url: String::new(),
+            template_icon: String::new(),
+            template_allow_user_cancel_workspace_jobs: true,
+            dormant_at: None,
+            deleting_at: None,
+            favorite: false,
+            allow_renames: false,
+            is_prebuild: false,
+            latest_app_status: None,
+            task_id: None,
+        }
+    }
 }
 
 /// `codersdk.WorkspacesResponse`.

@@ -308,11 +308,15 @@ async fn authenticate(Ax(app): Ax<Shared>, mut req: Request, next: Next) -> AxRe
         );
     };
     match app.state.accounts.caller(&token) {
+        // Coder's answer for a key it does not know (coderd/httpmw/apikey.go, v2.36.1:
+        // `SignedOutErrorMessage`, "API key is invalid."). Coder also refuses a key that is
+        // not `<10-char id>-<22-char secret>` before looking it up; the simulator accepts
+        // any token it was given, so that a demo can run with `t`.
         None => (
             StatusCode::UNAUTHORIZED,
             Json(Response {
-                message: "Invalid session token.".into(),
-                detail: "The API key is invalid or expired.".into(),
+                message: "You are signed out or your session has expired. Please sign in again to continue.".into(),
+                detail: "API key is invalid.".into(),
                 validations: vec![],
             }),
         )

@@ -477,12 +477,13 @@ pub(super) async fn workspace(
     }
 }
 
-/// Coder's answer for a deleted workspace (coderd/workspaces.go).
+/// Coder's answer for a deleted workspace (coderd/workspaces.go `workspace`, v2.36.1: the
+/// query parameter it names is `include_deleted`, seen from the real server).
 pub(super) fn gone(id: Uuid) -> AxResponse {
     error(
         StatusCode::GONE,
         format!(
-            "Workspace {:?} was deleted, you can view this workspace by specifying '?deleted=true' and trying again.",
+            "Workspace {:?} was deleted, you can view this workspace by specifying '?include_deleted=true' and trying again.",
             id.to_string()
         ),
     )

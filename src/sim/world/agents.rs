@@ -289,6 +289,7 @@ pub(super) fn new_agent(i: usize, now: Time, subdomain_apps: bool) -> WorkspaceA
         },
         connection_timeout_seconds: 120,
         troubleshooting_url: "https://coder.com/docs/templates#troubleshooting-templates".into(),
+        inert: Default::default(),
     }
 }
 

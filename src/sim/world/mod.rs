@@ -210,6 +210,7 @@ impl State {
                 failing_agents: vec![],
             },
             automatic_updates: "never".into(),
+            inert: Default::default(),
         };
         let _ = params; // values are accepted as given; the template has no behaviour per value
         let (tx, _) = watch::channel(Arc::new(ws.clone()));
