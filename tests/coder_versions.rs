@@ -16,7 +16,7 @@ async fn deleted_workspaces_are_410_and_deletes_succeed_on_it() {
         "6 workspaces: 6 succeeded, 0 failed"
     );
 
-    // What a real Coder answers for each of them now (coderd/workspaces.go).
+    // What a real Coder answers for each of them now (coderd/workspaces.go, v2.36.1).
     let c = client(&cfg);
     for w in &r.workspaces {
         let id = w.id.expect("created");
@@ -25,7 +25,7 @@ async fn deleted_workspaces_are_410_and_deletes_succeed_on_it() {
         assert!(err.is_gone());
         assert!(
             err.to_string().contains(&format!(
-                "Workspace \"{id}\" was deleted, you can view this workspace by specifying '?deleted=true'"
+                "Workspace \"{id}\" was deleted, you can view this workspace by specifying '?include_deleted=true' and trying again."
             )),
             "{err}"
         );

@@ -65,6 +65,37 @@ async fn two_waves_behind_a_shedding_front_all_succeed() {
     }
 }
 
+/// The hang of issue 24: coderd's pubsub drops events under load and `watchWorkspace` skips
+/// them, so a stream stays open and pinging without the state a wait needs. A `delete`
+/// waiting for its build's end then held its `concurrency` slot until the phase's timeout
+/// (15 min by default; SIGTERM does not cancel deletes), and the next wave never started.
+/// Every wait is backed by a GET after `SAFETY_POLL` now: two waves, 20/20.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_waves_finish_when_coderd_drops_events() {
+    let mut sc = fast_sim();
+    sc.watch_endpoints = WatchEndpoints::WatchWs;
+    sc.failures.watch_dropped = 0.3;
+    let sim = start(sc).await;
+    let mut cfg = config(&sim, 20, 10, PHASES);
+    let t = &mut cfg.scenarios[0].timeouts;
+    for phase in [Phase::Build, Phase::Agent, Phase::Delete] {
+        t.set(phase, Duration::from_secs(90));
+    }
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(240), run(&cfg))
+        .await
+        .expect("the run ends");
+    let line = report::summary_line(&r);
+    assert_eq!(r.succeeded(), 20, "{line}");
+    assert!(settle(&sim).await.is_empty(), "{:?}", sim.live_workspaces());
+    let dropped = sim.dropped_events();
+    assert!(dropped > 0, "nothing was dropped: the test tested nothing");
+    println!(
+        "coderd dropping events: {line} in {:.1?}; {dropped} states left out of streams",
+        started.elapsed()
+    );
+}
+
 /// Streams that stay open and only ping (an event bus that lost its publishes): every wait
 /// is backed by a GET after `SAFETY_POLL`, so the walk ends well inside its timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -280,6 +280,10 @@ pub struct Failures {
     /// The workspace's first watch stream sends pings and never a state (`timeout` in
     /// build): a coderd whose pubsub subscription was lost behind a live connection.
     pub watch_silent: f64,
+    /// Each change of a workspace after a stream's first state is left out of that stream,
+    /// which stays open and pings: coderd's pubsub dropping messages under load. A wait
+    /// whose deciding state was dropped is ended by the client's own GET (`SAFETY_POLL`).
+    pub watch_dropped: f64,
     /// The start build's apply never finishes until canceled (`timeout` in build).
     pub build_stuck: f64,
     /// The web terminal accepts the connection and never prints (`timeout` in pty).

@@ -210,6 +210,13 @@ impl Sim {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Workspace states left out of watch streams (`failures.watch_dropped`).
+    pub fn dropped_events(&self) -> u64 {
+        self.app
+            .dropped_events
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// What was injected and measured per workspace.
     pub fn ledger(&self) -> Vec<Ledger> {
         self.app.state.ledger()

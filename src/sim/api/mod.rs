@@ -51,6 +51,8 @@ pub struct App {
     pub counts: Mutex<HashMap<String, u64>>,
     /// Requests the front refused with a bare 429 (`front.throttle`).
     pub throttled: std::sync::atomic::AtomicU64,
+    /// Workspace states left out of watch streams (`failures.watch_dropped`).
+    pub dropped_events: Arc<std::sync::atomic::AtomicU64>,
     limiter: Mutex<HashMap<String, (Instant, u32)>>,
     /// Cancelled when the simulated coderd crashes: upgraded connections (web terminals)
     /// live outside the HTTP server's tasks and end on it.
@@ -81,6 +83,7 @@ impl App {
             apps: Default::default(),
             counts: Default::default(),
             throttled: Default::default(),
+            dropped_events: Default::default(),
             limiter: Default::default(),
             connections: Default::default(),
         })

@@ -67,7 +67,10 @@ pub(super) async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResp
     let fault = stream_fault(&app, &name, first);
     let ping = app.state.cfg.ping_interval.0;
     let deliveries = app.deliveries.clone();
-    let events = cut_after(events(rx, fault), app.state.cfg.front.stream_lifetime);
+    let events = cut_after(
+        events(rx, fault, dropping(&app)),
+        app.state.cfg.front.stream_lifetime,
+    );
     // The body pulls an event just before writing it: as close to "sent" as SSE gets.
     let events = futures_util::StreamExt::map(events, move |e| {
         Ok::<_, Infallible>(match e {
@@ -115,12 +118,13 @@ pub(super) async fn watch_ws(
     let crash = app.until_crash();
     let deliveries = app.deliveries.clone();
     let lifetime = app.state.cfg.front.stream_lifetime;
+    let dropping = dropping(&app);
     // A one-way socket reads only pongs and a close: no need for tungstenite's 128 KiB read
     // buffer, which it zero-fills at every read.
     ws.read_buffer_size(4 << 10)
         .on_upgrade(move |socket| async move {
             tokio::select! {
-                _ = one_way(socket, cut_after(events(rx, fault), lifetime), ping, deliveries) => {}
+                _ = one_way(socket, cut_after(events(rx, fault, dropping), lifetime), ping, deliveries) => {}
                 _ = crash.cancelled() => {} // coderd went away: no close frame
             }
         })
@@ -223,9 +227,32 @@ fn malform(ws: &Workspace, kind: &str) -> String {
     v.to_string()
 }
 
+/// How often a stream leaves a change out (`failures.watch_dropped`), and where it counts
+/// what it left out.
+#[derive(Clone)]
+struct Dropping {
+    rate: f64,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn dropping(app: &App) -> Dropping {
+    Dropping {
+        rate: app.state.cfg.failures.watch_dropped,
+        count: app.dropped_events.clone(),
+    }
+}
+
+/// A ping, the workspace as it is now, then the workspace at every change. A change is left
+/// out with `dropping.rate`, as coderd leaves out what its pubsub dropped: a subscriber's
+/// queue holds `BufferSize` messages and past that it gets `ErrDroppedMessages`
+/// (coderd/database/pubsub/pubsub.go), and `watchWorkspace`'s callback returns on any error
+/// (coderd/workspaces.go, v2.36.1), so the stream stays open, pinging, without that state.
+/// Every watcher subscribes to the owner's channel and gets all of the owner's workspaces'
+/// events, so a run's own burst of builds fills the queue.
 fn events(
     mut rx: tokio::sync::watch::Receiver<Arc<Workspace>>,
     fault: Option<StreamFault>,
+    dropping: Dropping,
 ) -> impl Stream<Item = WatchEvent> {
     async_stream(move |tx| async move {
         if tx.send(WatchEvent::Ping).await.is_err() {
@@ -240,14 +267,26 @@ fn events(
             Some(StreamFault::Malformed(kind)) => Some(kind),
             _ => None,
         };
+        // The state sent at the start is read from the database, not published: never dropped.
+        let mut first = true;
         loop {
             let ws = rx.borrow_and_update().clone();
-            let data = match malformed.take() {
-                Some(kind) => malform(&ws, kind),
-                None => serde_json::to_string(&*ws).expect("workspaces serialize"),
-            };
-            if tx.send(WatchEvent::Data(data, ws)).await.is_err() {
-                return;
+            let dropped = !first
+                && dropping.rate > 0.0
+                && rand::Rng::random_bool(&mut rand::rng(), dropping.rate.min(1.0));
+            first = false;
+            if dropped {
+                dropping
+                    .count
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                let data = match malformed.take() {
+                    Some(kind) => malform(&ws, kind),
+                    None => serde_json::to_string(&*ws).expect("workspaces serialize"),
+                };
+                if tx.send(WatchEvent::Data(data, ws)).await.is_err() {
+                    return;
+                }
             }
             if rx.changed().await.is_err() {
                 return;
