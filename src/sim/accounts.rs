@@ -168,6 +168,7 @@ impl Accounts {
         caller: &Caller,
         username: &str,
         email: &str,
+        login_type: &str,
         organization: Uuid,
         now: Time,
     ) -> Result<User, Refusal> {
@@ -188,9 +189,13 @@ impl Accounts {
             username: username.to_string(),
             email: email.to_string(),
             created_at: now,
+            updated_at: now,
+            last_seen_at: now,
             status: "dormant".into(),
+            login_type: login_type.to_string(),
             organization_ids: vec![organization],
             roles: Vec::<SlimRole>::new(),
+            has_ai_seat: false,
         };
         a.users.insert(
             user.id,

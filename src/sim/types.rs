@@ -31,6 +31,12 @@ pub struct BuildInfo {
     pub dashboard_url: String,
     #[serde(default)]
     pub deployment_id: String,
+    pub telemetry: bool,
+    pub workspace_proxy: bool,
+    pub agent_api_version: String,
+    pub provisioner_api_version: String,
+    pub upgrade_message: String,
+    pub webpush_public_key: String,
 }
 
 /// `codersdk.User` (the fields we read).
@@ -40,12 +46,17 @@ pub struct User {
     pub username: String,
     pub email: String,
     pub created_at: Time,
+    pub updated_at: Time,
+    pub last_seen_at: Time,
     #[serde(default)]
     pub status: String,
+    /// `password` for the first user; `none` for the test users scaletestd creates.
+    pub login_type: String,
     #[serde(default)]
     pub organization_ids: Vec<Uuid>,
     #[serde(default)]
     pub roles: Vec<SlimRole>,
+    pub has_ai_seat: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +77,11 @@ pub struct Organization {
     pub display_name: String,
     #[serde(default)]
     pub is_default: bool,
+    pub icon: String,
+    pub description: String,
+    pub created_at: Time,
+    pub updated_at: Time,
+    pub default_org_member_roles: Vec<String>,
 }
 
 /// `codersdk.Template` (the fields we read).
@@ -83,6 +99,109 @@ pub struct Template {
     pub provisioner: String,
     pub created_at: Time,
     pub updated_at: Time,
+    pub created_by_id: Uuid,
+    pub created_by_name: String,
+    #[serde(flatten)]
+    pub inert: InertTemplateFields,
+}
+
+/// Fields of `codersdk.Template` (v2.36.1) the simulator has no behaviour for, at a new
+/// template's values as a real coderd sends them (compared by tests/real_coder.rs).
+#[derive(Debug, Clone, Serialize)]
+pub struct InertTemplateFields {
+    pub organization_display_name: String,
+    pub organization_icon: String,
+    pub active_user_count: i64,
+    pub build_time_stats: BTreeMap<&'static str, BuildTimeStat>,
+    pub description: String,
+    pub deprecated: bool,
+    pub deprecation_message: String,
+    pub deleted: bool,
+    pub icon: String,
+    pub default_ttl_ms: i64,
+    pub activity_bump_ms: i64,
+    pub time_til_autostop_notify_ms: i64,
+    pub autostop_requirement: AutostopRequirement,
+    pub autostart_requirement: AutostartRequirement,
+    pub allow_user_autostart: bool,
+    pub allow_user_autostop: bool,
+    pub allow_user_cancel_workspace_jobs: bool,
+    pub failure_ttl_ms: i64,
+    pub time_til_dormant_ms: i64,
+    pub time_til_dormant_autodelete_ms: i64,
+    pub require_active_version: bool,
+    pub max_port_share_level: &'static str,
+    pub cors_behavior: &'static str,
+    pub use_classic_parameter_flow: bool,
+    pub disable_module_cache: bool,
+}
+
+/// `codersdk.TransitionStats`: no builds measured yet.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BuildTimeStat {
+    #[serde(rename = "P50")]
+    pub p50: Option<i64>,
+    #[serde(rename = "P95")]
+    pub p95: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AutostopRequirement {
+    pub days_of_week: Vec<&'static str>,
+    pub weeks: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AutostartRequirement {
+    pub days_of_week: Vec<&'static str>,
+}
+
+impl InertTemplateFields {
+    pub fn new(org_display_name: &str) -> InertTemplateFields {
+        InertTemplateFields {
+            organization_display_name: org_display_name.to_string(),
+            organization_icon: String::new(),
+            active_user_count: 0,
+            build_time_stats: ["delete", "start", "stop"]
+                .into_iter()
+                .map(|t| (t, BuildTimeStat::default()))
+                .collect(),
+            description: String::new(),
+            deprecated: false,
+            deprecation_message: String::new(),
+            deleted: false,
+            icon: String::new(),
+            default_ttl_ms: 0,
+            activity_bump_ms: 3_600_000,
+            time_til_autostop_notify_ms: 0,
+            autostop_requirement: AutostopRequirement {
+                days_of_week: vec![],
+                weeks: 1,
+            },
+            autostart_requirement: AutostartRequirement {
+                days_of_week: vec![
+                    "monday",
+                    "tuesday",
+                    "wednesday",
+                    "thursday",
+                    "friday",
+                    "saturday",
+                    "sunday",
+                ],
+            },
+            allow_user_autostart: true,
+            allow_user_autostop: true,
+            allow_user_cancel_workspace_jobs: false,
+            failure_ttl_ms: 0,
+            time_til_dormant_ms: 0,
+            time_til_dormant_autodelete_ms: 0,
+            require_active_version: false,
+            max_port_share_level: "public",
+            cors_behavior: "simple",
+            use_classic_parameter_flow: false,
+            disable_module_cache: false,
+        }
+    }
 }
 
 /// `codersdk.TemplateVersionParameter` (the fields we read).
@@ -146,6 +265,26 @@ pub struct ProvisionerJob {
     pub organization_id: Uuid,
     #[serde(default, rename = "type")]
     pub kind: String,
+    pub initiator_id: Uuid,
+    pub input: JobInput,
+    pub metadata: JobMetadata,
+    pub logs_overflowed: bool,
+}
+
+/// `codersdk.ProvisionerJobInput` of a workspace build's job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobInput {
+    pub workspace_build_id: Uuid,
+}
+
+/// `codersdk.ProvisionerJobMetadata`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobMetadata {
+    pub template_version_name: String,
+    pub template_id: Uuid,
+    pub template_name: String,
+    pub template_display_name: String,
+    pub template_icon: String,
 }
 
 impl ProvisionerJob {
@@ -237,8 +376,18 @@ pub struct WorkspaceAgent {
     pub connection_timeout_seconds: i64,
     #[serde(default)]
     pub troubleshooting_url: String,
+    /// DERP latencies, once the agent has reported stats (omitted before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<BTreeMap<String, DerpRegion>>,
     #[serde(flatten)]
     pub inert: InertAgentFields,
+}
+
+/// `codersdk.DERPRegion`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DerpRegion {
+    pub preferred: bool,
+    pub latency_ms: f64,
 }
 
 /// Fields of `codersdk.WorkspaceAgent` (v2.36.1) the simulator has no behaviour for, at the
@@ -319,11 +468,27 @@ pub struct WorkspaceBuild {
     pub reason: String,
     #[serde(default)]
     pub resources: Vec<WorkspaceResource>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Null unless the template sets a TTL (coderd sends the key either way).
     pub deadline: Option<Time>,
+    pub max_deadline: Option<Time>,
     pub status: WorkspaceStatus,
     #[serde(default)]
     pub daily_cost: i64,
+    pub matched_provisioners: MatchedProvisioners,
+    pub template_version_preset_id: Option<Uuid>,
+    /// Known once the build's job has finished (`*bool`, omitted before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_ai_task: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_external_agent: Option<bool>,
+}
+
+/// `codersdk.MatchedProvisioners`: the provisioners that can take the build's job.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchedProvisioners {
+    pub count: i64,
+    pub available: i64,
+    pub most_recently_seen: Option<Time>,
 }
 
 impl WorkspaceBuild {
@@ -371,7 +536,6 @@ pub struct Workspace {
     /// `CRON_TZ=UTC m h * * dow`, when autostart is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart_schedule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_start_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Time>,
@@ -399,6 +563,8 @@ pub struct InertWorkspaceFields {
     pub is_prebuild: bool,
     pub latest_app_status: Option<()>,
     pub task_id: Option<Uuid>,
+    pub template_require_active_version: bool,
+    pub template_use_classic_parameter_flow: bool,
 }
 
 impl Default for InertWorkspaceFields {
@@ -414,6 +580,8 @@ impl Default for InertWorkspaceFields {
             is_prebuild: false,
             latest_app_status: None,
             task_id: None,
+            template_require_active_version: false,
+            template_use_classic_parameter_flow: false,
         }
     }
 }

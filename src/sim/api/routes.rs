@@ -24,6 +24,12 @@ pub(super) async fn buildinfo(Ax(app): Ax<Shared>) -> AxResponse {
         external_url: "https://github.com/coder/coder".into(),
         dashboard_url: String::new(),
         deployment_id: app.state.id.org.id.to_string(),
+        telemetry: false,
+        workspace_proxy: false,
+        agent_api_version: "1.0".into(),
+        provisioner_api_version: "1.18".into(),
+        upgrade_message: String::new(),
+        webpush_public_key: String::new(),
     })
     .into_response()
 }
@@ -187,10 +193,14 @@ pub(super) async fn create_user(
             );
         }
     }
-    let created =
-        app.state
-            .accounts
-            .create(&caller, &req.username, &req.email, org, chrono::Utc::now());
+    let created = app.state.accounts.create(
+        &caller,
+        &req.username,
+        &req.email,
+        login_type,
+        org,
+        chrono::Utc::now(),
+    );
     match created {
         Ok(u) => (StatusCode::CREATED, Json(u)).into_response(),
         Err((code, msg)) => error(StatusCode::from_u16(code).expect("valid code"), msg),
@@ -440,6 +450,28 @@ pub(super) fn parse_id(s: &str) -> Option<Uuid> {
     Uuid::parse_str(s).ok()
 }
 
+/// A UUID in the route, or Coder's answer for one that is not (coderd/httpmw/httpmw.go
+/// `ParseUUIDParam`: 400 "Invalid UUID", the detail from Go's uuid.Parse).
+pub(super) fn path_id(s: &str) -> Result<Uuid, Box<AxResponse>> {
+    Uuid::parse_str(s).map_err(|_| {
+        let detail = match s.len() {
+            32 | 36 | 38 | 45 => "invalid UUID format".to_string(),
+            n => format!("invalid UUID length: {n}"),
+        };
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                Json(Response {
+                    message: format!("Invalid UUID {s:?}."),
+                    detail,
+                    validations: vec![],
+                }),
+            )
+                .into_response(),
+        )
+    })
+}
+
 /// `GET /workspaces/{id}` as coderd/workspaces.go's `workspace` handler answers it: a deleted
 /// workspace is **410 Gone** unless `include_deleted` is true (a value that is not a boolean
 /// is a 400); 404 only for one that never existed.
@@ -448,8 +480,9 @@ pub(super) async fn workspace(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AxResponse {
-    let Some(id) = parse_id(&id) else {
-        return resource_not_found();
+    let id = match path_id(&id) {
+        Ok(id) => id,
+        Err(resp) => return *resp,
     };
     let show_deleted = match q.get("include_deleted").map(String::as_str) {
         None | Some("") => false,
@@ -503,8 +536,9 @@ pub(super) async fn create_build(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> AxResponse {
-    let Some(id) = parse_id(&id) else {
-        return resource_not_found();
+    let id = match path_id(&id) {
+        Ok(id) => id,
+        Err(resp) => return *resp,
     };
     let req: CreateWorkspaceBuildRequest = match read_body(&body, "transition") {
         Ok(r) => r,
@@ -529,8 +563,9 @@ pub(super) async fn put_autostart(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> AxResponse {
-    let Some(id) = parse_id(&id) else {
-        return resource_not_found();
+    let id = match path_id(&id) {
+        Ok(id) => id,
+        Err(resp) => return *resp,
     };
     let req: AutostartRequest = match read_body(&body, "schedule") {
         Ok(r) => r,
@@ -549,22 +584,25 @@ pub(super) async fn put_autostart(
 }
 
 pub(super) async fn build(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
-    match parse_id(&id).and_then(|id| app.state.build(id)) {
-        Some(b) => Json(b).into_response(),
-        None => resource_not_found(),
+    match path_id(&id).map(|id| app.state.build(id)) {
+        Ok(Some(b)) => Json(b).into_response(),
+        Ok(None) => resource_not_found(),
+        Err(resp) => *resp,
     }
 }
 
 pub(super) async fn timings(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
-    match parse_id(&id).and_then(|id| app.state.timings(id)) {
-        Some(t) => Json(t).into_response(),
-        None => resource_not_found(),
+    match path_id(&id).map(|id| app.state.timings(id)) {
+        Ok(Some(t)) => Json(t).into_response(),
+        Ok(None) => resource_not_found(),
+        Err(resp) => *resp,
     }
 }
 
 pub(super) async fn cancel(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
-    let Some(id) = parse_id(&id) else {
-        return resource_not_found();
+    let id = match path_id(&id) {
+        Ok(id) => id,
+        Err(resp) => return *resp,
     };
     said(app.state.cancel(id), "Job has been marked as canceled...")
 }

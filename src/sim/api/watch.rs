@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response as AxResponse};
 use futures_util::Stream;
 
-use super::routes::parse_id;
+use super::routes::{parse_id, path_id};
 use super::{App, Shared, error, resource_not_found};
 use crate::sim::types::Workspace;
 
@@ -61,6 +61,9 @@ fn stream_fault(app: &App, name: &str, first: bool) -> Option<StreamFault> {
 /// `/watch` (server-sent events; deprecated in Coder, still served): a `ping`, the whole
 /// workspace, then the whole workspace on every change, `ping` events every 15 s.
 pub(super) async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
+    if let Err(resp) = path_id(&id) {
+        return *resp;
+    }
     let Some((rx, name, first)) = subscribe(&app, &id) else {
         return resource_not_found();
     };
@@ -104,6 +107,10 @@ pub(super) async fn watch_ws(
         axum::extract::ws::rejection::WebSocketUpgradeRejection,
     >,
 ) -> AxResponse {
+    // The workspace's middleware answers before the handler looks at the upgrade.
+    if let Err(resp) = path_id(&id) {
+        return *resp;
+    }
     let Ok(ws) = ws else {
         return error(
             StatusCode::BAD_REQUEST,

@@ -58,14 +58,25 @@ impl State {
                     a.status = WorkspaceAgentStatus::Connected;
                     a.first_connected_at = Some(connected);
                     a.last_connected_at = Some(connected);
-                    a.lifecycle_state = WorkspaceAgentLifecycle::Starting;
-                    a.started_at = Some(connected);
+                    a.latency = Some(derp_latency());
                 }
             });
         });
         if timeout {
             return;
         }
+        // A real agent connects first and reports its lifecycle after, so watchers see
+        // `connected` with lifecycle `created` before `starting` (seen from a real coderd:
+        // the agent's RPC `UpdateLifecycle` comes after its connection, agent/agent.go).
+        tokio::time::sleep(CONNECTED_TO_STARTING).await;
+        let starting = Utc::now();
+        self.update(ws_id, |w, id| {
+            let Some(e) = w.live.get_mut(&id) else { return };
+            mutate_agent(e, agent, |a| {
+                a.lifecycle_state = WorkspaceAgentLifecycle::Starting;
+                a.started_at = Some(starting);
+            });
+        });
         self.metrics
             .agents_up
             .get_or_create(&self.agents_up_labels(&name, &self.owner_name(&name)))
@@ -289,8 +300,24 @@ pub(super) fn new_agent(i: usize, now: Time, subdomain_apps: bool) -> WorkspaceA
         },
         connection_timeout_seconds: 120,
         troubleshooting_url: "https://coder.com/docs/templates#troubleshooting-templates".into(),
+        latency: None,
         inert: Default::default(),
     }
+}
+
+/// From an agent's connection to its first lifecycle report.
+const CONNECTED_TO_STARTING: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// What a connected agent reports of its DERP latency (`codersdk.DERPRegion`), as coderd
+/// shows it once the agent's first stats arrive: the embedded relay, preferred.
+fn derp_latency() -> std::collections::BTreeMap<String, DerpRegion> {
+    std::collections::BTreeMap::from([(
+        "Coder Embedded Relay".to_string(),
+        DerpRegion {
+            preferred: true,
+            latency_ms: 0.5 + rand::random::<f64>(),
+        },
+    )])
 }
 
 /// A devcontainer sub-agent under `parent`, as Coder adds one once the parent agent has

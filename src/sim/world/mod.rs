@@ -113,19 +113,28 @@ impl State {
             name: cfg.organization.clone(),
             display_name: cfg.organization.clone(),
             is_default: true,
+            icon: String::new(),
+            description: "Builtin default organization.".into(),
+            created_at: now,
+            updated_at: now,
+            default_org_member_roles: vec!["organization-workspace-access".into()],
         };
         let user = User {
             id: Uuid::new_v4(),
             username: cfg.user.clone(),
             email: format!("{}@coder.sim", cfg.user),
             created_at: now,
+            updated_at: now,
+            last_seen_at: now,
             status: "active".into(),
+            login_type: "password".into(),
             organization_ids: vec![org.id],
             roles: vec![SlimRole {
                 name: "owner".into(),
                 display_name: "Owner".into(),
                 organization_id: String::new(),
             }],
+            has_ai_seat: false,
         };
         let template = Template {
             id: Uuid::new_v4(),
@@ -137,6 +146,9 @@ impl State {
             provisioner: "terraform".into(),
             created_at: now,
             updated_at: now,
+            created_by_id: user.id,
+            created_by_name: user.username.clone(),
+            inert: crate::sim::types::InertTemplateFields::new(&org.display_name),
         };
         let params = vec![TemplateVersionParameter {
             name: "image".into(),

@@ -36,12 +36,30 @@ impl State {
     ) -> Result<WorkspaceBuild, (u16, String)> {
         let build = {
             let mut w = self.lock();
-            if w.deleted.contains_key(&ws_id) {
+            if let Some(g) = w.deleted.get(&ws_id) {
                 // Coder's route middleware finds deleted workspaces too
-                // (coderd/httpmw/workspaceparam.go), so the answer is not a 404; which error
-                // wsbuilder gives is not pinned down here. A 400 keeps the simulator strict: a
-                // client that posts a build without first reading the workspace (410) fails.
-                return Err((400, "The workspace has been deleted.".into()));
+                // (coderd/httpmw/workspaceparam.go), and `postWorkspaceBuilds`
+                // (coderd/workspacebuilds.go, v2.36.1) refuses a start or stop of one with 409
+                // but runs another delete build: 201, seen from a real coderd.
+                if transition != WorkspaceTransition::Delete {
+                    let verb = if transition == WorkspaceTransition::Start {
+                        "start"
+                    } else {
+                        "stop"
+                    };
+                    return Err((409, format!("Cannot {verb} a deleted workspace!")));
+                }
+                let ws = &g.ws;
+                let number = ws.latest_build.build_number + 1;
+                let owner = (ws.owner_id, ws.owner_name.clone());
+                let build =
+                    self.new_build(ws_id, &ws.name, (owner.0, &owner.1), number, transition);
+                w.build_owner.insert(build.id, ws_id);
+                let g = w.deleted.get_mut(&ws_id).expect("looked up above");
+                g.builds.push(build.clone());
+                drop(w);
+                tokio::spawn(self.clone().redelete(ws_id, build.id));
+                return Ok(build);
             }
             let Some(e) = w.live.get_mut(&ws_id) else {
                 return Err((
@@ -67,6 +85,41 @@ impl State {
         };
         tokio::spawn(self.clone().run_job(ws_id, build.id));
         Ok(self.build(build.id).unwrap_or(build))
+    }
+
+    /// Runs a delete build posted on a deleted workspace: its job goes through a provisioner's
+    /// destroy, and the workspace (still deleted) shows it as its latest build.
+    async fn redelete(self: Arc<Self>, ws_id: Uuid, build_id: Uuid) {
+        let finish = |w: &mut super::World, at: Time, succeeded: bool| {
+            let Some(g) = w.deleted.get_mut(&ws_id) else {
+                return;
+            };
+            let Some(b) = g.builds.iter_mut().find(|b| b.id == build_id) else {
+                return;
+            };
+            b.job.started_at.get_or_insert(at);
+            b.updated_at = at;
+            if succeeded {
+                b.job.completed_at = Some(at);
+                b.has_ai_task = Some(false);
+                b.has_external_agent = Some(false);
+                b.job.status = ProvisionerJobStatus::Succeeded;
+                b.status = WorkspaceStatus::Deleted;
+            } else {
+                b.job.status = ProvisionerJobStatus::Running;
+                b.status = WorkspaceStatus::Deleting;
+            }
+            g.ws.latest_build = b.clone();
+            g.ws.updated_at = at;
+            g.tx.send_replace(Arc::new(g.ws.clone()));
+        };
+        let Ok(permit) = self.provisioners.clone().acquire_owned().await else {
+            return;
+        };
+        finish(&mut self.lock(), Utc::now(), false);
+        tokio::time::sleep(self.cfg.latency.destroy.sample()).await;
+        drop(permit);
+        finish(&mut self.lock(), Utc::now(), true);
     }
 
     /// Cancels a build's job if it is still active.
@@ -103,8 +156,10 @@ impl State {
         transition: WorkspaceTransition,
     ) -> WorkspaceBuild {
         let now = Utc::now();
+        let id = Uuid::new_v4();
+        let t = &self.id.template;
         WorkspaceBuild {
-            id: Uuid::new_v4(),
+            id,
             created_at: now,
             updated_at: now,
             workspace_id: ws_id,
@@ -128,17 +183,42 @@ impl State {
                 status: ProvisionerJobStatus::Pending,
                 worker_id: None,
                 file_id: Uuid::nil(),
-                tags: BTreeMap::from([("scope".to_string(), "organization".to_string())]),
+                // As coderd tags an organization-scoped job (provisionersdk.MutateTags).
+                tags: BTreeMap::from([
+                    ("owner".to_string(), String::new()),
+                    ("scope".to_string(), "organization".to_string()),
+                ]),
                 queue_position: 0,
                 queue_size: 0,
                 organization_id: self.id.org.id,
                 kind: "workspace_build".into(),
+                initiator_id: owner.0,
+                input: JobInput {
+                    workspace_build_id: id,
+                },
+                metadata: JobMetadata {
+                    template_version_name: "v1".into(),
+                    template_id: t.id,
+                    template_name: t.name.clone(),
+                    template_display_name: t.display_name.clone(),
+                    template_icon: String::new(),
+                },
+                logs_overflowed: false,
             },
             reason: "initiator".into(),
             resources: vec![],
             deadline: None,
+            max_deadline: None,
             status: WorkspaceStatus::Pending,
             daily_cost: 0,
+            matched_provisioners: MatchedProvisioners {
+                count: self.cfg.provisioners.max(1) as i64,
+                available: self.cfg.provisioners.max(1) as i64,
+                most_recently_seen: Some(now),
+            },
+            template_version_preset_id: None,
+            has_ai_task: None,
+            has_external_agent: None,
         }
     }
 
@@ -277,6 +357,9 @@ impl State {
             e.timings.insert(build_id, WorkspaceBuildTimings { provisioner_timings: timings, ..Default::default() });
             mutate_build(e, build_id, |b| {
                 b.job.completed_at = Some(done);
+                // coderd fills these `*bool`s when the job completes.
+                b.has_ai_task = Some(false);
+                b.has_external_agent = Some(false);
                 if canceled {
                     b.job.status = ProvisionerJobStatus::Canceled;
                 } else if failed {
