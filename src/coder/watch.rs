@@ -29,8 +29,13 @@ use super::{ApiError, Client, Response, Workspace};
 /// Coder pings every 15 s; three missed pings mean the stream is dead.
 pub const STREAM_IDLE: Duration = Duration::from_secs(45);
 /// A stream that stays open without a state for this long is backed by one GET: a
-/// server whose event bus lost a publish (or a proxy that buffers) keeps pinging.
+/// server whose event bus lost a publish (coderd's pubsub drops messages when a
+/// subscriber's queue is full, and `watchWorkspace` skips them) keeps pinging.
 pub const SAFETY_POLL: Duration = Duration::from_secs(15);
+/// The longest quiet spell between those GETs: each one without a stream event since
+/// doubles the next wait, so that 10,000 workspaces in a ten-minute build ask Coder a few
+/// times each, not forty.
+pub const SAFETY_POLL_MAX: Duration = Duration::from_secs(120);
 /// The largest event we accept: a workspace with many resources is tens of KiB.
 pub const MAX_EVENT: usize = 4 << 20;
 
@@ -277,6 +282,8 @@ pub struct Updates {
     dialect: Arc<Dialect>,
     source: Source,
     reopened: bool,
+    /// How long the stream may stay quiet before the next safety GET.
+    quiet: Duration,
     /// The most recent state seen.
     pub latest: Option<Workspace>,
     /// When that state came off the socket (or the poll's answer arrived).
@@ -292,6 +299,7 @@ impl Updates {
             dialect,
             source: Source::Unopened,
             reopened: false,
+            quiet: SAFETY_POLL,
             latest: None,
             latest_at: None,
         }
@@ -349,6 +357,7 @@ impl Updates {
     pub fn reset(&mut self) {
         self.source = Source::Unopened;
         self.reopened = false;
+        self.quiet = SAFETY_POLL;
     }
 
     /// The next state. `poll_every` is the interval used when polling.
@@ -356,16 +365,18 @@ impl Updates {
         loop {
             match &mut self.source {
                 Source::Unopened => self.open().await?,
-                Source::Stream(s) => match tokio::time::timeout(SAFETY_POLL, s.next()).await {
+                Source::Stream(s) => match tokio::time::timeout(self.quiet, s.next()).await {
                     // Alive but telling nothing (pings only): ask once, so that progress
                     // never hangs on one stream. The stream stays open.
                     Err(_) => {
+                        self.quiet = (self.quiet * 2).min(SAFETY_POLL_MAX);
                         let ws = self.client.workspace(self.id).await?;
                         self.latest = Some(ws.clone());
                         self.latest_at = Some(Instant::now());
                         return Ok(ws);
                     }
                     Ok(Ok(Some(ws))) => {
+                        self.quiet = SAFETY_POLL;
                         self.latest = Some(ws.clone());
                         self.latest_at = Some(s.received_at());
                         return Ok(ws);
@@ -410,6 +421,9 @@ impl Updates {
         if let Some(r) = self.latest.as_ref().and_then(&mut check) {
             return Ok(r);
         }
+        // Each wait starts from the short spell: a delete must not inherit the long one a
+        // quiet build grew to.
+        self.quiet = SAFETY_POLL;
         loop {
             let ws = self.next(poll_every).await?;
             if let Some(r) = check(&ws) {
