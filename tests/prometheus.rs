@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::prom::{Kill, get_json, query, series, substitute};
+use common::prom::{Kill, dashboards, get_json, query, series, substitute, targets};
 use common::{BIN, eventually_async, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -129,13 +129,7 @@ scrape_configs:
     // Every panel query of every dashboard.
     let mut checked = 0;
     let mut failures = Vec::new();
-    for entry in std::fs::read_dir(format!("{ROOT}/dashboards")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let dash: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (path, dash) in dashboards() {
         let vars: Vec<&str> = dash["templating"]["list"]
             .as_array()
             .unwrap()
@@ -147,22 +141,19 @@ scrape_configs:
             "{}",
             path.display()
         );
-        for p in dash["panels"].as_array().unwrap() {
-            for t in p["targets"].as_array().into_iter().flatten() {
-                assert_eq!(
-                    t["datasource"]["uid"],
-                    "${datasource}",
-                    "{}: {}",
-                    path.display(),
-                    p["title"]
-                );
-                let q = substitute(t["expr"].as_str().unwrap());
-                checked += 1;
-                match series(&prom, &q).await {
-                    Ok(0) => failures.push(format!("{}: no series: {q}", p["title"])),
-                    Ok(_) => {}
-                    Err(e) => failures.push(format!("{}: {e}: {q}", p["title"])),
-                }
+        for (title, t) in targets(&dash) {
+            assert_eq!(
+                t["datasource"]["uid"],
+                "${datasource}",
+                "{}: {title}",
+                path.display(),
+            );
+            let q = substitute(t["expr"].as_str().unwrap());
+            checked += 1;
+            match series(&prom, &q).await {
+                Ok(0) => failures.push(format!("{title}: no series: {q}")),
+                Ok(_) => {}
+                Err(e) => failures.push(format!("{title}: {e}: {q}")),
             }
         }
     }

@@ -47,3 +47,36 @@ pub fn substitute(expr: &str) -> String {
         .replace("$__interval", "10s")
         .replace("$__range", "5m")
 }
+
+/// Every Grafana dashboard of the project (`dashboards/*.json`): its path and its JSON.
+pub fn dashboards() -> Vec<(std::path::PathBuf, serde_json::Value)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards");
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let dash = serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p, dash)
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// Every query of a dashboard: each panel's title beside each of its targets.
+pub fn targets(dash: &serde_json::Value) -> Vec<(&serde_json::Value, &serde_json::Value)> {
+    dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |t| (&p["title"], t))
+        })
+        .collect()
+}
