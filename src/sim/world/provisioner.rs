@@ -57,6 +57,7 @@ impl State {
                 w.build_owner.insert(build.id, ws_id);
                 let g = w.deleted.get_mut(&ws_id).expect("looked up above");
                 g.builds.push(build.clone());
+                g.ws.latest_build = build.clone();
                 drop(w);
                 tokio::spawn(self.clone().redelete(ws_id, build.id));
                 return Ok(build);
