@@ -691,14 +691,25 @@ impl Side {
         assert_eq!(status, 201, "{}: delete: {del}", self.label);
         self.watch(&id, |w| w["latest_build"]["status"] == "deleted")
             .await;
-        self.call(
-            "deleted workspace",
-            reqwest::Method::GET,
-            &format!("/api/v2/workspaces/{id}"),
-            None,
-            None,
-        )
-        .await;
+        // Asked until it is 410 (10 s at most): the one answer here that could race the
+        // event before it, should coderd publish the delete's end before its transaction
+        // (provisionerdserver.go `completeWorkspaceBuildJob`) is visible to this read.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, _) = self
+                .call(
+                    "deleted workspace",
+                    reqwest::Method::GET,
+                    &format!("/api/v2/workspaces/{id}"),
+                    None,
+                    None,
+                )
+                .await;
+            if status == 410 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.get(
             "deleted workspace, include_deleted",
             &format!("/api/v2/workspaces/{id}?include_deleted=true"),
