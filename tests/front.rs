@@ -65,6 +65,55 @@ async fn two_waves_behind_a_shedding_front_all_succeed() {
     }
 }
 
+/// A deleted workspace's stream refused with 404 "Resource not found" says nothing about
+/// the server's routes: the follower reports the workspace gone and the run keeps watch-ws.
+/// Only chi's "Route not found." moves the run to the next transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_workspaces_404_does_not_change_the_transport() {
+    use scaletestd::coder::watch::Updates;
+    use scaletestd::coder::{Dialect, WatchTransport};
+    use std::sync::Arc;
+
+    let mut sc = fast_sim();
+    sc.front.deleted_streams_404 = true;
+    let sim = start(sc).await;
+    let cfg = config(&sim, 1, 1, "");
+    let c = client(&cfg);
+    let ws = create_workspace(&c, "front-deleted").await;
+    scaletestd::phases::delete::run(&c, ws.id, None)
+        .await
+        .expect("deleted");
+    let dialect = Arc::new(Dialect::default());
+    let mut follow = Updates::new(&c, ws.id, dialect.clone());
+    let err = follow
+        .next(Duration::from_millis(100))
+        .await
+        .expect_err("a deleted workspace's stream is refused");
+    assert_eq!(err.status(), Some(404), "{err}");
+    assert!(err.is_gone(), "{err}");
+    assert_eq!(dialect.watch(), WatchTransport::WatchWs);
+    assert_eq!(dialect.chosen_watch(), None);
+
+    // A server without the route: the run falls back, for good.
+    let mut sc = fast_sim();
+    sc.watch_endpoints = WatchEndpoints::Sse;
+    let sim = start(sc).await;
+    let cfg = config(&sim, 1, 1, "");
+    let c = client(&cfg);
+    let ws = create_workspace(&c, "front-sse").await;
+    let dialect = Arc::new(Dialect::default());
+    let mut follow = Updates::new(&c, ws.id, dialect.clone());
+    follow
+        .next(Duration::from_millis(100))
+        .await
+        .expect("a state");
+    assert_eq!(dialect.chosen_watch(), Some(WatchTransport::Sse));
+    scaletestd::phases::delete::run(&c, ws.id, Some(&mut follow))
+        .await
+        .expect("deleted");
+    assert!(settle(&sim).await.is_empty());
+}
+
 /// The hang of issue 24: coderd's pubsub drops events under load and `watchWorkspace` skips
 /// them, so a stream stays open and pinging without the state a wait needs. A `delete`
 /// waiting for its build's end then held its `concurrency` slot until the phase's timeout
