@@ -58,6 +58,7 @@ impl State {
                 let g = w.deleted.get_mut(&ws_id).expect("looked up above");
                 g.builds.push(build.clone());
                 g.ws.latest_build = build.clone();
+                g.tx.send_replace(Arc::new(g.ws.clone()));
                 drop(w);
                 tokio::spawn(self.clone().redelete(ws_id, build.id));
                 return Ok(build);
@@ -82,6 +83,12 @@ impl State {
             e.cancel.insert(build.id, CancellationToken::new());
             w.build_owner.insert(build.id, ws_id);
             w.queue.push_back((build.id, ws_id));
+            // Published at once, as `postWorkspaceBuilds` does (coderd/workspacebuilds.go,
+            // v2.36.1: `publishWorkspaceUpdate`): a stream opened now starts from the new
+            // build, not from the state before it.
+            let mut ws = w.live[&ws_id].ws.clone();
+            w.stamp_queue(&mut ws.latest_build);
+            w.live[&ws_id].tx.send_replace(Arc::new(ws));
             build
         };
         tokio::spawn(self.clone().run_job(ws_id, build.id));
