@@ -103,7 +103,9 @@ async fn stalls_over(endpoints: WatchEndpoints) {
     sc.failures.build_stuck = 0.2;
     sc.failures.pty_silent = 0.2;
     let sim = start(sc).await;
-    let mut cfg = config(&sim, 40, 40, "");
+    // 60 workspaces: every kind is then tried but for one run in about 5,000 (40 left a pty
+    // stall untried about once in 300: 26 walks reach the terminal, 0.8^26).
+    let mut cfg = config(&sim, 60, 60, "");
     let t = &mut cfg.scenarios[0].timeouts;
     t.set(Phase::Build, Duration::from_secs(3));
     t.set(Phase::Pty, Duration::from_secs(2));
