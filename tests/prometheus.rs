@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::prom::{Kill, dashboards, get_json, query, series, substitute, targets};
+use common::prom::{Kill, check_series, dashboards, get_json, query, series, substitute, targets};
 use common::{BIN, eventually_async, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -150,11 +150,7 @@ scrape_configs:
             );
             let q = substitute(t["expr"].as_str().unwrap());
             checked += 1;
-            match series(&prom, &q).await {
-                Ok(0) => failures.push(format!("{title}: no series: {q}")),
-                Ok(_) => {}
-                Err(e) => failures.push(format!("{title}: {e}: {q}")),
-            }
+            check_series(&prom, &title.to_string(), &q, &mut failures).await;
         }
     }
     assert!(checked >= 20, "{checked} panel queries");

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{cron_at, spawn, tmpdir};
-use common::prom::{Kill, dashboards, query, series, substitute, targets};
+use common::prom::{Kill, check_series, dashboards, query, series, substitute, targets};
 use common::{BIN, eventually_async};
 use scaletestd::phases::Reason;
 
@@ -352,11 +352,7 @@ async fn walk(coder: &RealCoder) {
             }
             let q = substitute(expr).replace("20s", "5m");
             checked += 1;
-            match series(&prom, &q).await {
-                Ok(0) => empty.push(format!("{title}: no series: {q}")),
-                Ok(_) => {}
-                Err(e) => empty.push(format!("{title}: {e}: {q}")),
-            }
+            check_series(&prom, &title.to_string(), &q, &mut empty).await;
         }
     }
     assert!(checked >= 5, "{checked} coderd queries");

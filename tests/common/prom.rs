@@ -80,3 +80,12 @@ pub fn targets(dash: &serde_json::Value) -> Vec<(&serde_json::Value, &serde_json
         })
         .collect()
 }
+
+/// Runs `q`; when it fails or returns no series, says so in `failures`, naming `what`.
+pub async fn check_series(prom: &str, what: &str, q: &str, failures: &mut Vec<String>) {
+    match series(prom, q).await {
+        Ok(0) => failures.push(format!("{what}: no series: {q}")),
+        Ok(_) => {}
+        Err(e) => failures.push(format!("{what}: {e}: {q}")),
+    }
+}
