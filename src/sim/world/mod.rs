@@ -56,6 +56,15 @@ impl World {
             _ => 0,
         };
     }
+
+    /// Sends a live workspace as it stands, its queue position stamped, to its watchers.
+    pub fn publish(&self, ws_id: Uuid) {
+        if let Some(e) = self.live.get(&ws_id) {
+            let mut ws = e.ws.clone();
+            self.stamp_queue(&mut ws.latest_build);
+            e.tx.send_replace(Arc::new(ws));
+        }
+    }
 }
 
 /// What is kept of a deleted workspace: Coder keeps the row (`deleted = true`) and its
@@ -324,16 +333,10 @@ impl State {
             return;
         }
         f(&mut w, ws_id);
-        let Some(mut ws) = w.live.get_mut(&ws_id).map(|e| {
+        if let Some(e) = w.live.get_mut(&ws_id) {
             e.ws.updated_at = Utc::now();
-            e.ws.clone()
-        }) else {
-            return;
-        };
-        w.stamp_queue(&mut ws.latest_build);
-        if let Some(e) = w.live.get(&ws_id) {
-            e.tx.send_replace(Arc::new(ws));
         }
+        w.publish(ws_id);
     }
 
     /// Moves a deleted workspace out of the live set; its watch streams stay open.

@@ -86,9 +86,7 @@ impl State {
             // Published at once, as `postWorkspaceBuilds` does (coderd/workspacebuilds.go,
             // v2.36.1: `publishWorkspaceUpdate`): a stream opened now starts from the new
             // build, not from the state before it.
-            let mut ws = w.live[&ws_id].ws.clone();
-            w.stamp_queue(&mut ws.latest_build);
-            w.live[&ws_id].tx.send_replace(Arc::new(ws));
+            w.publish(ws_id);
             build
         };
         tokio::spawn(self.clone().run_job(ws_id, build.id));
