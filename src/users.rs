@@ -3,9 +3,15 @@
 //! rate limits and RBAC as real users are.
 //!
 //! The users are a pool kept across runs: found again by name on every run (so a restarted
-//! daemon reuses them), created when missing (login type `none`: no password exists to
-//! leak), each given an API token of `token_lifetime` that is held in memory only and
-//! replaced when half its life is gone. Held in memory because a token on disk outlives the
+//! daemon reuses them, however they were made), created when missing, each given an API
+//! token of `token_lifetime` that is held in memory only and replaced when half its life is
+//! gone.
+//!
+//! How a user is created follows what the deployment allows (coderd/users.go `postUser`):
+//! a **service account** (login type `none`, no email, no password) where it is entitled to
+//! them (a Premium feature), otherwise a **password user** whose password is random, 40
+//! characters, made for that one request and dropped after it: nobody signs in as a test
+//! user, its token is all it needs. Coder refuses login type `none` for anyone else. Held in memory because a token on disk outlives the
 //! process that needs it and is one more secret to guard; the cost is one token per user per
 //! process start (and per half lifetime), each expiring on its own. `scaletestd cleanup
 //! --users` deletes the pool (a user only when its name is exactly `<prefix>-<n>` and it owns
@@ -27,6 +33,33 @@ pub struct UserSpec {
     pub count: u32,
     pub prefix: String,
     pub token_lifetime: Duration,
+    /// Password users' emails are `<name>@<email_domain>`.
+    pub email_domain: String,
+}
+
+/// The default email domain: `.invalid` is reserved (RFC 2606), so no mail ever leaves.
+pub const EMAIL_DOMAIN: &str = "scaletestd.invalid";
+
+/// How missing users are created on this deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ServiceAccount,
+    Password,
+}
+
+impl Kind {
+    /// Service accounts where the deployment is entitled to them, else password users.
+    pub async fn of(main: &Client) -> Result<Kind, PhaseError> {
+        let e = main
+            .entitlements()
+            .await
+            .map_err(|e| failed("reading the deployment's entitlements", e))?;
+        Ok(if e.service_accounts() {
+            Kind::ServiceAccount
+        } else {
+            Kind::Password
+        })
+    }
 }
 
 impl UserSpec {
@@ -90,6 +123,7 @@ impl Pools {
             .map(|u| (u.username.clone(), u))
             .collect();
         let mut created = 0;
+        let mut kind = None;
         for n in 1..=spec.count {
             let i = (n - 1) as usize;
             if members.get(i).is_some_and(fresh) {
@@ -100,7 +134,11 @@ impl Pools {
                 Some(u) => u.clone(),
                 None => {
                     created += 1;
-                    create(main, &name, organization).await?
+                    let k = match kind {
+                        Some(k) => k,
+                        None => *kind.insert(Kind::of(main).await?),
+                    };
+                    create(main, spec, &name, k, organization).await?
                 }
             };
             let token_name = format!(
@@ -122,7 +160,7 @@ impl Pools {
                 members.push(member);
             }
         }
-        tracing::info!(prefix = %spec.prefix, users = spec.count, created, "test users ready");
+        tracing::info!(prefix = %spec.prefix, users = spec.count, created, kind = ?kind, "test users ready");
         Ok(members[..spec.count as usize]
             .iter()
             .map(|m| m.client.clone())
@@ -130,13 +168,32 @@ impl Pools {
     }
 }
 
-async fn create(main: &Client, name: &str, organization: Uuid) -> Result<User, PhaseError> {
-    let req = CreateUserRequest {
-        email: format!("{name}@scaletestd.invalid"),
-        username: name.to_string(),
-        name: "scaletestd test user".into(),
-        login_type: "none".into(),
-        organization_ids: vec![organization],
+async fn create(
+    main: &Client,
+    spec: &UserSpec,
+    name: &str,
+    kind: Kind,
+    organization: Uuid,
+) -> Result<User, PhaseError> {
+    let req = match kind {
+        Kind::ServiceAccount => CreateUserRequest {
+            email: String::new(),
+            username: name.to_string(),
+            name: "scaletestd test user".into(),
+            login_type: "none".into(),
+            password: None,
+            service_account: true,
+            organization_ids: vec![organization],
+        },
+        Kind::Password => CreateUserRequest {
+            email: format!("{name}@{}", spec.email_domain),
+            username: name.to_string(),
+            name: "scaletestd test user".into(),
+            login_type: "password".into(),
+            password: Some(password()),
+            service_account: false,
+            organization_ids: vec![organization],
+        },
     };
     match main.create_user(&req).await {
         Ok(u) => Ok(u),
@@ -147,6 +204,18 @@ async fn create(main: &Client, name: &str, organization: Uuid) -> Result<User, P
             .map_err(|e| failed(&format!("reading test user {name}"), e)),
         Err(e) => Err(failed(&format!("creating test user {name}"), e)),
     }
+}
+
+/// A password nobody will type: 40 letters and digits (about 238 bits; Coder asks for 52 and
+/// at most 64 characters, coderd/userpassword).
+fn password() -> crate::secret::Secret {
+    use rand::Rng;
+    let p: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    crate::secret::Secret::new(p)
 }
 
 fn failed(what: &str, e: ApiError) -> PhaseError {

@@ -1,6 +1,7 @@
 //! Secrets: a canary token never appears in logs (every level, every crate), metrics, spans
 //! (as an OTLP receiver gets them), the status page, the JSON output or error messages, even
-//! when something in front of Coder echoes it back; nor do the tokens of test users.
+//! when something in front of Coder echoes it back; nor do the tokens and passwords of test
+//! users.
 
 mod common;
 
@@ -157,6 +158,18 @@ async fn the_canary_token_appears_nowhere() {
             seen.matches(t.as_str()).count(),
             0,
             "a test user's token leaked"
+        );
+    }
+    // And their passwords (an unlicensed deployment: password users), which the daemon made
+    // up and sent once.
+    let passwords = sim.app.state.accounts.received_passwords();
+    assert_eq!(passwords.len(), 2, "one password per test user");
+    for p in &passwords {
+        assert!(p.len() >= 32, "a password of {} characters", p.len());
+        assert_eq!(
+            seen.matches(p.as_str()).count(),
+            0,
+            "a test user's password leaked"
         );
     }
     println!(

@@ -213,3 +213,119 @@ async fn a_token_that_cannot_manage_users_fails_the_run_saying_what_role_it_need
     );
     assert!(sim.live_workspaces().is_empty());
 }
+
+/// A test user as the simulator holds it: (login type, service account, email).
+fn made(sim: &scaletestd::sim::Sim, name: &str) -> (String, bool, String) {
+    let u = sim.app.state.accounts.find(name).expect("the user exists");
+    (u.login_type, u.is_service_account, u.email)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_made_as_the_deployment_allows_password_users_unless_licensed() {
+    // Unlicensed (coderd/users.go `postUser`: login type `none` is for service accounts,
+    // a Premium feature): password users, with the scenario's email domain.
+    let sim = start(fast_sim()).await;
+    let cfg = users_config(
+        &sim,
+        4,
+        "[scenario.users]\ncount = 2\nprefix = \"pw-user\"\nemail_domain = \"Staging.Example.com\"",
+    );
+    let r = run_as(&cfg, &Pools::default()).await;
+    assert_eq!(
+        report::summary_line(&r),
+        "4 workspaces: 4 succeeded, 0 failed"
+    );
+    for n in 1..=2 {
+        assert_eq!(
+            made(&sim, &format!("pw-user-{n}")),
+            (
+                "password".into(),
+                false,
+                format!("pw-user-{n}@staging.example.com")
+            )
+        );
+    }
+    let passwords = sim.app.state.accounts.received_passwords();
+    assert_eq!(passwords.len(), 2);
+    assert_ne!(passwords[0], passwords[1], "one password per user");
+    assert!(passwords.iter().all(|p| p.len() == 40));
+    assert_eq!(sim.request_count("GET /api/v2/entitlements"), 1);
+    assert!(settle(&sim).await.is_empty());
+
+    // Licensed for service accounts: no email, no password, login type `none`.
+    let mut sc = fast_sim();
+    sc.service_accounts = true;
+    let sim = start(sc).await;
+    let cfg = users_config(&sim, 4, "[scenario.users]\ncount = 2\nprefix = \"sa-user\"");
+    let r = run_as(&cfg, &Pools::default()).await;
+    assert_eq!(
+        report::summary_line(&r),
+        "4 workspaces: 4 succeeded, 0 failed"
+    );
+    for n in 1..=2 {
+        assert_eq!(
+            made(&sim, &format!("sa-user-{n}")),
+            ("none".into(), true, String::new())
+        );
+    }
+    assert!(sim.app.state.accounts.received_passwords().is_empty());
+    assert!(settle(&sim).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_refuses_users_as_an_unlicensed_coderd_does() {
+    let sim = start(fast_sim()).await;
+    let org = sim.app.state.id.org.id;
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let req = http
+            .post(format!("{}api/v2/users", sim.url()))
+            .header("Coder-Session-Token", TOKEN)
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            (
+                status,
+                body["message"].as_str().unwrap_or_default().to_string(),
+            )
+        }
+    };
+    let cases = [
+        (
+            serde_json::json!({"username": "u-none", "email": "u@x.test", "login_type": "none", "organization_ids": [org]}),
+            400,
+            "Login type 'none' requires a service account.",
+        ),
+        (
+            serde_json::json!({"username": "u-sa", "service_account": true, "organization_ids": [org]}),
+            403,
+            "Service Accounts is a Premium feature. Contact sales!",
+        ),
+        (
+            serde_json::json!({"username": "u-sa", "service_account": true, "email": "u@x.test", "organization_ids": [org]}),
+            400,
+            "Email cannot be set for service accounts.",
+        ),
+        (
+            serde_json::json!({"username": "u-weak", "email": "w@x.test", "password": "password1", "organization_ids": [org]}),
+            400,
+            "Password is invalid",
+        ),
+        (
+            serde_json::json!({"username": "u-ok", "email": "ok@x.test", "password": "Xk3-p9Lq-Zr7w-Tb2m", "organization_ids": [org]}),
+            201,
+            "",
+        ),
+    ];
+    for (body, status, message) in cases {
+        assert_eq!(
+            post(body.clone()).await,
+            (status, message.to_string()),
+            "{body}"
+        );
+    }
+}

@@ -1,11 +1,15 @@
 //! Users and their API tokens, as a scenario's test users need them: find by name, create,
 //! give a token, delete; and a client acting as one of them.
 //!
-//! Checked in coder/coder: `coderd/users.go` (`POST /users` takes `organization_ids`, a
-//! `login_type` of `none` with no password, answers 409 when the name or email exists;
-//! `DELETE /users/{user}` answers 417 while the user has workspaces), `coderd/apikey.go`
-//! (`POST /users/{user}/keys/tokens` takes `token_name` and `lifetime` as a Go duration in
-//! nanoseconds, answers 201 `{"key": …}`), `codersdk/users.go`.
+//! Checked in coder/coder v2.36.1: `coderd/users.go` `postUser` (takes `organization_ids`;
+//! login type `none` only with `"service_account": true`, which has neither email nor
+//! password and is a Premium feature, 403 without the `service_accounts` entitlement; a
+//! `password` user's password must pass `userpassword.Validate`, 52 bits of entropy and 64
+//! characters at most; 409 when the name or email exists; `DELETE /users/{user}` answers
+//! 417 while the user has workspaces), `enterprise/coderd/coderd.go` (`GET /entitlements`,
+//! served by the enterprise build only), `coderd/apikey.go` (`POST
+//! /users/{user}/keys/tokens` takes `token_name` and `lifetime` as a Go duration in
+//! nanoseconds, answers 201 `{"key": …}`), `codersdk/users.go`, `codersdk/deployment.go`.
 
 use std::time::Duration;
 
@@ -16,15 +20,52 @@ use uuid::Uuid;
 use super::{ApiError, Client, User};
 use crate::secret::Secret;
 
-/// `codersdk.CreateUserRequestWithOrgs` (the fields we send).
-#[derive(Debug, Serialize)]
+/// `codersdk.CreateUserRequestWithOrgs` (the fields we send). Not `Debug`: it may hold a
+/// password.
+#[derive(Serialize)]
 pub struct CreateUserRequest {
+    /// Empty for a service account (Coder refuses one with an email).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub email: String,
     pub username: String,
     pub name: String,
-    /// `none`: no password, no interactive sign-in; the user acts through tokens only.
+    /// `none` for a service account (no sign-in at all), else `password`.
     pub login_type: String,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "expose")]
+    pub password: Option<Secret>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub service_account: bool,
     pub organization_ids: Vec<Uuid>,
+}
+
+fn expose<S: serde::Serializer>(p: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(p.expose()),
+        None => s.serialize_none(),
+    }
+}
+
+/// `codersdk.Entitlements`, the one feature we ask about.
+#[derive(Debug, Default, Deserialize)]
+pub struct Entitlements {
+    #[serde(default)]
+    pub features: std::collections::HashMap<String, Feature>,
+}
+
+/// `codersdk.Feature`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Feature {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+impl Entitlements {
+    /// Whether the deployment may create service accounts (`codersdk.FeatureServiceAccounts`).
+    pub fn service_accounts(&self) -> bool {
+        self.features
+            .get("service_accounts")
+            .is_some_and(|f| f.enabled)
+    }
 }
 
 #[derive(Deserialize)]
@@ -53,6 +94,18 @@ impl Client {
             if got < PAGE || all.len() >= page.count {
                 return Ok(all);
             }
+        }
+    }
+
+    /// What the deployment is licensed for; an AGPL build (no such route) is entitled to
+    /// nothing.
+    pub async fn entitlements(&self) -> Result<Entitlements, ApiError> {
+        match self
+            .get("/api/v2/entitlements", "/api/v2/entitlements")
+            .await
+        {
+            Err(e) if e.is_route_missing() => Ok(Entitlements::default()),
+            r => r,
         }
     }
 

@@ -15,6 +15,7 @@ pub(super) struct RawUsers {
     count: Spanned<u32>,
     prefix: Option<Spanned<String>>,
     token_lifetime: Option<Spanned<HumanDuration>>,
+    email_domain: Option<Spanned<String>>,
 }
 
 /// Coder refuses tokens longer than its `CODER_MAX_TOKEN_LIFETIME` (30 days by default).
@@ -64,9 +65,34 @@ pub(super) fn validate(
         Some(t) => t.get_ref().0,
         None => Duration::from_secs(24 * 3600),
     };
+    let email_domain = match &raw.email_domain {
+        None => crate::users::EMAIL_DOMAIN.to_string(),
+        Some(d) => {
+            let domain = d.get_ref().trim().to_ascii_lowercase();
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            };
+            if !domain.contains('.') || !domain.split('.').all(label_ok) {
+                return Err(ConfigError::at(
+                    src,
+                    Some(d.span()),
+                    format!(
+                        "[scenario.users] email_domain {:?}: expected a domain name such as \"example.com\" (the users' emails are <name>@<domain>)",
+                        d.get_ref()
+                    ),
+                ));
+            }
+            domain
+        }
+    };
     Ok(Some(UserSpec {
         count,
         prefix,
         token_lifetime,
+        email_domain,
     }))
 }

@@ -1,6 +1,7 @@
 //! The simulator's users and their API tokens: who a request is from.
 //!
-//! As coderd does it (coderd/users.go `postUser`, `deleteUser`; coderd/apikey.go
+//! As coderd does it (coderd/users.go `postUser`, `deleteUser`; coderd/userpassword;
+//! coderd/apikey.go
 //! `postToken`; coderd/httpmw/apikey.go): a token is `<10-character id>-<22-character
 //! secret>` naming one user; a user created through the API is `dormant` until its first
 //! authenticated request; the deployment's owner may do anything, a member only what is its
@@ -38,6 +39,8 @@ impl Caller {
 
 struct Account {
     user: User,
+    /// As received: coderd keeps a hash; the simulator keeps the text for leak tests.
+    password: Option<String>,
     owner: bool,
     deleted: bool,
     token_names: HashSet<String>,
@@ -69,6 +72,85 @@ pub fn username_valid(name: &str) -> bool {
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
+/// What `POST /users` asks for, once checked.
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub email: &'a str,
+    pub login_type: &'a str,
+    pub service_account: bool,
+    pub organization: Uuid,
+}
+
+/// coderd/userpassword `Validate`: go-password-validator's entropy of at least 52 bits
+/// (log2 of the character pools used, to the power of the length), 64 characters at
+/// most; the error is the validator's own advice. Simpler than the validator in one way:
+/// runs and keyboard sequences count at full length, so a password it refuses may pass here
+/// only when made of such runs.
+pub fn password_valid(p: &str) -> Result<(), String> {
+    const REPLACE: &str = "!@$&*";
+    const SEP: &str = "_-., ";
+    const OTHER: &str = "\"#%'()+/:;<=>?[\\]^{|}~";
+    let has = |set: &str| p.chars().any(|c| set.contains(c));
+    let lower = p.chars().any(|c| c.is_ascii_lowercase());
+    let upper = p.chars().any(|c| c.is_ascii_uppercase());
+    let digit = p.chars().any(|c| c.is_ascii_digit());
+    let unusual: HashSet<char> = p
+        .chars()
+        .filter(|c| {
+            !c.is_ascii_alphanumeric()
+                && !REPLACE.contains(*c)
+                && !SEP.contains(*c)
+                && !OTHER.contains(*c)
+        })
+        .collect();
+    let mut base = unusual.len();
+    for (used, size) in [
+        (has(REPLACE), REPLACE.len()),
+        (has(SEP), SEP.len()),
+        (has(OTHER), OTHER.chars().count()),
+        (lower, 26),
+        (upper, 26),
+        (digit, 10),
+    ] {
+        if used {
+            base += size;
+        }
+    }
+    let entropy = if base == 0 {
+        0.0
+    } else {
+        (base as f64).log2() * p.chars().count() as f64
+    };
+    if entropy < 52.0 {
+        let mut advice = Vec::new();
+        if !has(OTHER) || !has(SEP) || !has(REPLACE) {
+            advice.push("including more special characters");
+        }
+        if !lower {
+            advice.push("using lowercase letters");
+        }
+        if !upper {
+            advice.push("using uppercase letters");
+        }
+        if !digit {
+            advice.push("using numbers");
+        }
+        return Err(if advice.is_empty() {
+            "insecure password, try using a longer password".into()
+        } else {
+            format!(
+                "insecure password, try {} or using a longer password",
+                advice.join(", ")
+            )
+        });
+    }
+    if p.len() > 64 {
+        return Err("password must be no more than 64 characters".into());
+    }
+    Ok(())
+}
+
 /// The longest token lifetime the simulated deployment grants (Coder's default
 /// `CODER_MAX_TOKEN_LIFETIME`, 30 days).
 pub const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
@@ -86,6 +168,7 @@ impl Accounts {
             user.id,
             Account {
                 user,
+                password: None,
                 owner: true,
                 deleted: false,
                 token_names: HashSet::new(),
@@ -134,6 +217,15 @@ impl Accounts {
             .collect()
     }
 
+    /// Every password a user was created with, for leak tests.
+    pub fn received_passwords(&self) -> Vec<String> {
+        self.lock()
+            .users
+            .values()
+            .filter_map(|u| u.password.clone())
+            .collect()
+    }
+
     /// The user `user` names (a name or an id), when not deleted.
     pub fn find(&self, user: &str) -> Option<User> {
         let a = self.lock();
@@ -162,38 +254,36 @@ impl Accounts {
         found
     }
 
+    /// Whether a user not deleted has this name or (non-empty) email
+    /// (`GetUserByEmailOrUsername`).
+    pub fn taken(&self, username: &str, email: &str) -> bool {
+        self.lock().users.values().any(|u| {
+            !u.deleted
+                && (u.user.username.eq_ignore_ascii_case(username)
+                    || (!email.is_empty() && u.user.email.eq_ignore_ascii_case(email)))
+        })
+    }
+
     /// `POST /users` by `caller`: a member with no roles, `dormant` until it signs in.
-    pub fn create(
-        &self,
-        caller: &Caller,
-        username: &str,
-        email: &str,
-        login_type: &str,
-        organization: Uuid,
-        now: Time,
-    ) -> Result<User, Refusal> {
+    pub fn create(&self, caller: &Caller, new: NewUser<'_>, now: Time) -> Result<User, Refusal> {
         if !caller.owner {
             return Err((403, "You are not authorized to create users.".into()));
         }
-        let mut a = self.lock();
-        let taken = a.users.values().any(|u| {
-            !u.deleted
-                && (u.user.username.eq_ignore_ascii_case(username)
-                    || u.user.email.eq_ignore_ascii_case(email))
-        });
-        if taken {
+        if self.taken(new.username, new.email) {
             return Err((409, "User already exists.".into()));
         }
+        let mut a = self.lock();
         let user = User {
             id: Uuid::new_v4(),
-            username: username.to_string(),
-            email: email.to_string(),
+            username: new.username.to_string(),
+            email: new.email.to_string(),
             created_at: now,
             updated_at: now,
             last_seen_at: now,
             status: "dormant".into(),
-            login_type: login_type.to_string(),
-            organization_ids: vec![organization],
+            login_type: new.login_type.to_string(),
+            is_service_account: new.service_account,
+            organization_ids: vec![new.organization],
             roles: Vec::<SlimRole>::new(),
             has_ai_seat: false,
         };
@@ -201,6 +291,7 @@ impl Accounts {
             user.id,
             Account {
                 user: user.clone(),
+                password: (!new.password.is_empty()).then(|| new.password.to_string()),
                 owner: false,
                 deleted: false,
                 token_names: HashSet::new(),

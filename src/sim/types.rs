@@ -50,8 +50,10 @@ pub struct User {
     pub last_seen_at: Time,
     #[serde(default)]
     pub status: String,
-    /// `password` for the first user; `none` for the test users scaletestd creates.
+    /// `password`, or `none` for a service account.
     pub login_type: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub is_service_account: bool,
     #[serde(default)]
     pub organization_ids: Vec<Uuid>,
     #[serde(default)]
@@ -204,35 +206,61 @@ impl InertTemplateFields {
     }
 }
 
-/// `codersdk.TemplateVersionParameter` (the fields we read).
-#[derive(Debug, Clone, Serialize)]
+/// `codersdk.TemplateVersionParameter` (codersdk/templateversions.go).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TemplateVersionParameter {
     pub name: String,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub display_name: String,
-    #[serde(default)]
     pub description: String,
+    pub description_plaintext: String,
     /// `string`, `number`, `bool` or `list(string)`.
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
+    pub form_type: String,
     pub mutable: bool,
-    #[serde(default)]
     pub default_value: String,
-    #[serde(default)]
-    pub required: bool,
-    #[serde(default)]
-    pub ephemeral: bool,
-    #[serde(default)]
+    pub icon: String,
     pub options: Vec<TemplateVersionParameterOption>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub validation_error: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub validation_regex: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_min: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_max: Option<i64>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub validation_monotonic: String,
+    pub required: bool,
+    pub ephemeral: bool,
+}
+
+impl TemplateVersionParameter {
+    /// A parameter with only its name, for `..` in literals.
+    pub fn named(name: &str) -> Self {
+        TemplateVersionParameter {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether it has a `validation` block (any rule in it).
+    pub fn has_validation(&self) -> bool {
+        !self.validation_regex.is_empty()
+            || !self.validation_error.is_empty()
+            || self.validation_min.is_some()
+            || self.validation_max.is_some()
+            || !self.validation_monotonic.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TemplateVersionParameterOption {
     pub name: String,
-    #[serde(default)]
     pub description: String,
     pub value: String,
+    pub icon: String,
 }
 
 /// `codersdk.ProvisionerJob`.

@@ -137,6 +137,7 @@ impl State {
             last_seen_at: now,
             status: "active".into(),
             login_type: "password".into(),
+            is_service_account: false,
             organization_ids: vec![org.id],
             roles: vec![SlimRole {
                 name: "owner".into(),
@@ -159,17 +160,7 @@ impl State {
             created_by_name: user.username.clone(),
             inert: crate::sim::types::InertTemplateFields::new(&org.display_name),
         };
-        let params = vec![TemplateVersionParameter {
-            name: "image".into(),
-            display_name: "Image".into(),
-            description: "Container image of the workspace".into(),
-            kind: "string".into(),
-            mutable: false,
-            default_value: "codercom/enterprise-base:ubuntu".into(),
-            required: false,
-            ephemeral: false,
-            options: vec![],
-        }];
+        let params = crate::sim::parameters::docker_template();
         Arc::new(State {
             provisioners: Arc::new(Semaphore::new(cfg.provisioners.max(1))),
             metrics: super::metrics::CoderdMetrics::new(cfg.provisioners.max(1)),
