@@ -1,7 +1,9 @@
 //! A Coder behind TLS: the simulator serves HTTP/2 and HTTP/1.1 by ALPN with a certificate
 //! from an authority of its own; `[coder] ca_file` trusts it. Calls then share HTTP/2
 //! connections while websockets (`watch-ws`, the web terminal) take HTTP/1.1 ones, as
-//! against Coder; without the authority nothing connects, and the error says why.
+//! against Coder; without the authority nothing connects, and the error says why. A
+//! self-signed certificate that is its own authority is trusted when `ca_file` holds exactly
+//! it.
 
 mod common;
 
@@ -96,8 +98,62 @@ async fn without_the_authority_nothing_connects_and_the_error_says_why() {
         text.contains("invalid peer certificate: UnknownIssuer"),
         "{text}"
     );
-    assert!(text.contains("[coder] ca_file"), "{text}");
+    assert!(
+        text.contains("is not trusted by this system: if a private authority signed it, or it signed itself, name that certificate's PEM file in [coder] ca_file"),
+        "{text}"
+    );
     assert_eq!(sim.connections(), (0, 0), "no handshake completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_given_as_the_whole_ca_file_is_trusted() {
+    // As `openssl req -x509` makes one: its own authority (CA:TRUE) and the server's
+    // certificate at once. webpki alone refuses it (CaUsedAsEndEntity); curl and Coder's
+    // CLI trust it, and so do we, calls and websockets alike.
+    let dir = TempDir::new("tls-self-signed");
+    let sim = start(scaletestd::sim::SimConfig {
+        tls_self_signed: true,
+        ..tls_sim(&dir)
+    })
+    .await;
+    let pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    assert_eq!(
+        pem.matches("BEGIN CERTIFICATE").count(),
+        1,
+        "one certificate"
+    );
+    run_trusting(
+        &sim,
+        &dir,
+        10,
+        r#"["create", "build", "agent", "pty", "delete"]"#,
+    )
+    .await;
+
+    // Another server's self-signed certificate in ca_file: refused, and the one line names
+    // the file and says what to put in it.
+    let other = TempDir::new("tls-self-signed-other");
+    let _elsewhere = start(scaletestd::sim::SimConfig {
+        tls_self_signed: true,
+        ..tls_sim(&other)
+    })
+    .await;
+    let cfg = config_text(&sim, 1, 1, "")
+        .coder(&format!("ca_file = {:?}", other.join("ca.pem")))
+        .parse();
+    let text = client(&cfg)
+        .template_by_name("coder", "docker")
+        .await
+        .expect_err("not the server's certificate")
+        .to_string();
+    assert!(!text.contains('\n'), "one line: {text}");
+    assert!(
+        text.contains(&format!(
+            "Coder's certificate is not trusted with [coder] ca_file {}: put in it the certificate of the authority that signed Coder's (or Coder's own certificate, exactly as the server presents it), in PEM",
+            other.join("ca.pem").display()
+        )),
+        "{text}"
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub mod arrival;
 mod calls;
 pub mod dialect;
 mod error;
+pub mod parameters;
 pub mod pty;
 mod readers;
 pub mod sse;
@@ -151,20 +152,30 @@ impl Client {
     ) -> Self {
         // Over TLS, calls speak HTTP/2 when Coder (or its load balancer) offers it: every call
         // and SSE stream then shares one connection instead of one each.
-        let builder = || {
-            reqwest::Client::builder()
+        // One verifier for every connection (see `tls`): the system's roots, `ca_file`, and
+        // a certificate of `ca_file` that is exactly the server's.
+        let builder = |alpn: &[&[u8]]| {
+            let b = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .pool_idle_timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(IDLE_CONNECTIONS)
-                .user_agent(concat!("scaletestd/", env!("CARGO_PKG_VERSION")))
-                .tls_certs_merge(opts.extra_roots.for_reqwest())
+                .user_agent(concat!("scaletestd/", env!("CARGO_PKG_VERSION")));
+            match tls::client_config(&opts.extra_roots, alpn) {
+                Ok(config) => b.tls_backend_preconfigured(config),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot set up TLS trust of our own; using reqwest's");
+                    b.tls_certs_merge(opts.extra_roots.for_reqwest())
+                }
+            }
         };
-        let http = builder().build().expect("the TLS backend initializes");
-        let streams_http = builder()
+        let http = builder(tls::ALPN_CALLS)
+            .build()
+            .expect("the TLS backend initializes");
+        let streams_http = builder(tls::ALPN_HTTP1)
             .http1_only()
             .build()
             .expect("the TLS backend initializes");
-        let mut apps = builder().redirect(reqwest::redirect::Policy::none());
+        let mut apps = builder(tls::ALPN_CALLS).redirect(reqwest::redirect::Policy::none());
         if let Some(ip) = opts.apps_address {
             apps = apps.dns_resolver(Arc::new(apps::Override {
                 ip,
@@ -425,10 +436,8 @@ impl Client {
             source = s.source();
         }
         let mut detail = format!("{}{causes}", e.without_url());
-        if detail.contains("UnknownIssuer") {
-            detail.push_str(
-                " (if a private authority signed Coder's certificate, name its PEM file in [coder] ca_file)",
-            );
+        if tls::is_untrusted(&detail) {
+            detail = format!("{} ({detail})", self.inner.opts.extra_roots.advice());
         }
         ApiError::Connect {
             method: method.clone(),

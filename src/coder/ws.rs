@@ -213,10 +213,14 @@ impl Client {
             }
             Err(e @ (tungstenite::Error::Io(_) | tungstenite::Error::Tls(_))) => {
                 self.observe(&get, route, None, start);
+                let mut detail = e.to_string();
+                if super::tls::is_untrusted(&detail) {
+                    detail = format!("{} ({detail})", self.inner.opts.extra_roots.advice());
+                }
                 let e = ApiError::Connect {
                     method: get,
                     path,
-                    detail: self.token().scrub(&e.to_string()),
+                    detail: self.token().scrub(&detail),
                 };
                 super::trace::failed(&span, &e);
                 Err((e, None))

@@ -150,8 +150,7 @@ pub(super) fn validate(
                     format!("ca_file {}: {e}", path.display()),
                 )
             };
-            let pem = std::fs::read(path).map_err(|e| at(format!("cannot read it: {e}")))?;
-            crate::coder::tls::ExtraRoots::from_pem(&pem).map_err(at)?
+            crate::coder::tls::ExtraRoots::from_file(path).map_err(at)?
         }
         None => Default::default(),
     };

@@ -53,6 +53,9 @@ pub struct SimConfig {
     /// Coder without `watch-ws`), `watch-ws` (a future one without the deprecated SSE
     /// `watch`), `none` (clients must poll). A missing route answers 404 "Route not found.".
     pub watch_endpoints: WatchEndpoints,
+    /// The deployment is licensed for service accounts (a Premium feature; coderd/users.go
+    /// `postUser` answers 403 without it). False: as an unlicensed Coder.
+    pub service_accounts: bool,
     /// No `POST /users/{user}/workspaces` (Coder older than mid-2024): workspaces are created
     /// only through `POST /organizations/{org}/members/{user}/workspaces`.
     pub legacy_create_only: bool,
@@ -74,6 +77,9 @@ pub struct SimConfig {
     /// start-up; its authority's certificate is written to this file (PEM), for clients'
     /// `[coder] ca_file`. None: plain HTTP.
     pub tls_ca_out: Option<std::path::PathBuf>,
+    /// With `tls_ca_out`: serve one self-signed certificate that is its own authority
+    /// (`CA:TRUE`), as `openssl req -x509` makes, and write that one out.
+    pub tls_self_signed: bool,
     /// What a load balancer or proxy in front of Coder does on its own terms.
     pub front: Front,
 }
@@ -93,6 +99,10 @@ pub struct Front {
     /// The event streams of a deleted workspace answer 404 "Resource not found" instead of
     /// streaming it.
     pub deleted_streams_404: bool,
+    /// A refused websocket upgrade's body is written this long after its status and
+    /// headers, in a write of its own: a client must not decide on a body it has not read
+    /// yet (a proxy that flushes headers first does this).
+    pub split_refusals: Option<HumanDuration>,
 }
 
 /// See [`SimConfig::subagent`].
@@ -168,6 +178,7 @@ impl Default for SimConfig {
             ssh_require_key: false,
             metrics_listen: None,
             watch_endpoints: WatchEndpoints::Both,
+            service_accounts: false,
             legacy_create_only: false,
             wildcard_host: None,
             path_apps: true,
@@ -177,6 +188,7 @@ impl Default for SimConfig {
             sessions: Default::default(),
             delivery_log: None,
             tls_ca_out: None,
+            tls_self_signed: false,
             front: Front::default(),
         }
     }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod deliveries;
 pub mod faults;
 pub mod metrics;
+pub mod parameters;
 pub mod pty;
 pub mod ssh;
 pub mod tls;
@@ -99,7 +100,7 @@ impl Sim {
             None => None,
         };
         let tls = match &state.cfg.tls_ca_out {
-            Some(path) => Some(tls::acceptor(addr, path)?),
+            Some(path) => Some(tls::acceptor(addr, path, state.cfg.tls_self_signed)?),
             None => None,
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
