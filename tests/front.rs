@@ -38,6 +38,7 @@ async fn two_waves_behind_a_shedding_front_all_succeed() {
             throttle: 0.05,
             stream_lifetime: Some(HumanDuration(Duration::from_millis(150))),
             deleted_streams_404: true,
+            ..Default::default()
         };
         let sim = start(sc).await;
         let cfg = config(&sim, 20, 10, PHASES);
@@ -111,6 +112,69 @@ async fn a_deleted_workspaces_404_does_not_change_the_transport() {
     scaletestd::phases::delete::run(&c, ws.id, Some(&mut follow))
         .await
         .expect("deleted");
+    assert!(settle(&sim).await.is_empty());
+}
+
+/// A server without `watch-ws` whose refusal's body comes after its headers (a proxy that
+/// flushes the status line first): the handshake reads no "Route not found.", so the body
+/// cannot decide. A GET that finds the workspace alive does: every workspace moves to SSE,
+/// none fails (before: 3 of 20 failed in `build` with "websocket upgrade refused with 404").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_watch_ws_whose_404_body_comes_late_still_moves_the_run_to_sse() {
+    let mut sc = fast_sim();
+    sc.watch_endpoints = WatchEndpoints::Sse;
+    sc.front.split_refusals = Some(HumanDuration(Duration::from_millis(80)));
+    let sim = start(sc).await;
+
+    // The refusal as a client meets it: headers at once, the body 80 ms later.
+    let c = client(&config(&sim, 1, 1, ""));
+    let ws = create_workspace(&c, "split-probe").await;
+    let mut stream = tokio::net::TcpStream::connect(sim.url().socket_addrs(|| None).unwrap()[0])
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!(
+                "GET /api/v2/workspaces/{}/watch-ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCoder-Session-Token: {TOKEN}\r\n\r\n",
+                ws.id
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = stream.read(&mut first).await.unwrap();
+    let head = String::from_utf8_lossy(&first[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(
+        !head.contains("Route not found."),
+        "the first read has no body: {head}"
+    );
+    let mut rest = vec![0u8; 4096];
+    let n = stream.read(&mut rest).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&rest[..n]).contains("Route not found."),
+        "the body comes in a later read"
+    );
+    drop(stream);
+    scaletestd::phases::delete::run(&c, ws.id, None)
+        .await
+        .expect("deleted");
+
+    let cfg = config(&sim, 20, 10, PHASES);
+    let client = client(&cfg);
+    let r = tokio::time::timeout(Duration::from_secs(120), run_with(&cfg, &client))
+        .await
+        .expect("the run ends");
+    assert_eq!(
+        report::summary_line(&r),
+        "20 workspaces: 20 succeeded, 0 failed"
+    );
+    assert!(
+        sim.request_count("GET /api/v2/workspaces/{workspace}/watch") >= 20,
+        "every workspace followed over SSE"
+    );
     assert!(settle(&sim).await.is_empty());
 }
 

@@ -332,6 +332,17 @@ impl Updates {
                 Err(e) if e.is_route_missing() => {
                     self.dialect.watch_missing(t);
                 }
+                // A 404 whose body did not say which: a refused upgrade's body may come after
+                // its headers, and the handshake keeps only what it read with them. Ask the
+                // workspace itself: alive means the route is what is missing.
+                Err(e) if e.status() == Some(404) => match self.client.workspace(self.id).await {
+                    Ok(_) => {
+                        tracing::debug!(workspace.id = %self.id, transport = t.as_str(), error = %e, "the stream answered 404 for a live workspace: this Coder lacks the route");
+                        self.dialect.watch_missing(t);
+                    }
+                    Err(g) if g.is_gone() => return Err(g),
+                    Err(_) => return Err(e),
+                },
                 Err(e) if e.is_gone() => return Err(e),
                 Err(e) => {
                     tracing::warn!(workspace.id = %self.id, transport = t.as_str(), error = %e, "cannot open the watch stream; polling this workspace instead");

@@ -111,6 +111,7 @@ pub fn router(app: Shared) -> Router {
     let mut api = Router::new()
         .route("/api/v2/buildinfo", get(buildinfo))
         .route("/api/v2/applications/host", get(app_host))
+        .route("/api/v2/entitlements", get(entitlements))
         .route("/api/v2/users", get(list_users).post(create_user))
         .route("/api/v2/users/{user}", get(user).delete(delete_user))
         .route("/api/v2/users/{user}/keys/tokens", post(create_token))
@@ -130,6 +131,10 @@ pub fn router(app: Shared) -> Router {
         .route(
             "/api/v2/templateversions/{templateversion}/rich-parameters",
             get(rich_parameters),
+        )
+        .route(
+            "/api/v2/templateversions/{templateversion}/dynamic-parameters/evaluate",
+            post(evaluate_parameters),
         )
         .route("/api/v2/workspaces", get(list))
         .route("/api/v2/workspaces/{workspace}", get(workspace))
@@ -467,11 +472,30 @@ async fn missing_under_workspace(Ax(app): Ax<Shared>, Path(id): Path<String>) ->
         let w = app.state.lock();
         w.live.contains_key(&id) || w.deleted.contains_key(&id)
     });
-    if known {
+    let answer = if known {
         not_found().await
     } else {
         resource_not_found()
+    };
+    match app.state.cfg.front.split_refusals {
+        Some(after) => split_body(answer, after.0).await,
+        None => answer,
     }
+}
+
+/// `resp` with its body held back `after` its status and headers went out (see
+/// `Front::split_refusals`).
+async fn split_body(resp: AxResponse, after: std::time::Duration) -> AxResponse {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let later = futures_util::stream::once(async move {
+        tokio::time::sleep(after).await;
+        Ok::<_, std::convert::Infallible>(bytes)
+    });
+    AxResponse::from_parts(parts, axum::body::Body::from_stream(later))
 }
 
 /// A route this server lacks, below `/users/{user}` (see `router`).
