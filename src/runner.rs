@@ -363,6 +363,7 @@ pub async fn prepare(
             ));
         }
     }
+    refuse_values(client, scenario, &template, &params, me.id).await?;
     Ok(Blueprint {
         template_id: template.id,
         template_name: template.name,
@@ -376,6 +377,76 @@ pub async fn prepare(
             })
             .collect(),
     })
+}
+
+/// Refuses the scenario's parameter values that Coder would refuse at create, per parameter
+/// and in Coder's words (see [`crate::coder::parameters`]): asked of Coder itself where the
+/// template uses dynamic parameters, checked with Coder's classic rules otherwise.
+async fn refuse_values(
+    client: &Client,
+    scenario: &Scenario,
+    template: &crate::coder::Template,
+    params: &[crate::coder::TemplateVersionParameter],
+    owner: uuid::Uuid,
+) -> Result<(), PhaseError> {
+    use crate::coder::parameters::{Refusal, classic_check};
+    let classic = |params: &[crate::coder::TemplateVersionParameter]| -> Vec<Refusal> {
+        params
+            .iter()
+            .filter_map(|p| {
+                let value = scenario.parameters.get(&p.name).map(String::as_str);
+                classic_check(p, value).err().map(|message| Refusal {
+                    parameter: Some(p.name.clone()),
+                    message,
+                })
+            })
+            .collect()
+    };
+    let refusals = if template.classic_parameters() {
+        classic(params)
+    } else {
+        let inputs = scenario
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        match client
+            .evaluate_parameters(template.active_version_id, owner, &inputs)
+            .await
+        {
+            Ok(answer) => answer.refusals(),
+            // A Coder without the route predates dynamic parameters.
+            Err(e) if e.is_route_missing() => classic(params),
+            Err(e) => {
+                return Err(explain_setup(
+                    e,
+                    &format!("evaluating the parameters of template {:?}", template.name),
+                ));
+            }
+        }
+    };
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    let said: Vec<String> = refusals
+        .iter()
+        .map(|r| match &r.parameter {
+            Some(p) => match scenario.parameters.get(p) {
+                Some(v) => format!("parameter {p:?} = {v:?}: {}", r.message),
+                None => format!("parameter {p:?} (its default): {}", r.message),
+            },
+            None => r.message.clone(),
+        })
+        .collect();
+    Err(PhaseError::new(
+        Reason::Http4xx,
+        format!(
+            "scenario {:?}: template {:?} would refuse these values: {}",
+            scenario.name,
+            template.name,
+            said.join("; ")
+        ),
+    ))
 }
 
 /// Turns a setup call's error into a message that says what to do.

@@ -64,17 +64,20 @@ pub struct Template {
     pub name: String,
     pub organization_id: Uuid,
     pub active_version_id: Uuid,
+    /// Absent before Coder v2.24, which had only the classic flow.
+    #[serde(default)]
+    pub use_classic_parameter_flow: Option<bool>,
 }
 
-/// `codersdk.TemplateVersionParameter`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TemplateVersionParameter {
-    pub name: String,
-    #[serde(default)]
-    pub default_value: String,
-    #[serde(default)]
-    pub required: bool,
+impl Template {
+    /// Whether Coder checks new workspaces' parameters with the classic rules rather than
+    /// by evaluating the template (see [`super::parameters`]).
+    pub fn classic_parameters(&self) -> bool {
+        self.use_classic_parameter_flow.unwrap_or(true)
+    }
 }
+
+pub use super::parameters::TemplateVersionParameter;
 
 /// `codersdk.WorkspaceBuildParameter`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -119,9 +119,15 @@ pub(super) struct CreateUser {
     login_type: String,
     #[serde(default)]
     organization_ids: Vec<Uuid>,
+    #[serde(default)]
+    service_account: bool,
 }
 
-/// `POST /users` as coderd/users.go `postUser` checks it.
+/// `POST /users`, checked in the order coderd/users.go `postUser` checks it (v2.36.1):
+/// httpapi.Read's tag validations, then the service-account rules (login type `none`,
+/// neither password nor email, the Premium entitlement), then login type `none` for anyone
+/// else, a password on a non-password user, the organizations, a taken name, and last the
+/// password's strength (coderd/userpassword).
 pub(super) async fn create_user(
     Ax(app): Ax<Shared>,
     Extension(caller): Extension<Caller>,
@@ -131,11 +137,60 @@ pub(super) async fn create_user(
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    let login_type = if req.login_type.is_empty() {
+    // codersdk.CreateUserRequestWithOrgs: `email` is `required_unless=ServiceAccount true,
+    // omitempty,email`, `username` is `required,username`.
+    let mut invalid = Vec::new();
+    if req.email.is_empty() && !req.service_account {
+        invalid.push(ValidationError {
+            field: "email".into(),
+            detail: "Validation failed for tag \"required_unless\" with value: \"\"".into(),
+        });
+    } else if !req.email.is_empty() && !email_valid(&req.email) {
+        invalid.push(ValidationError {
+            field: "email".into(),
+            detail: format!(
+                "Validation failed for tag \"email\" with value: \"{}\"",
+                req.email
+            ),
+        });
+    }
+    if !crate::sim::accounts::username_valid(&req.username) {
+        invalid.push(ValidationError {
+            field: "username".into(),
+            detail: format!(
+                "Validation failed for tag \"username\" with value: \"{}\"",
+                req.username
+            ),
+        });
+    }
+    if !invalid.is_empty() {
+        return bad_request("Validation failed.", invalid);
+    }
+    let login_type = if req.service_account {
+        if !req.login_type.is_empty() && req.login_type != "none" {
+            return bad_request("Service accounts must use login type 'none'.", vec![]);
+        }
+        if !req.password.is_empty() {
+            return bad_request("Password cannot be set for service accounts.", vec![]);
+        }
+        if !req.email.is_empty() {
+            return bad_request("Email cannot be set for service accounts.", vec![]);
+        }
+        if !app.state.cfg.service_accounts {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Service Accounts is a Premium feature. Contact sales!",
+            );
+        }
+        "none"
+    } else if req.login_type.is_empty() {
         "password"
     } else {
         req.login_type.as_str()
     };
+    if !req.service_account && login_type == "none" {
+        return bad_request("Login type 'none' requires a service account.", vec![]);
+    }
     if login_type != "password" && !req.password.is_empty() {
         return bad_request(
             &format!("Password cannot be set for non-password ({login_type:?}) authentication."),
@@ -143,47 +198,47 @@ pub(super) async fn create_user(
         );
     }
     if req.organization_ids.is_empty() {
-        return bad_request(
-            "No organization specified to place the user as a member of. It is required to specify at least one organization id to place the user in.",
-            vec![ValidationError {
-                field: "organization_ids".into(),
-                detail: "Missing values, this cannot be empty".into(),
-            }],
-        );
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(Response {
+                message: "No organization specified to place the user as a member of. It is required to specify at least one organization id to place the user in.".into(),
+                detail: "required at least 1 value for the array 'organization_ids'".into(),
+                validations: vec![ValidationError {
+                    field: "organization_ids".into(),
+                    detail: "Missing values, this cannot be empty".into(),
+                }],
+            }),
+        )
+            .into_response();
     }
-    let mut invalid = Vec::new();
-    if !crate::sim::accounts::username_valid(&req.username) {
-        invalid.push(ValidationError {
-            field: "username".into(),
-            detail: "Validation failed for tag \"username\" with value".into(),
-        });
-    }
-    if !req.email.contains('@') {
-        invalid.push(ValidationError {
-            field: "email".into(),
-            detail: "Validation failed for tag \"email\" with value".into(),
-        });
-    }
-    if !invalid.is_empty() {
-        return bad_request("Validation failed.", invalid);
+    if app.state.accounts.taken(&req.username, &req.email) {
+        return error(StatusCode::CONFLICT, "User already exists.");
     }
     let org = app.state.id.org.id;
-    if req
+    if let Some(other) = req
         .organization_ids
         .iter()
-        .any(|o| *o != org && !o.is_nil())
+        .find(|o| **o != org && !o.is_nil())
     {
         return error(
             StatusCode::NOT_FOUND,
-            "Organization does not exist with the provided id.",
+            format!(
+                "Organization does not exist with the provided id {:?}.",
+                other.to_string()
+            ),
         );
     }
     match login_type {
         "none" => {}
         "password" => {
-            // userpassword.Validate: enough entropy; the simulator asks for length only.
-            if req.password.len() < 8 || req.password.len() > 64 {
-                return bad_request("Password not strong enough!", vec![]);
+            if let Err(detail) = crate::sim::accounts::password_valid(&req.password) {
+                return bad_request(
+                    "Password is invalid",
+                    vec![ValidationError {
+                        field: "password".into(),
+                        detail,
+                    }],
+                );
             }
         }
         other => {
@@ -195,16 +250,55 @@ pub(super) async fn create_user(
     }
     let created = app.state.accounts.create(
         &caller,
-        &req.username,
-        &req.email,
-        login_type,
-        org,
+        crate::sim::accounts::NewUser {
+            username: &req.username,
+            password: &req.password,
+            email: &req.email,
+            login_type,
+            service_account: req.service_account,
+            organization: org,
+        },
         chrono::Utc::now(),
     );
     match created {
         Ok(u) => (StatusCode::CREATED, Json(u)).into_response(),
         Err((code, msg)) => error(StatusCode::from_u16(code).expect("valid code"), msg),
     }
+}
+
+/// go-playground's `email` tag, as far as a test user's address goes: one `@` with
+/// something on both sides and a dot in the domain.
+fn email_valid(email: &str) -> bool {
+    email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.contains('@')
+            && domain.contains('.')
+            && domain.split('.').all(|l| !l.is_empty())
+    })
+}
+
+/// `GET /entitlements` (enterprise/coderd/coderd.go `serveEntitlements`): what the
+/// simulated license grants; only `service_accounts` has behaviour here.
+pub(super) async fn entitlements(Ax(app): Ax<Shared>) -> AxResponse {
+    let licensed = app.state.cfg.service_accounts;
+    let feature = |on: bool| {
+        serde_json::json!({
+            "entitlement": if on { "entitled" } else { "not_entitled" },
+            "enabled": on,
+        })
+    };
+    Json(serde_json::json!({
+        "features": {
+            "service_accounts": feature(licensed),
+        },
+        "warnings": [],
+        "errors": [],
+        "has_license": licensed,
+        "trial": false,
+        "require_telemetry": false,
+        "refreshed_at": chrono::Utc::now(),
+    }))
+    .into_response()
 }
 
 /// `DELETE /users/{user}`: refused (417) while the user owns a workspace not yet deleted.
@@ -308,6 +402,36 @@ pub(super) async fn rich_parameters(
         return resource_not_found();
     }
     Json(app.state.id.params.clone()).into_response()
+}
+
+/// `POST /templateversions/{id}/dynamic-parameters/evaluate` (coderd/parameters.go): the form
+/// evaluated once, as `owner_id` would see it.
+pub(super) async fn evaluate_parameters(
+    Ax(app): Ax<Shared>,
+    Path(version): Path<String>,
+    body: axum::body::Bytes,
+) -> AxResponse {
+    let version = match path_id(&version) {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
+    let req: crate::coder::parameters::DynamicParametersRequest = match read_body(&body, "body") {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    if version != app.state.id.template.active_version_id {
+        return resource_not_found();
+    }
+    let owner_known = req
+        .owner_id
+        .is_some_and(|id| !id.is_nil() && app.state.accounts.find(&id.to_string()).is_some());
+    Json(crate::sim::parameters::evaluate(
+        &app.state.id.params,
+        0,
+        &req.inputs,
+        owner_known,
+    ))
+    .into_response()
 }
 
 pub(super) async fn create_for_user(
@@ -414,17 +538,6 @@ pub(super) fn create(app: &App, caller: &Caller, body: &[u8]) -> AxResponse {
             }],
         );
     }
-    for p in &req.rich_parameter_values {
-        if !st.id.params.iter().any(|t| t.name == p.name) {
-            return bad_request(
-                "Unable to validate parameters",
-                vec![ValidationError {
-                    field: p.name.clone(),
-                    detail: "parameter is not defined in the template".into(),
-                }],
-            );
-        }
-    }
     if st.lock().names.contains_key(&req.name) {
         return (
             StatusCode::CONFLICT,
@@ -438,6 +551,29 @@ pub(super) fn create(app: &App, caller: &Caller, body: &[u8]) -> AxResponse {
             }),
         )
             .into_response();
+    }
+    // The build's parameters, checked after the name as coderd checks them in its builder
+    // (coderd/wsbuilder). coderd drops a value no parameter has; the simulator refuses it,
+    // being stricter where a scenario's typo would otherwise pass unseen.
+    for p in &req.rich_parameter_values {
+        if !st.id.params.iter().any(|t| t.name == p.name) {
+            return bad_request(
+                "Unable to validate parameters",
+                vec![ValidationError {
+                    field: p.name.clone(),
+                    detail: "parameter is not defined in the template".into(),
+                }],
+            );
+        }
+    }
+    let values = req
+        .rich_parameter_values
+        .iter()
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect();
+    let refused = crate::sim::parameters::refusals(&st.id.params, &values);
+    if !refused.is_empty() {
+        return bad_request("Unable to validate parameters", refused);
     }
     let Some(owner) = st.accounts.find(&caller.id.to_string()) else {
         return resource_not_found();
