@@ -250,6 +250,70 @@ fn check_reports_each_step_and_fails_on_a_wrong_token() {
     assert!(!all.contains(wrong), "{all}");
 }
 
+/// Values Coder would refuse at create are refused by `check` and by `once` before any
+/// workspace exists, per parameter and in Coder's words (the simulator's template, like a
+/// Coder template with dynamic parameters, is asked through `dynamic-parameters/evaluate`).
+#[test]
+fn check_and_once_refuse_parameter_values_coder_would_refuse() {
+    let dir = TempDir::new("check_parameters");
+    let sim = start_sim();
+    let cases = [
+        (
+            "image = \"BAD_Image\"",
+            r#"parameter "image" = "BAD_Image": Invalid parameter value according to 'validation' block; an image reference in lowercase (value "BAD_Image" does not match "^[a-z0-9][a-z0-9._/:-]*$")"#,
+        ),
+        (
+            "region = \"mars\"",
+            r#"parameter "region" = "mars": Value must be a valid option; the value "mars" must be defined as one of options"#,
+        ),
+        (
+            "cpu = \"99\"",
+            r#"parameter "cpu" = "99": Invalid parameter value according to 'validation' block; value 99 is more than the maximum 8"#,
+        ),
+        (
+            "cpu = \"two\"",
+            r#"parameter "cpu" = "two": Invalid parameter value according to 'validation' block; value "two" is not a number"#,
+        ),
+    ];
+    for (i, (value, said)) in cases.iter().enumerate() {
+        let cfg = ConfigText::new(&sim.url)
+            .scenario(
+                ScenarioText::new("params", 3)
+                    .key(&format!("parameters = {{ {value} }}"))
+                    .key("phases = [\"create\", \"build\", \"delete\"]"),
+            )
+            .write(dir.path(), &format!("p{i}.toml"));
+        let check = Bin::new(&["check", "--config"]).arg(&cfg).run();
+        assert_eq!(check.code, Some(1), "{check}");
+        assert!(
+            check.stdout.contains(&format!(
+                "FAIL scenario \"params\": scenario \"params\": template \"docker\" would refuse these values: {said}"
+            )),
+            "{check}"
+        );
+        let once = Bin::new(&["once", "--config"]).arg(&cfg).run();
+        assert_eq!(once.code, Some(1), "{once}");
+        assert!(once.all().contains(said), "{once}");
+    }
+    assert_eq!(live_workspaces(&sim.url), 0, "no workspace was created");
+    // Good values pass, and the run uses them.
+    let cfg = ConfigText::new(&sim.url)
+        .scenario(
+            ScenarioText::new("params", 3)
+                .key("parameters = { image = \"ubuntu:24.04\", region = \"us\", cpu = \"8\" }")
+                .key("phases = [\"create\", \"build\", \"delete\"]"),
+        )
+        .write(dir.path(), "good.toml");
+    let check = Bin::new(&["check", "--config"]).arg(&cfg).run();
+    assert_eq!(check.code, Some(0), "{check}");
+    let once = Bin::new(&["once", "--config"]).arg(&cfg).run();
+    assert_eq!(once.code, Some(0), "{once}");
+    assert!(
+        once.stdout.contains("3 workspaces: 3 succeeded, 0 failed"),
+        "{once}"
+    );
+}
+
 /// A directory holding an executable `coder` that is the simulator's stand-in, except that
 /// `coder version` prints `version` when given.
 fn coder_shim(dir: &TempDir, version: Option<&str>) -> PathBuf {
