@@ -198,3 +198,42 @@ async fn without_a_token_file_the_run_api_is_off() {
     );
     assert!(sim.live_workspaces().is_empty());
 }
+
+/// A token file that holds no token (the TOML file given by mistake, an empty file) is
+/// named for what it is, not taken for a network failure ("builder error" before), and its
+/// contents are never echoed.
+#[test]
+fn a_token_file_that_holds_no_token_says_so() {
+    let dir = tmpdir("trigger-bad-file");
+    let toml = dir.join("scaletestd.toml");
+    std::fs::write(
+        &toml,
+        "[server]\nlisten = \"127.0.0.1:9464\"\napi_token_file = \"/etc/x\"\n",
+    )
+    .unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let spaced = dir.join("spaced");
+    std::fs::write(&spaced, "secret with-space\n").unwrap();
+    let cases = [
+        (&toml, "it has 3 lines, a token has one (is it the configuration file?"),
+        (&empty, "it is empty"),
+        (&spaced, "it holds a space"),
+    ];
+    for (file, why) in cases {
+        let out = Bin::new(&["trigger", "--scenario", "smoke", "--url", "http://127.0.0.1:9"])
+            .arg("--token-file")
+            .arg(file)
+            .run()
+            .expect_code(2);
+        assert!(
+            out.stderr.contains(&format!(
+                "error: --token-file {} does not hold an API token: {why}",
+                file.display()
+            )),
+            "{out}"
+        );
+        assert!(!out.all().contains("cannot reach"), "{out}");
+        assert!(!out.all().contains("with-space"), "{out}");
+    }
+}

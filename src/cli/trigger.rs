@@ -41,14 +41,47 @@ async fn json(r: reqwest::Response) -> serde_json::Value {
 }
 
 fn token(args: &Args) -> Result<Secret, String> {
-    let text = match &args.token_file {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| format!("cannot read --token-file {}: {e}", p.display()))?,
-        None => std::env::var("SCALETESTD_API_TOKEN").map_err(|_| {
-            "no API token: pass --token-file FILE or set SCALETESTD_API_TOKEN".to_string()
-        })?,
+    let (text, from) = match &args.token_file {
+        Some(p) => (
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read --token-file {}: {e}", p.display()))?,
+            format!("--token-file {}", p.display()),
+        ),
+        None => (
+            std::env::var("SCALETESTD_API_TOKEN").map_err(|_| {
+                "no API token: pass --token-file FILE or set SCALETESTD_API_TOKEN".to_string()
+            })?,
+            "SCALETESTD_API_TOKEN".to_string(),
+        ),
     };
-    Ok(Secret::new(text.trim()))
+    let text = text.trim();
+    not_a_token(text).map_err(|why| format!("{from} does not hold an API token: {why}"))?;
+    Ok(Secret::new(text))
+}
+
+/// Why `text` cannot be a token in an `Authorization` header (never quoting it: it may be
+/// a secret of another kind).
+fn not_a_token(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("it is empty (the daemon's token is the one line of [server] api_token_file)".into());
+    }
+    let lines = text.lines().count();
+    if lines > 1 {
+        return Err(format!(
+            "it has {lines} lines, a token has one (is it the configuration file? give the file [server] api_token_file names)"
+        ));
+    }
+    if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "it holds {}, a token is printable ASCII without spaces",
+            if c.is_whitespace() {
+                "a space".to_string()
+            } else {
+                format!("the character {:?}", c.escape_unicode().to_string())
+            }
+        ));
+    }
+    Ok(())
 }
 
 pub async fn run(args: Args) -> u8 {
