@@ -811,14 +811,50 @@ fn skipped(phase: Phase) -> PhaseRecord {
 }
 
 /// The span of one phase, `phase.<name>`.
+/// The span a phase runs in: `phase.<name>`, or for a phase on Coder's clock `wait.<name>`,
+/// our wait for it (its `phase.<name>` span is made at its end, see [`coders_interval`]).
 fn phase_span(phase: Phase) -> tracing::Span {
+    let name = match phase.def().clock {
+        phases::Clock::Ours => format!("phase.{phase}"),
+        phases::Clock::Coders => format!("wait.{phase}"),
+    };
     info_span!(
         "phase",
-        otel.name = format!("phase.{phase}"),
+        otel.name = name,
         error.reason = Empty,
         otel.status_code = Empty,
         otel.status_message = Empty,
     )
+}
+
+/// The `phase.<name>` span of a phase on Coder's clock: the interval its record holds (from
+/// its `started_at`, for its duration), beside `wait` (the span of our wait for it) under the
+/// workspace's span, with the same status and reason.
+fn coders_interval(wait: &tracing::Span, record: &phases::PhaseRecord) {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let tracer = opentelemetry::global::tracer("scaletestd");
+    // Beside the wait, under the workspace's span: the span this runs in.
+    let parent = tracing::Span::current().context();
+    let mut attrs = vec![KeyValue::new(
+        "scaletest.wait_span_id",
+        wait.context().span().span_context().span_id().to_string(),
+    )];
+    if let Some(r) = record.reason {
+        attrs.push(KeyValue::new("error.reason", r.as_str()));
+    }
+    let start = std::time::SystemTime::from(record.started_at);
+    let mut span = tracer
+        .span_builder(format!("phase.{}", record.phase))
+        .with_kind(SpanKind::Internal)
+        .with_start_time(start)
+        .with_attributes(attrs)
+        .start_with_context(&tracer, &parent);
+    if let Some(e) = &record.error {
+        span.set_status(Status::error(e.clone()));
+    }
+    span.end_with_timestamp(start + record.duration);
 }
 
 /// When the server wrote the newest workspace state the walk has seen.
@@ -898,10 +934,10 @@ async fn timed_unboxed(
         },
         _ = cancel.cancelled() => Err(PhaseError::new(Reason::Canceled, format!("{phase} was canceled: scaletestd is stopping"))),
     };
-    let duration = match measured {
-        Some(phases::Ended::After(d)) => d,
-        Some(phases::Ended::At(at)) => at.saturating_duration_since(clock),
-        None => clock.elapsed(),
+    let (started_at, duration) = match measured {
+        Some(phases::Ended::Between(from, to)) => (from, (to - from).to_std().unwrap_or_default()),
+        Some(phases::Ended::At(at)) => (started_at, at.saturating_duration_since(clock)),
+        None => (started_at, clock.elapsed()),
     };
     let coder_trace_id = coder.get();
     report.last_coder_trace = coder_trace_id.clone();
@@ -937,6 +973,9 @@ async fn timed_unboxed(
             }
         }
     };
+    if phase.def().clock == phases::Clock::Coders {
+        coders_interval(&span, &record);
+    }
     drop(span); // ends the phase's span now, not when a clone goes away
     ctx.observer
         .phase_done(&ctx.scenario.name, &report.name, &record);

@@ -92,6 +92,28 @@ async fn a_herd_of_fifty_autostarts_at_one_minute_measured_from_it() {
         .iter()
         .map(|p| w.record(*p).unwrap().duration.as_secs_f64() * 1000.0)
         .collect();
+        // Each record is one interval: it starts at the minute and ends at Coder's instant
+        // (before: started_at was when the walk began waiting, 10-70 s earlier).
+        for p in [
+            Phase::AutostartCreated,
+            Phase::AutostartAcquired,
+            Phase::AutostartBuilt,
+            Phase::AutostartReady,
+        ] {
+            let rec = w.record(p).unwrap();
+            assert_eq!(rec.started_at, due, "{}: {p} starts at the minute", w.name);
+        }
+        let end = |p: Phase| {
+            let rec = w.record(p).unwrap();
+            rec.started_at + chrono::TimeDelta::from_std(rec.duration).unwrap()
+        };
+        assert_eq!(end(Phase::AutostartCreated), b.created_at, "{}", w.name);
+        assert_eq!(
+            Some(end(Phase::AutostartBuilt)),
+            b.job.completed_at,
+            "{}",
+            w.name
+        );
         assert!(
             ours.windows(2).all(|p| p[0] <= p[1]),
             "{}: created ≤ acquired ≤ built ≤ ready: {ours:?}",

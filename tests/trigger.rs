@@ -216,16 +216,25 @@ fn a_token_file_that_holds_no_token_says_so() {
     let spaced = dir.join("spaced");
     std::fs::write(&spaced, "secret with-space\n").unwrap();
     let cases = [
-        (&toml, "it has 3 lines, a token has one (is it the configuration file?"),
+        (
+            &toml,
+            "it has 3 lines, a token has one (is it the configuration file?",
+        ),
         (&empty, "it is empty"),
         (&spaced, "it holds a space"),
     ];
     for (file, why) in cases {
-        let out = Bin::new(&["trigger", "--scenario", "smoke", "--url", "http://127.0.0.1:9"])
-            .arg("--token-file")
-            .arg(file)
-            .run()
-            .expect_code(2);
+        let out = Bin::new(&[
+            "trigger",
+            "--scenario",
+            "smoke",
+            "--url",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--token-file")
+        .arg(file)
+        .run()
+        .expect_code(2);
         assert!(
             out.stderr.contains(&format!(
                 "error: --token-file {} does not hold an API token: {why}",

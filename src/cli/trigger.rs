@@ -63,7 +63,9 @@ fn token(args: &Args) -> Result<Secret, String> {
 /// a secret of another kind).
 fn not_a_token(text: &str) -> Result<(), String> {
     if text.is_empty() {
-        return Err("it is empty (the daemon's token is the one line of [server] api_token_file)".into());
+        return Err(
+            "it is empty (the daemon's token is the one line of [server] api_token_file)".into(),
+        );
     }
     let lines = text.lines().count();
     if lines > 1 {

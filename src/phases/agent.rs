@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::{WorkspaceAgentLifecycle as Life, WorkspaceAgentStatus as Status};
 
 pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(10 * 60),
     runs_in: &[Stage::Started, Stage::AgentReady],
     leaves: Leaves::Stage(Stage::AgentReady),
+    clock: Clock::Ours,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
 };
 

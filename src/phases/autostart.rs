@@ -4,9 +4,11 @@
 //! Four phases, one event sequence, so one file: `autostart.created` (the start build with
 //! `reason: "autostart"` exists; its `created_at`), `autostart.acquired` (a provisioner took
 //! its job; `started_at`), `autostart.built` (the job succeeded; `completed_at`) and
-//! `autostart.ready` (every agent ready; the agents' `ready_at`). Each phase's duration is
-//! Coder's own timestamp minus the scheduled minute, not the phase's own wall time, so the
-//! numbers are the start-of-day latency a user sees whatever the daemon was doing.
+//! `autostart.ready` (every agent ready; the agents' `ready_at`). Each phase is the interval
+//! from the scheduled minute to Coder's own timestamp, not the phase's own wall time, so the
+//! numbers are the start-of-day latency a user sees whatever the daemon was doing; its
+//! record's `started_at`, its duration and its span all describe that interval
+//! ([`super::Clock::Coders`]).
 //!
 //! How Coder does it (coderd/autobuild/lifecycle_executor.go): once a minute the executor
 //! truncates the tick to the minute and starts every workspace whose latest build is a
@@ -29,7 +31,7 @@ use chrono::{DateTime, DurationRound, Timelike, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Ctx, Leaves, Phase, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Clock, Ctx, Leaves, Phase, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::{ProvisionerJob, ProvisionerJobStatus, WorkspaceTransition};
 
 pub const CREATED: PhaseDef = PhaseDef {
@@ -37,6 +39,7 @@ pub const CREATED: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(15 * 60),
     runs_in: &[Stage::Stopped],
     leaves: Leaves::Stage(Stage::Autostarting),
+    clock: Clock::Coders,
     run: |ctx, walk| Box::pin(created(ctx, walk)),
 };
 
@@ -44,6 +47,7 @@ pub const ACQUIRED: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(15 * 60),
     runs_in: &[Stage::Autostarting],
     leaves: Leaves::Same,
+    clock: Clock::Coders,
     run: |_, walk| Box::pin(acquired(walk)),
 };
 
@@ -51,6 +55,7 @@ pub const BUILT: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(15 * 60),
     runs_in: &[Stage::Autostarting],
     leaves: Leaves::Stage(Stage::Autostarted),
+    clock: Clock::Coders,
     run: |ctx, walk| Box::pin(built(ctx, walk)),
 };
 
@@ -58,6 +63,7 @@ pub const READY: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(10 * 60),
     runs_in: &[Stage::Autostarted],
     leaves: Leaves::Stage(Stage::AgentReady),
+    clock: Clock::Coders,
     run: |ctx, walk| Box::pin(ready(ctx, walk)),
 };
 
@@ -141,9 +147,10 @@ pub fn schedule_for(due: DateTime<Utc>) -> String {
     format!("CRON_TZ=UTC {} {} * * *", due.minute(), due.hour())
 }
 
-fn since_due(walk: &Walk, at: DateTime<Utc>) -> Duration {
+/// Reports the phase as the interval from the scheduled minute to Coder's `at`.
+fn since_due(walk: &Walk, at: DateTime<Utc>) {
     let due = walk.autostart.as_ref().map_or(at, |a| a.due);
-    (at - due).to_std().unwrap_or_default()
+    super::measured_between(due, at);
 }
 
 fn state(walk: &mut Walk) -> Result<&mut Autostart, PhaseError> {
@@ -190,7 +197,7 @@ async fn created(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
     a.build = Some(build.id);
     a.job = Some(build.job.clone());
     let at = build.created_at.unwrap_or(build.job.created_at);
-    super::measured(since_due(walk, at));
+    since_due(walk, at);
     walk.builds.push((build.id, Phase::AutostartBuilt));
     Ok(())
 }
@@ -218,7 +225,7 @@ async fn acquired(walk: &mut Walk) -> Result<(), PhaseError> {
     .await?;
     match job.started_at {
         Some(at) => {
-            super::measured(since_due(walk, at));
+            since_due(walk, at);
             Ok(())
         }
         None => Err(failed_job(&job)),
@@ -238,7 +245,7 @@ async fn built(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
         return Err(failed_job(&job));
     }
     if let Some(at) = job.completed_at {
-        super::measured(since_due(walk, at));
+        since_due(walk, at);
     }
     Ok(())
 }
@@ -255,7 +262,7 @@ async fn ready(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
             .collect::<Option<Vec<_>>>()
             .and_then(|v| v.into_iter().max())
     });
-    super::measured(since_due(walk, ready_at.unwrap_or_else(Utc::now)));
+    since_due(walk, ready_at.unwrap_or_else(Utc::now));
     walk.agent = agents.into_iter().next();
     Ok(())
 }

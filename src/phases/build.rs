@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Clock, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::{
     Client, ProvisionerJob, ProvisionerJobStatus, Time, TimingStage, WorkspaceBuildTimings,
     WorkspaceTransition,
@@ -19,6 +19,7 @@ pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(15 * 60),
     runs_in: &[Stage::Created],
     leaves: Leaves::Stage(Stage::Started),
+    clock: Clock::Ours,
     run: |_, walk| Box::pin(run(walk)),
 };
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
+use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
 use crate::coder::watch::Updates;
 use crate::coder::{CreateWorkspaceRequest, WorkspaceBuildParameter};
 
@@ -11,6 +11,7 @@ pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(30),
     runs_in: &[Stage::None],
     leaves: Leaves::Stage(Stage::Created),
+    clock: Clock::Ours,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
 };
 

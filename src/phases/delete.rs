@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::watch::Updates;
 use crate::coder::{
     ApiError, Client, CreateWorkspaceBuildRequest, Dialect, ProvisionerJob, ProvisionerJobStatus,
@@ -23,6 +23,7 @@ pub const DEF: PhaseDef = PhaseDef {
         Stage::Autostarted,
     ],
     leaves: Leaves::Stage(Stage::Gone),
+    clock: Clock::Ours,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
 };
 

@@ -168,8 +168,21 @@ pub struct PhaseDef {
     /// The stages it can run in, and the stage it leaves the workspace in when it succeeds.
     pub runs_in: &'static [Stage],
     pub leaves: Leaves,
+    /// Whose clock its interval is on.
+    pub clock: Clock,
     /// Runs it on one workspace.
     pub run: for<'a> fn(&'a Ctx, &'a mut Walk) -> BoxFuture<'a, Result<(), PhaseError>>,
+}
+
+/// Whose clock a phase's interval is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Ours: from when it started to when it returned (or its event arrived).
+    Ours,
+    /// Coder's timestamps ([`measured_between`]), such as the autostart phases' scheduled
+    /// minute and build times: its record and its `phase.<name>` span carry that interval,
+    /// and the time we spent waiting for it gets a `wait.<name>` span of its own.
+    Coders,
 }
 
 /// The stage a phase leaves the workspace in.
@@ -314,8 +327,8 @@ impl Walk {
 /// How a phase said its duration should be taken, other than from its start to its return.
 #[derive(Debug, Clone, Copy)]
 pub enum Ended {
-    /// This long, measured from another instant than its start ([`measured`]).
-    After(Duration),
+    /// Between these instants of Coder's clock ([`measured_between`]).
+    Between(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
     /// At this instant: when the event that decided it arrived ([`Walk::ended_on_event`]).
     At(std::time::Instant),
 }
@@ -324,10 +337,10 @@ tokio::task_local! {
     static MEASURED: std::cell::Cell<Option<Ended>>;
 }
 
-/// The duration a phase reports when it is measured from another instant than its own
-/// start (the autostart phases: from the scheduled minute, by Coder's timestamps).
-pub fn measured(d: Duration) {
-    let _ = MEASURED.try_with(|m| m.set(Some(Ended::After(d))));
+/// The interval a phase reports when it is not its own wait (a [`Clock::Coders`] phase: the
+/// autostart phases, from the scheduled minute to Coder's timestamp).
+pub fn measured_between(start: chrono::DateTime<chrono::Utc>, end: chrono::DateTime<chrono::Utc>) {
+    let _ = MEASURED.try_with(|m| m.set(Some(Ended::Between(start, end.max(start)))));
 }
 
 /// Runs a phase, returning what it gave [`measured`] or [`Walk::ended_on_event`], if anything.

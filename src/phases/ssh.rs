@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use super::{Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
+use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
 use crate::ssh::{CoderEnv, Target};
 
 pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(60),
     runs_in: &[Stage::AgentReady],
     leaves: Leaves::Same,
+    clock: Clock::Ours,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
 };
 

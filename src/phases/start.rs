@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use super::{Ctx, Leaves, Phase, PhaseDef, PhaseError, Stage, Walk};
+use super::{Clock, Ctx, Leaves, Phase, PhaseDef, PhaseError, Stage, Walk};
 use crate::coder::WorkspaceTransition;
 
 pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(15 * 60),
     runs_in: &[Stage::Stopped],
     leaves: Leaves::Stage(Stage::Started),
+    clock: Clock::Ours,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
 };
 

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod otlp;
 pub mod prom;
+pub mod real;
 pub mod toolkit;
 
 pub use toolkit::*;

@@ -4,8 +4,8 @@
 //
 //	helper setup  --url URL --template NAME --app-url URL --env-out FILE
 //	    first user, a session token, and an echo template whose "start" builds have one
-//	    agent (token left empty: coderd mints one per build) with one app; writes CODER_*
-//	    lines to FILE.
+//	    agent (token left empty: coderd mints one per build) with one app, and the same
+//	    template with rich parameters (NAME-params); writes CODER_* lines to FILE.
 //	helper agents --url URL --pg DSN --coder BIN --dir DIR --app-listen ADDR
 //	    one real `coder agent` per agent of every workspace whose latest build is a start,
 //	    started when coderd inserts it and stopped when a stop or delete build replaces it;
@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	_ "github.com/lib/pq"
 
 	"github.com/coder/coder/v2/codersdk"
@@ -60,10 +61,46 @@ const (
 	appSlug       = "hello"
 )
 
+// richParameters are the parameters template NAME-params declares, one of each rule a
+// value can break: a regex (with its error), options, a number whose bounds carry an error
+// message, and a number with bare bounds. coderd renders an echo template's stored
+// parameters (coderd/dynamicparameters/static.go), which keeps a validation block only when
+// it has an error, regex or monotonic rule: "cpu"'s bare max is not enforced there.
+func richParameters() []*proto.RichParameter {
+	i32 := func(v int32) *int32 { return &v }
+	return []*proto.RichParameter{
+		{
+			Name: "image", DisplayName: "Image", Type: "string", Mutable: false, Order: 1,
+			DefaultValue:    "codercom/enterprise-base:ubuntu",
+			ValidationRegex: "^[a-z0-9][a-z0-9._/:-]*$", ValidationError: "an image reference in lowercase",
+		},
+		{
+			Name: "region", DisplayName: "Region", Type: "string", Mutable: false, Order: 2,
+			DefaultValue: "eu",
+			Options: []*proto.RichParameterOption{
+				{Name: "Europe", Value: "eu"},
+				{Name: "United States", Value: "us"},
+			},
+		},
+		{
+			Name: "memory", DisplayName: "Memory", Type: "number", Mutable: true, Order: 3,
+			DefaultValue:  "4",
+			ValidationMin: i32(1), ValidationMax: i32(16),
+			ValidationError: "{value} GiB: choose {min} to {max}",
+		},
+		{
+			Name: "cpu", DisplayName: "CPU", Type: "number", Mutable: true, Order: 4,
+			DefaultValue:  "2",
+			ValidationMin: i32(1), ValidationMax: i32(8),
+		},
+	}
+}
+
 // template is the echo template's source: a start build has one linux agent with an app
 // whose health is checked; a stop build keeps the resource without its agent (as a
-// Terraform template's `count = start_count` does); a delete build leaves nothing.
-func template(appURL string) ([]byte, error) {
+// Terraform template's `count = start_count` does); a delete build leaves nothing. With
+// params, every transition's graph declares richParameters.
+func template(appURL string, params []*proto.RichParameter) ([]byte, error) {
 	agent := &proto.Agent{
 		Name:            "main",
 		OperatingSystem: "linux",
@@ -78,7 +115,7 @@ func template(appURL string) ([]byte, error) {
 		}},
 	}
 	graph := func(resources ...*proto.Resource) []*proto.Response {
-		return []*proto.Response{{Type: &proto.Response_Graph{Graph: &proto.GraphComplete{Resources: resources}}}}
+		return []*proto.Response{{Type: &proto.Response_Graph{Graph: &proto.GraphComplete{Resources: resources, Parameters: params}}}}
 	}
 	return echo.Tar(&echo.Responses{
 		Parse: echo.ParseComplete,
@@ -114,36 +151,46 @@ func setup(args []string) {
 	token, err := client.CreateToken(ctx, codersdk.Me, codersdk.CreateTokenRequest{Lifetime: 7 * 24 * time.Hour, TokenName: "scaletestd"})
 	check(err, "creating a token")
 
-	tar, err := template(*appURL)
-	check(err, "building the echo template")
+	for _, t := range []struct {
+		name   string
+		params []*proto.RichParameter
+	}{{*name, nil}, {*name + "-params", richParameters()}} {
+		tar, err := template(*appURL, t.params)
+		check(err, "building the echo template")
+		createTemplate(ctx, client, first.OrganizationID, t.name, tar)
+	}
+
+	env := fmt.Sprintf("CODER_URL=%s\nCODER_SESSION_TOKEN=%s\nCODER_TEMPLATE=%s\nCODER_PARAMS_TEMPLATE=%s-params\nCODER_ORGANIZATION_ID=%s\nCODER_APP=%s\n",
+		*rawURL, token.Key, *name, *name, first.OrganizationID, appSlug)
+	if *envOut != "" {
+		check(os.WriteFile(*envOut, []byte(env), 0o600), "writing "+*envOut)
+	}
+}
+
+// createTemplate uploads tar as a template version and makes it template name.
+func createTemplate(ctx context.Context, client *codersdk.Client, org uuid.UUID, name string, tar []byte) {
 	file, err := client.Upload(ctx, codersdk.ContentTypeTar, bytes.NewReader(tar))
-	check(err, "uploading the echo template")
-	version, err := client.CreateTemplateVersion(ctx, first.OrganizationID, codersdk.CreateTemplateVersionRequest{
+	check(err, "uploading template "+name)
+	version, err := client.CreateTemplateVersion(ctx, org, codersdk.CreateTemplateVersionRequest{
 		StorageMethod: codersdk.ProvisionerStorageMethodFile,
 		FileID:        file.ID,
 		Provisioner:   codersdk.ProvisionerTypeEcho,
 	})
-	check(err, "creating the template version")
+	check(err, "creating a version of template "+name)
 	for version.Job.Status != codersdk.ProvisionerJobSucceeded {
 		if version.Job.Status == codersdk.ProvisionerJobFailed || version.Job.Status == codersdk.ProvisionerJobCanceled {
-			log.Fatalf("the template version's import job %s: %s", version.Job.Status, version.Job.Error)
+			log.Fatalf("template %s: the version's import job %s: %s", name, version.Job.Status, version.Job.Error)
 		}
 		select {
 		case <-ctx.Done():
-			log.Fatalf("the template version's import job is still %s after 3 minutes", version.Job.Status)
+			log.Fatalf("template %s: the version's import job is still %s after 3 minutes", name, version.Job.Status)
 		case <-time.After(200 * time.Millisecond):
 		}
 		version, err = client.TemplateVersion(ctx, version.ID)
 		check(err, "reading the template version")
 	}
-	_, err = client.CreateTemplate(ctx, first.OrganizationID, codersdk.CreateTemplateRequest{Name: *name, VersionID: version.ID})
-	check(err, "creating the template")
-
-	env := fmt.Sprintf("CODER_URL=%s\nCODER_SESSION_TOKEN=%s\nCODER_TEMPLATE=%s\nCODER_ORGANIZATION_ID=%s\nCODER_APP=%s\n",
-		*rawURL, token.Key, *name, first.OrganizationID, appSlug)
-	if *envOut != "" {
-		check(os.WriteFile(*envOut, []byte(env), 0o600), "writing "+*envOut)
-	}
+	_, err = client.CreateTemplate(ctx, org, codersdk.CreateTemplateRequest{Name: name, VersionID: version.ID})
+	check(err, "creating template "+name)
 }
 
 func waitHealthy(ctx context.Context, base string) {

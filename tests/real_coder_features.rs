@@ -1,0 +1,615 @@
+//! Every feature against a real coderd (issue 28), one coderd for all of them, started
+//! without tracing (`CODER_TRACE_ENABLE=false`): test users as an unlicensed Coder allows
+//! them, a template with rich parameters, the autostart herd, a traffic pool reloaded and
+//! stopped, a scheduled run and `trigger --wait`, and Coder behind a TLS front whose
+//! certificate signed itself. Each part asserts what Coder itself shows afterwards.
+//!
+//! If Coder cannot be built or started, the test fails with the reason: nothing is skipped.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::{cron_at, spawn, tmpdir};
+use common::prom::Kill;
+use common::real::{RealCoder, listed, real_coder_here};
+use common::{Bin, Ran, eventually_async};
+
+const ECHO: &str = "echo hello-$((40+2))";
+/// Our own spans go here (coderd exports none: it does not trace).
+const OUR_OTLP: &str = "127.0.0.1:4318";
+
+#[test]
+fn every_feature_against_a_real_coder() {
+    let (_turn, coder, rt) = real_coder_here("scfeat", None);
+    rt.block_on(features(&coder));
+}
+
+async fn features(coder: &RealCoder) {
+    let dir = tmpdir("real-features");
+    test_users(coder, dir.path()).await;
+    parameters(coder, dir.path()).await;
+    autostart(coder, dir.path()).await;
+    daemon_with_traffic_and_a_schedule(coder, dir.path()).await;
+    tls_front(coder, dir.path()).await;
+}
+
+/// `scaletestd <args>` as the deployment's admin, in this namespace.
+fn bin(coder: &RealCoder, args: &[&str]) -> Ran {
+    Bin::new(args)
+        .env("CODER_SESSION_TOKEN", coder.get("CODER_SESSION_TOKEN"))
+        .env("RUST_LOG", "warn")
+        .run()
+}
+
+async fn bin_async(coder: &RealCoder, args: &[&str]) -> Ran {
+    tokio::task::block_in_place(|| bin(coder, args))
+}
+
+/// A configuration file: `[coder]` at this coderd, a `[server]` on any port, and `rest`.
+fn write(coder: &RealCoder, dir: &Path, name: &str, rest: &str) -> String {
+    write_with(coder, dir, name, "", rest)
+}
+
+/// [`write`] with more `[server]` lines.
+fn write_with(coder: &RealCoder, dir: &Path, name: &str, server: &str, rest: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "[coder]\nurl = \"{}\"\n\n[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"60s\"\n{server}\n{rest}",
+            coder.get("CODER_URL")
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// coderd's answer to `GET path` as the admin (the rate-limit bypass: the test's own
+/// polling must not eat the runs' windows).
+async fn coder_get(coder: &RealCoder, path_and_query: &str) -> serde_json::Value {
+    let mut url = url::Url::parse(coder.get("CODER_URL")).unwrap();
+    let (p, q) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    url.set_path(p);
+    url.set_query((!q.is_empty()).then_some(q));
+    let resp = reqwest::Client::new()
+        .get(url)
+        .header("Coder-Session-Token", coder.get("CODER_SESSION_TOKEN"))
+        .header("X-Coder-Bypass-Ratelimit", "true")
+        .send()
+        .await
+        .expect("coderd answers");
+    assert_eq!(resp.status(), 200, "GET {path_and_query}");
+    serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+}
+
+/// 12 workspaces over 4 test users through the whole walk, each made and used with its
+/// owner's token; `cleanup --users` then leaves only the admin.
+async fn test_users(coder: &RealCoder, dir: &Path) {
+    let cfg = write(
+        coder,
+        dir,
+        "users.toml",
+        &format!(
+            r#"[[scenario]]
+name = "users"
+template = "{template}"
+workspace_prefix = "stu"
+count = 12
+concurrency = 6
+phases = ["create", "build", "agent", "ssh", "pty", "app", "delete"]
+run_command = "{ECHO}"
+expect_output = "hello-42"
+app = "{app}"
+app_expect = "hello from the real-coder app"
+
+[scenario.timeouts]
+build = "90s"
+agent = "90s"
+delete = "90s"
+
+[scenario.ssh]
+proxy_command = "{bin} --disable-direct-connections ssh --stdio {{workspace}}"
+
+[scenario.users]
+count = 4
+prefix = "rc-user"
+"#,
+            template = coder.get("CODER_TEMPLATE"),
+            app = coder.get("CODER_APP"),
+            bin = coder.get("CODER_BIN"),
+        ),
+    );
+    let out = bin_async(coder, &["once", "--config", &cfg]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains("12 workspaces: 12 succeeded, 0 failed"),
+        "{out}"
+    );
+    // Coder's own record: each user owned three of them (deleted now), made as a password
+    // user (no license here: no service accounts).
+    for n in 1..=4 {
+        let user = coder_get(coder, &format!("/api/v2/users/rc-user-{n}")).await;
+        assert_eq!(user["login_type"], "password", "{user}");
+        assert_eq!(
+            user["email"],
+            format!("rc-user-{n}@scaletestd.invalid"),
+            "{user}"
+        );
+        let owned = coder_get(
+            coder,
+            &format!("/api/v2/workspaces?q=owner:rc-user-{n}+deleted:true&limit=100"),
+        )
+        .await;
+        let names: Vec<&str> = owned["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["name"].as_str())
+            .filter(|n| n.starts_with("stu-"))
+            .collect();
+        assert_eq!(names.len(), 3, "rc-user-{n} owned {names:?}");
+    }
+    assert!(listed(coder, "stu-").await.is_empty(), "nothing left live");
+    let out = bin_async(coder, &["cleanup", "--users", "--config", &cfg]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("4 test users deleted, 0 kept"), "{out}");
+    let users = coder_get(coder, "/api/v2/users?limit=100").await;
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["username"].as_str())
+        .collect();
+    assert_eq!(names, ["admin"], "only the admin is left");
+    println!("real coder, test users: 12/12 over 4 password users, then only the admin left");
+}
+
+/// `check` and `once` refuse what Coder would refuse, in Coder's words, before any
+/// workspace exists; good values run.
+async fn parameters(coder: &RealCoder, dir: &Path) {
+    let template = coder.get("CODER_PARAMS_TEMPLATE");
+    let scenario = |values: &str, count: u32| {
+        format!(
+            r#"[[scenario]]
+name = "params"
+template = "{template}"
+workspace_prefix = "stp"
+count = {count}
+concurrency = 6
+parameters = {{ {values} }}
+phases = ["create", "build", "agent", "delete"]
+"#
+        )
+    };
+    let bad = [
+        (
+            "image = \"BAD_Image\"",
+            "parameter \"image\" = \"BAD_Image\"",
+        ),
+        ("region = \"mars\"", "parameter \"region\" = \"mars\""),
+        ("memory = \"99\"", "parameter \"memory\" = \"99\""),
+        ("cpu = \"two\"", "parameter \"cpu\" = \"two\""),
+    ];
+    for (i, (value, names)) in bad.iter().enumerate() {
+        let cfg = write(coder, dir, &format!("bad{i}.toml"), &scenario(value, 6));
+        let check = bin_async(coder, &["check", "--config", &cfg]).await;
+        assert_eq!(check.code, Some(1), "{check}");
+        let line = check
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("FAIL scenario \"params\""))
+            .unwrap_or_else(|| panic!("no FAIL line: {check}"));
+        assert!(line.contains(names), "{line}");
+        println!("check on the real coderd: {line}");
+        let once = bin_async(coder, &["once", "--config", &cfg]).await;
+        assert_eq!(once.code, Some(1), "{once}");
+        assert!(
+            once.all()
+                .contains(&line["FAIL scenario \"params\": ".len()..]),
+            "once refuses with check's words: {once}"
+        );
+    }
+    // What each refusal says is Coder's own message.
+    let said = |i: usize| {
+        let cfg = dir.join(format!("bad{i}.toml"));
+        let check = bin(coder, &["check", "--config", cfg.to_str().unwrap()]);
+        check.stdout
+    };
+    let texts: Vec<String> = (0..bad.len()).map(said).collect();
+    assert!(
+        texts[0].contains("an image reference in lowercase"),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[1].contains("must be defined as one of options"),
+        "{}",
+        texts[1]
+    );
+    assert!(texts[2].contains("99 GiB: choose 1 to 16"), "{}", texts[2]);
+    assert!(
+        texts[3].contains("not of type \\\"number\\\"") || texts[3].contains("not a number"),
+        "{}",
+        texts[3]
+    );
+    assert!(
+        listed(coder, "stp-").await.is_empty(),
+        "no workspace was made"
+    );
+
+    // Coder does not enforce a bare max on a template without dynamic-parameter metadata;
+    // neither does check. And good values run, 6/6.
+    let cfg = write(
+        coder,
+        dir,
+        "good.toml",
+        &scenario(
+            "image = \"ubuntu:24.04\", region = \"us\", memory = \"8\", cpu = \"99\"",
+            6,
+        ),
+    );
+    let check = bin_async(coder, &["check", "--config", &cfg]).await;
+    assert_eq!(check.code, Some(0), "{check}");
+    let once = bin_async(coder, &["once", "--config", &cfg]).await;
+    assert_eq!(once.code, Some(0), "{once}");
+    assert!(
+        once.stdout.contains("6 workspaces: 6 succeeded, 0 failed"),
+        "{once}"
+    );
+    println!(
+        "real coder, rich parameters: 4 bad values refused by check and once, good values 6/6"
+    );
+}
+
+/// The autostart herd: 8 stopped workspaces scheduled for one minute, started by coderd's
+/// lifecycle executor; each autostart phase's record and span are one interval from that
+/// minute.
+async fn autostart(coder: &RealCoder, dir: &Path) {
+    let (_, spans) = common::otlp::grpc_at(OUR_OTLP).await;
+    let cfg = write(
+        coder,
+        dir,
+        "autostart.toml",
+        &format!(
+            r#"[telemetry]
+otlp_endpoint = "http://{OUR_OTLP}"
+
+[[scenario]]
+name = "herd"
+kind = "autostart"
+template = "{template}"
+workspace_prefix = "sta"
+count = 8
+concurrency = 8
+
+[scenario.timeouts]
+build = "90s"
+agent = "90s"
+delete = "90s"
+"#,
+            template = coder.get("CODER_TEMPLATE"),
+        ),
+    );
+    let report = dir.join("autostart.json");
+    let out = bin_async(
+        coder,
+        &[
+            "once",
+            "--config",
+            &cfg,
+            "--output",
+            &format!("json:{}", report.display()),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains("8 workspaces: 8 succeeded, 0 failed"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let mut due = None;
+    for w in json["workspaces"].as_array().unwrap() {
+        for p in w["phases"].as_array().unwrap() {
+            let phase = p["phase"].as_str().unwrap();
+            if !phase.starts_with("autostart.") {
+                continue;
+            }
+            let started: chrono::DateTime<chrono::Utc> =
+                p["started_at"].as_str().unwrap().parse().unwrap();
+            assert_eq!(started.timestamp() % 60, 0, "{phase} starts at a minute");
+            assert_eq!(*due.get_or_insert(started), started, "one minute for all");
+        }
+    }
+    let due = due.expect("autostart phases");
+    // Our phase spans: each from the minute, for the phase's duration.
+    let phase_spans = eventually_async(Duration::from_secs(30), || async {
+        let got: Vec<_> = spans
+            .of("scaletestd")
+            .into_iter()
+            .filter(|g| g.name() == "phase.autostart.built")
+            .collect();
+        (got.len() == 8).then_some(got)
+    })
+    .await;
+    for g in &phase_spans {
+        let start = g.span.start_time_unix_nano as i64;
+        assert_eq!(
+            start,
+            due.timestamp_nanos_opt().unwrap(),
+            "phase.autostart.built starts at the scheduled minute"
+        );
+    }
+    assert!(listed(coder, "sta-").await.is_empty());
+    println!("real coder, autostart: 8/8 at {due}, records and spans from that minute");
+}
+
+/// The daemon with a traffic pool (pty and SSH sessions) and a scheduled lifecycle scenario
+/// with the run API: the schedule fires, `trigger --wait` runs it again, the pool carries
+/// traffic for 30 s without an error, shrinks on SIGHUP, and SIGTERM leaves nothing.
+async fn daemon_with_traffic_and_a_schedule(coder: &RealCoder, dir: &Path) {
+    let token_file = dir.join("api-token");
+    std::fs::write(&token_file, "real-coder-api-token-0123456789abcdef\n").unwrap();
+    let text = |pool: u32| {
+        format!(
+            r#"[[scenario]]
+name = "pool"
+kind = "traffic"
+template = "{template}"
+workspace_prefix = "stt"
+count = {pool}
+concurrency = 4
+phases = ["create", "build", "agent", "delete"]
+sessions_per_workspace = 1
+transports = ["pty", "ssh"]
+bytes_per_tick = 64
+tick_interval = "500ms"
+
+[scenario.timeouts]
+build = "90s"
+agent = "90s"
+delete = "90s"
+
+[scenario.ssh]
+proxy_command = "{bin} --disable-direct-connections ssh --stdio {{workspace}}"
+
+[[scenario]]
+name = "sched"
+template = "{template}"
+workspace_prefix = "sts"
+schedule = "{schedule}"
+count = 4
+concurrency = 4
+phases = ["create", "build", "agent", "pty", "delete"]
+run_command = "{ECHO}"
+expect_output = "hello-42"
+"#,
+            template = coder.get("CODER_TEMPLATE"),
+            bin = coder.get("CODER_BIN"),
+            schedule = cron_at(&[10]),
+        )
+    };
+    let cfg = write_with(
+        coder,
+        dir,
+        "daemon.toml",
+        &format!("api_token_file = \"{}\"\n", token_file.display()),
+        &text(3),
+    );
+    let mut d = spawn(&["run", "--config", &cfg], coder.get("CODER_SESSION_TOKEN"));
+    // The schedule fires once; the pool comes up beside it.
+    let s = d
+        .wait_for(Duration::from_secs(240), |s| {
+            s.sum("scaletest_runs", &[("scenario", "sched")]) >= 1.0
+                && s.sum("scaletest_traffic_sessions", &[("scenario", "pool")]) == 6.0
+        })
+        .await;
+    assert_eq!(
+        s.sum(
+            "scaletest_runs",
+            &[("scenario", "sched"), ("result", "success")]
+        ),
+        1.0,
+        "{}",
+        d.log()
+    );
+    // The pipeline's step.
+    let url = format!("http://{}", d.addr);
+    let out = tokio::task::block_in_place(|| {
+        Bin::new(&["trigger", "--scenario", "sched", "--wait", "--url", &url])
+            .arg("--token-file")
+            .arg(&token_file)
+            .run()
+    });
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains("4 workspaces: 4 succeeded, 0 failed"),
+        "{out}"
+    );
+    // 30 s of traffic from the pool's first full scrape: echoes timed, no error.
+    let from = Instant::now();
+    let first = d.scrape().await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(from.elapsed())).await;
+    let s = d.scrape().await;
+    for transport in ["pty", "ssh"] {
+        let echoes = s.sum(
+            "scaletest_traffic_latency_seconds",
+            &[("scenario", "pool"), ("transport", transport)],
+        ) - first.sum(
+            "scaletest_traffic_latency_seconds",
+            &[("scenario", "pool"), ("transport", transport)],
+        );
+        assert!(echoes >= 3.0 * 40.0, "{transport}: {echoes} echoes in 30 s");
+    }
+    assert_eq!(
+        s.sum("scaletest_traffic_errors", &[("scenario", "pool")]),
+        0.0,
+        "{}",
+        s.text
+    );
+    // SIGHUP with a pool of one: two of three workspaces deleted, two sessions left.
+    let shrunk = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replacen("count = 3", "count = 1", 1);
+    std::fs::write(&cfg, shrunk).unwrap();
+    d.signal("HUP");
+    d.wait_for(Duration::from_secs(120), |s| {
+        s.sum("scaletest_traffic_sessions", &[("scenario", "pool")]) == 2.0
+    })
+    .await;
+    eventually_async(Duration::from_secs(120), || async {
+        (listed(coder, "stt-").await.len() == 1).then_some(())
+    })
+    .await;
+    // SIGTERM: the pool is deleted, the daemon exits 0, Coder lists nothing of ours.
+    d.signal("TERM");
+    let code = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(120)));
+    assert_eq!(code, Some(0), "{}", d.log());
+    for prefix in ["stt-", "sts-"] {
+        let left = listed(coder, prefix).await;
+        assert!(left.is_empty(), "{prefix}: {left:?}");
+    }
+    println!(
+        "real coder, daemon: scheduled run 4/4, trigger --wait 4/4, 30 s of pty+ssh traffic without an error, SIGHUP shrank the pool to 1, SIGTERM left nothing"
+    );
+}
+
+/// Coder behind nginx (HTTP/2 and HTTP/1.1, websockets) with a certificate `openssl req
+/// -x509` made, given as the whole `ca_file`: 10/10.
+async fn tls_front(coder: &RealCoder, dir: &Path) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (the test command installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+        "the certificate is its own authority, as the issue's was"
+    );
+    let front = "127.0.0.1:8443";
+    let conf = dir.join("nginx.conf");
+    std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            r#"user root;
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/nginx-tmp/body;
+    proxy_temp_path {dir}/nginx-tmp/proxy;
+    fastcgi_temp_path {dir}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {dir}/nginx-tmp/uwsgi;
+    scgi_temp_path {dir}/nginx-tmp/scgi;
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        '' close;
+    }}
+    server {{
+        listen {front} ssl http2;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://127.0.0.1:80;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"#,
+            dir = dir.display(),
+            cert = cert.display(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/sbin/nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed (the test command installs Debian's nginx)");
+    let _nginx = Kill(child);
+    eventually_async(Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(front).await.ok().map(|_| ())
+    })
+    .await;
+    let path = dir.join("tls.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[coder]
+url = "https://{front}"
+ca_file = "{cert}"
+
+[[scenario]]
+name = "tls"
+template = "{template}"
+workspace_prefix = "stl"
+count = 10
+concurrency = 10
+phases = ["create", "build", "agent", "pty", "delete"]
+run_command = "{ECHO}"
+expect_output = "hello-42"
+
+[scenario.timeouts]
+build = "90s"
+agent = "90s"
+delete = "90s"
+"#,
+            cert = cert.display(),
+            template = coder.get("CODER_TEMPLATE"),
+        ),
+    )
+    .unwrap();
+    let out = bin_async(coder, &["once", "--config", path.to_str().unwrap()]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains("10 workspaces: 10 succeeded, 0 failed"),
+        "{out}"
+    );
+    assert!(listed(coder, "stl-").await.is_empty());
+    println!(
+        "real coder behind nginx (HTTP/2) with a self-signed certificate as the whole ca_file: 10/10"
+    );
+}
