@@ -503,6 +503,7 @@ impl Daemon {
                 .collect(),
             coder_url: cfg.coder.url.as_str(),
             coder_up: self.metrics.coder_up.get() == 1,
+            coder_traces: self.metrics.coder_traces_seen(),
             trace_link: cfg.telemetry.trace_link.as_deref(),
             traffic: self
                 .traffic

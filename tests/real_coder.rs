@@ -168,6 +168,19 @@ async fn walk(coder: &RealCoder) {
     let left = listed(coder, prefix).await;
     assert!(left.is_empty(), "Coder still lists {left:?}");
     println!("real coder walk: 20/20 through {WALK}, Coder lists none of them afterwards");
+    // This coderd traces (CODER_TRACE_ENABLE with --otlp): the gauge and check say so.
+    assert_eq!(s.sum("scaletest_coder_tracing", &[]), 1.0, "{}", s.text);
+    let check = tokio::task::block_in_place(|| {
+        common::Bin::new(&["check", "--config", cfg_path.to_str().unwrap()])
+            .env("CODER_SESSION_TOKEN", coder.get("CODER_SESSION_TOKEN"))
+            .run()
+    });
+    assert!(
+        check.stdout.contains(
+            "ok   Coder records server spans for our requests (its X-Span-ID is its own): they join our traces"
+        ) && check.stdout.contains("ok   Coder's deployment config agrees: trace.enable = true"),
+        "{check}"
+    );
 
     // 2. Traces: coderd's server spans are children of our client spans.
     let ours: HashMap<(String, String), String> = spans

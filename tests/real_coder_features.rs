@@ -29,6 +29,7 @@ fn every_feature_against_a_real_coder() {
 
 async fn features(coder: &RealCoder) {
     let dir = tmpdir("real-features");
+    check_says_coder_does_not_trace(coder, dir.path()).await;
     test_users(coder, dir.path()).await;
     parameters(coder, dir.path()).await;
     autostart(coder, dir.path()).await;
@@ -87,6 +88,44 @@ async fn coder_get(coder: &RealCoder, path_and_query: &str) -> serde_json::Value
     serde_json::from_str(&resp.text().await.unwrap()).unwrap()
 }
 
+/// This coderd runs with `CODER_TRACE_ENABLE=false`: it echoes our span id, and `check`
+/// says its spans will not be in our traces (issue 32; tests/real_coder.rs has the traced
+/// case).
+async fn check_says_coder_does_not_trace(coder: &RealCoder, dir: &Path) {
+    let cfg = write(
+        coder,
+        dir,
+        "check.toml",
+        &format!(
+            "[[scenario]]\nname = \"c\"\ntemplate = \"{}\"\ncount = 1\nphases = [\"create\", \"build\", \"delete\"]\n",
+            coder.get("CODER_TEMPLATE")
+        ),
+    );
+    let check = bin_async(coder, &["check", "--config", &cfg]).await;
+    assert_eq!(check.code, Some(0), "{check}");
+    assert!(
+        check
+            .stdout
+            .contains("warn Coder does not record traces: it echoes our span id (X-Span-ID)"),
+        "{check}"
+    );
+    assert!(
+        check
+            .stdout
+            .contains("ok   Coder's deployment config agrees: trace.enable = false"),
+        "{check}"
+    );
+    assert!(!check.stdout.contains("join our traces"), "{check}");
+    println!(
+        "real coder without tracing, check: {}",
+        check
+            .stdout
+            .lines()
+            .find(|l| l.contains("record traces"))
+            .unwrap()
+    );
+}
+
 /// 12 workspaces over 4 test users through the whole walk, each made and used with its
 /// owner's token; `cleanup --users` then leaves only the admin.
 async fn test_users(coder: &RealCoder, dir: &Path) {
@@ -130,8 +169,14 @@ prefix = "rc-user"
         out.stdout.contains("12 workspaces: 12 succeeded, 0 failed"),
         "{out}"
     );
-    // Coder's own record: each user owned three of them (deleted now), made as a password
-    // user (no license here: no service accounts).
+    // Coder's own record: each user owned three of them (coderd counts builds by owner and
+    // workspace), made as a password user (no license here: no service accounts).
+    let metrics = reqwest::get(coder.get("CODER_PROMETHEUS"))
+        .await
+        .expect("coderd's metrics")
+        .text()
+        .await
+        .unwrap();
     for n in 1..=4 {
         let user = coder_get(coder, &format!("/api/v2/users/rc-user-{n}")).await;
         assert_eq!(user["login_type"], "password", "{user}");
@@ -140,19 +185,14 @@ prefix = "rc-user"
             format!("rc-user-{n}@scaletestd.invalid"),
             "{user}"
         );
-        let owned = coder_get(
-            coder,
-            &format!("/api/v2/workspaces?q=owner:rc-user-{n}+deleted:true&limit=100"),
-        )
-        .await;
-        let names: Vec<&str> = owned["workspaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|w| w["name"].as_str())
-            .filter(|n| n.starts_with("stu-"))
+        let owned: std::collections::BTreeSet<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("coderd_workspace_builds_total{"))
+            .filter(|l| l.contains(&format!("workspace_owner=\"rc-user-{n}\"")))
+            .filter_map(|l| l.split("workspace_name=\"").nth(1)?.split('"').next())
+            .filter(|name| name.starts_with("stu-"))
             .collect();
-        assert_eq!(names.len(), 3, "rc-user-{n} owned {names:?}");
+        assert_eq!(owned.len(), 3, "rc-user-{n} built {owned:?}");
     }
     assert!(listed(coder, "stu-").await.is_empty(), "nothing left live");
     let out = bin_async(coder, &["cleanup", "--users", "--config", &cfg]).await;
@@ -170,7 +210,8 @@ prefix = "rc-user"
 }
 
 /// `check` and `once` refuse what Coder would refuse, in Coder's words, before any
-/// workspace exists; good values run.
+/// workspace exists: each bad value's message is the one coderd itself answers a create
+/// with. Good values run.
 async fn parameters(coder: &RealCoder, dir: &Path) {
     let template = coder.get("CODER_PARAMS_TEMPLATE");
     let scenario = |values: &str, count: u32| {
@@ -187,69 +228,75 @@ phases = ["create", "build", "agent", "delete"]
         )
     };
     let bad = [
-        (
-            "image = \"BAD_Image\"",
-            "parameter \"image\" = \"BAD_Image\"",
-        ),
-        ("region = \"mars\"", "parameter \"region\" = \"mars\""),
-        ("memory = \"99\"", "parameter \"memory\" = \"99\""),
-        ("cpu = \"two\"", "parameter \"cpu\" = \"two\""),
+        ("image", "BAD_Image"),
+        ("region", "mars"),
+        ("memory", "99"),
+        ("cpu", "two"),
+        ("cpu", "99"),
     ];
-    for (i, (value, names)) in bad.iter().enumerate() {
-        let cfg = write(coder, dir, &format!("bad{i}.toml"), &scenario(value, 6));
+    let tpl = coder_get(
+        coder,
+        &format!(
+            "/api/v2/organizations/{}/templates/{template}",
+            coder.get("CODER_ORGANIZATION_ID")
+        ),
+    )
+    .await;
+    assert_eq!(tpl["use_classic_parameter_flow"], true, "{tpl}");
+    for (i, (name, value)) in bad.iter().enumerate() {
+        let cfg = write(
+            coder,
+            dir,
+            &format!("bad{i}.toml"),
+            &scenario(&format!("{name} = \"{value}\""), 6),
+        );
         let check = bin_async(coder, &["check", "--config", &cfg]).await;
         assert_eq!(check.code, Some(1), "{check}");
         let line = check
             .stdout
             .lines()
             .find(|l| l.starts_with("FAIL scenario \"params\""))
-            .unwrap_or_else(|| panic!("no FAIL line: {check}"));
-        assert!(line.contains(names), "{line}");
-        println!("check on the real coderd: {line}");
+            .unwrap_or_else(|| panic!("no FAIL line: {check}"))
+            .to_string();
+        let prefix = format!("parameter \"{name}\" = \"{value}\": ");
+        let words = line
+            .split_once(&prefix)
+            .unwrap_or_else(|| panic!("{line}"))
+            .1
+            .to_string();
+        // coderd's own answer to a create with that value says the same.
+        let (status, body) = coder_create(
+            coder,
+            &format!("stp-probe-{i}"),
+            tpl["id"].as_str().unwrap(),
+            name,
+            value,
+        )
+        .await;
+        assert_eq!(status, 400, "coderd refuses {name} = {value}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap_or_default().contains(&words),
+            "check says {words:?}; coderd says {body}"
+        );
+        println!("check and coderd on {name} = {value:?}: {words}");
         let once = bin_async(coder, &["once", "--config", &cfg]).await;
         assert_eq!(once.code, Some(1), "{once}");
         assert!(
-            once.all()
-                .contains(&line["FAIL scenario \"params\": ".len()..]),
+            once.all().contains(&words),
             "once refuses with check's words: {once}"
         );
     }
-    // What each refusal says is Coder's own message.
-    let said = |i: usize| {
-        let cfg = dir.join(format!("bad{i}.toml"));
-        let check = bin(coder, &["check", "--config", cfg.to_str().unwrap()]);
-        check.stdout
-    };
-    let texts: Vec<String> = (0..bad.len()).map(said).collect();
-    assert!(
-        texts[0].contains("an image reference in lowercase"),
-        "{}",
-        texts[0]
-    );
-    assert!(
-        texts[1].contains("must be defined as one of options"),
-        "{}",
-        texts[1]
-    );
-    assert!(texts[2].contains("99 GiB: choose 1 to 16"), "{}", texts[2]);
-    assert!(
-        texts[3].contains("not of type \\\"number\\\"") || texts[3].contains("not a number"),
-        "{}",
-        texts[3]
-    );
     assert!(
         listed(coder, "stp-").await.is_empty(),
         "no workspace was made"
     );
 
-    // Coder does not enforce a bare max on a template without dynamic-parameter metadata;
-    // neither does check. And good values run, 6/6.
     let cfg = write(
         coder,
         dir,
         "good.toml",
         &scenario(
-            "image = \"ubuntu:24.04\", region = \"us\", memory = \"8\", cpu = \"99\"",
+            "image = \"ubuntu:24.04\", region = \"us\", memory = \"8\", cpu = \"4\"",
             6,
         ),
     );
@@ -262,8 +309,39 @@ phases = ["create", "build", "agent", "delete"]
         "{once}"
     );
     println!(
-        "real coder, rich parameters: 4 bad values refused by check and once, good values 6/6"
+        "real coder, rich parameters: {} bad values refused by check and once in coderd's words, good values 6/6",
+        bad.len()
     );
+}
+
+/// `POST /users/me/workspaces` with one parameter value, as the admin: coderd's answer.
+async fn coder_create(
+    coder: &RealCoder,
+    name: &str,
+    template: &str,
+    param: &str,
+    value: &str,
+) -> (u16, serde_json::Value) {
+    let mut url = url::Url::parse(coder.get("CODER_URL")).unwrap();
+    url.set_path("/api/v2/users/me/workspaces");
+    let body = serde_json::json!({
+        "name": name,
+        "template_id": template,
+        "rich_parameter_values": [{"name": param, "value": value}],
+    });
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("Coder-Session-Token", coder.get("CODER_SESSION_TOKEN"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("coderd answers");
+    let status = resp.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or_default(),
+    )
 }
 
 /// The autostart herd: 8 stopped workspaces scheduled for one minute, started by coderd's
@@ -328,6 +406,10 @@ delete = "90s"
         }
     }
     let due = due.expect("autostart phases");
+    assert!(
+        !json.to_string().contains("coder_trace_id"),
+        "no Coder trace is claimed where Coder does not trace"
+    );
     // Our phase spans: each from the minute, for the phase's duration.
     let phase_spans = eventually_async(Duration::from_secs(30), || async {
         let got: Vec<_> = spans
@@ -418,6 +500,13 @@ expect_output = "hello-42"
         1.0,
         "{}",
         d.log()
+    );
+    // Coder does not trace: the gauge says so, and the page labels the links as ours.
+    assert_eq!(s.sum("scaletest_coder_tracing", &[]), 0.0, "{}", s.text);
+    let (_, page) = d.get("/", None).await;
+    assert!(
+        page.contains("it records no traces (CODER_TRACE_ENABLE is off)"),
+        "{page}"
     );
     // The pipeline's step.
     let url = format!("http://{}", d.addr);

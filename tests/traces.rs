@@ -409,6 +409,48 @@ async fn coder_records_exactly_the_traces_we_sample() {
     assert_eq!(ours, theirs, "Coder records exactly the traces we keep");
 }
 
+/// `check` tells a Coder that records our traces from one that only echoes our ids
+/// (coderd with tracing off), and from one we send no `traceparent` to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_whether_coders_spans_join_ours() {
+    let dir = tmpdir("traces-check");
+    // Tracing on (spans made, exported nowhere).
+    let sim = start(fast_sim()).await;
+    let client = scaletestd::coder::Client::new(
+        sim.url(),
+        scaletestd::secret::Secret::new(TOKEN),
+        Default::default(),
+    );
+    assert_eq!(client.probe_tracing(true).await.unwrap(), Some(true));
+    assert_eq!(client.probe_tracing(false).await.unwrap(), Some(true));
+    let cfg = once_text(sim.url().as_str(), "none", 1, true, "").write(&dir, "on.toml");
+    let check = common::Bin::new(&["check", "--config"]).arg(&cfg).run();
+    assert!(
+        check.stdout.contains(
+            "ok   Coder records server spans for our requests (its X-Span-ID is its own): they join our traces"
+        ),
+        "{check}"
+    );
+    let cfg = once_text(sim.url().as_str(), "none", 1, false, "").write(&dir, "nopropagate.toml");
+    let check = common::Bin::new(&["check", "--config"]).arg(&cfg).run();
+    assert!(
+        check
+            .stdout
+            .contains("note Coder traces requests (X-Trace-ID), but [telemetry] propagate = false"),
+        "{check}"
+    );
+    // Tracing off, without propagation: nothing comes back, and check says so.
+    let mut sc = fast_sim();
+    sc.tracing.enabled = false;
+    let off = start(sc).await;
+    let cfg = once_text(off.url().as_str(), "none", 1, false, "").write(&dir, "off.toml");
+    let check = common::Bin::new(&["check", "--config"]).arg(&cfg).run();
+    assert!(
+        check.stdout.contains("warn Coder does not trace requests (no X-Trace-ID); set CODER_TRACE_ENABLE=true on coderd"),
+        "{check}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coder_that_does_not_trace_breaks_nothing() {
     let (endpoint, got) = otlp::grpc().await;
@@ -420,11 +462,37 @@ async fn a_coder_that_does_not_trace_breaks_nothing() {
         scaletestd::secret::Secret::new(TOKEN),
         Default::default(),
     );
-    assert!(!client.server_traces().await.unwrap(), "no X-Trace-ID");
+    // As coderd with tracing off: our own span id echoed when we send one, nothing without.
+    assert_eq!(client.probe_tracing(true).await.unwrap(), Some(false));
+    assert_eq!(client.probe_tracing(false).await.unwrap(), Some(false));
     let dir = tmpdir("traces-off");
     let cfg = once_config(&dir, sim.url().as_str(), &endpoint, 3, true);
-    let (code, stdout, _) = once(&cfg, &[]);
-    assert_eq!(code, 0, "{stdout}");
+    let check = common::Bin::new(&["check", "--config"]).arg(&cfg).run();
+    assert!(
+        check
+            .stdout
+            .contains("warn Coder does not record traces: it echoes our span id (X-Span-ID)")
+            && check
+                .stdout
+                .contains("set CODER_TRACE_ENABLE=true on coderd"),
+        "{check}"
+    );
+    assert!(!check.stdout.contains("join our traces"), "{check}");
+    let report = dir.join("off.json");
+    let out = Command::new(BIN)
+        .args(["once", "--config"])
+        .arg(&cfg)
+        .arg("--output")
+        .arg(format!("json:{}", report.display()))
+        .env("CODER_SESSION_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // No output claims a Coder trace: no phase carries coder_trace_id.
+    let json = std::fs::read_to_string(&report).unwrap();
+    assert!(!json.contains("coder_trace_id"), "{json}");
+    assert!(json.contains("\"trace_id\""), "our own ids are kept");
     let spans = collect(&got, &sim, |s| {
         s.iter().any(|g| g.name() == "scaletest.run")
     })

@@ -420,6 +420,7 @@ impl Table {
                 .collect(),
             coder_url: "https://coder.example.com",
             coder_up: true,
+            coder_traces: Some(true),
             trace_link: Some("https://grafana.example.com/explore?traceId={trace_id}"),
             traffic: vec![],
         };

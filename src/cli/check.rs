@@ -31,15 +31,7 @@ pub async fn run(path: &Path, cfg: crate::config::Config) -> u8 {
             return EXIT_FAILED;
         }
     };
-    match client.server_traces().await {
-        Ok(true) => {
-            println!("ok   Coder traces requests (X-Trace-ID): its server spans join our traces")
-        }
-        Ok(false) => println!(
-            "note Coder does not trace requests (no X-Trace-ID): set CODER_TRACE_ENABLE=true on coderd to see its spans in our traces"
-        ),
-        Err(e) => println!("note cannot tell whether Coder traces requests: {e}"),
-    }
+    coder_tracing(&client, &cfg.telemetry).await;
     let me = match client.me().await {
         Ok(u) => {
             println!("ok   session token accepted (user {:?})", u.username);
@@ -69,6 +61,50 @@ pub async fn run(path: &Path, cfg: crate::config::Config) -> u8 {
         }
     }
     if failed { EXIT_FAILED } else { EXIT_OK }
+}
+
+/// What Coder does with our traces, from its own answers (see `coder::trace`): whether its
+/// server spans join ours, and how to turn them on.
+async fn coder_tracing(client: &Client, telemetry: &crate::config::TelemetryConfig) {
+    const TURN_ON: &str = "set CODER_TRACE_ENABLE=true on coderd, and OTEL_EXPORTER_OTLP_ENDPOINT (or CODER_TRACE_HONEYCOMB_API_KEY) for where its spans go";
+    let said = client.probe_tracing(telemetry.propagate).await;
+    let config = client.deployment_traces().await.ok().flatten();
+    match (&said, telemetry.propagate) {
+        (Ok(Some(true)), true) => println!(
+            "ok   Coder records server spans for our requests (its X-Span-ID is its own): they join our traces"
+        ),
+        (Ok(Some(false)), true) => println!(
+            "warn Coder does not record traces: it echoes our span id (X-Span-ID) as a tracer that is off does, so no span of Coder's will be in our traces; {TURN_ON}"
+        ),
+        (Ok(None), true) => println!(
+            "warn cannot tell whether Coder traces: it answered a traceparent without X-Trace-ID (a proxy that strips it, or a Coder before the header); Coder's spans may be missing from our traces"
+        ),
+        (Ok(Some(true)), false) => println!(
+            "note Coder traces requests (X-Trace-ID), but [telemetry] propagate = false: its spans form traces of their own, linked from our client spans, not joined to ours"
+        ),
+        (Ok(_), false) => println!(
+            "warn Coder does not trace requests (no X-Trace-ID); {TURN_ON}. With [telemetry] propagate = false its spans would be in traces of their own, linked from ours"
+        ),
+        (Err(e), _) => println!("note cannot tell whether Coder traces requests: {e}"),
+    }
+    match (config, said.as_ref().ok().copied().flatten()) {
+        (Some(on), Some(seen)) if on != seen => println!(
+            "warn Coder's deployment config says trace.enable = {on}, but its answers say it {} traces (a proxy in between, or a tracer that is not Coder's)",
+            if seen { "does" } else { "does not" }
+        ),
+        (Some(on), _) => println!("ok   Coder's deployment config agrees: trace.enable = {on}"),
+        (None, _) => println!(
+            "note cannot read Coder's deployment config (owners only): its trace settings are known from its answers alone"
+        ),
+    }
+    if telemetry.propagate
+        && let Ok(sampler) = std::env::var("OTEL_TRACES_SAMPLER")
+        && !matches!(sampler.as_str(), "always_on" | "parentbased_always_on")
+    {
+        println!(
+            "note OTEL_TRACES_SAMPLER={sampler}: Coder records only the requests we sample (its sampler follows our traceparent's flag); unsampled runs have no Coder spans"
+        );
+    }
 }
 
 /// Which stream workspaces are followed over, probed on a workspace of the token's user when

@@ -205,9 +205,10 @@ impl Client {
             Some(t) => req.header(header::COOKIE, format!("{SIGNED_COOKIE}={t}")),
             None => req.header(TOKEN_HEADER, self.token().expose()),
         };
+        let mut sent = None;
         if self.inner.opts.propagate {
             let mut h = header::HeaderMap::new();
-            crate::telemetry::inject(&span, &mut h);
+            sent = super::trace::propagate(&span, &mut h);
             req = req.headers(h);
         }
         let start = Instant::now();
@@ -231,7 +232,8 @@ impl Client {
             }
         };
         let status = resp.status().as_u16();
-        super::trace::answered(&span, status, resp.headers());
+        let traces = super::trace::answered(&span, status, resp.headers(), sent);
+        self.note_tracing(traces);
         let location = resp
             .headers()
             .get(header::LOCATION)

@@ -13,18 +13,57 @@ impl Client {
         self.get("/api/v2/buildinfo", "/api/v2/buildinfo").await
     }
 
-    /// Whether Coder traces requests: it answers with `X-Trace-ID` only when it does.
-    pub async fn server_traces(&self) -> Result<bool, ApiError> {
-        let resp = self
-            .send_raw(
-                Method::GET,
-                "/api/v2/buildinfo",
-                "/api/v2/buildinfo",
-                None,
-                "application/json",
-            )
-            .await?;
-        Ok(resp.headers().contains_key("x-trace-id"))
+    /// Whether Coder records server spans for our requests, asked with one `GET /buildinfo`
+    /// carrying a sampled `traceparent` of its own when `propagate` (see [`trace`]): Coder
+    /// traces when its `X-Span-ID` is not the one sent. Without `propagate`, an answered
+    /// `X-Trace-ID` says Coder traces (in traces of its own). None: the answer cannot tell.
+    pub async fn probe_tracing(&self, propagate: bool) -> Result<Option<bool>, ApiError> {
+        use opentelemetry::trace::{SpanId, TraceId};
+        let mut req = self.request(Method::GET, "/api/v2/buildinfo", None, "application/json");
+        let mut sent = None;
+        if propagate {
+            let trace = TraceId::from_bytes(rand::random::<[u8; 16]>());
+            let span = SpanId::from_bytes(rand::random::<[u8; 8]>());
+            let mut h = header::HeaderMap::new();
+            h.insert(
+                "traceparent",
+                format!("00-{trace}-{span}-01")
+                    .parse()
+                    .expect("a valid header"),
+            );
+            sent = trace::sent_in(&h);
+            req = req.headers(h);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&Method::GET, "/api/v2/buildinfo", e))?;
+        Ok(trace::coder_traces(resp.headers(), sent))
+    }
+
+    /// `trace.enable` of Coder's deployment config (`GET /deployment/config`, owners only):
+    /// none when the token may not read it.
+    pub async fn deployment_traces(&self) -> Result<Option<bool>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Values {
+            config: Config,
+        }
+        #[derive(serde::Deserialize)]
+        struct Config {
+            trace: Trace,
+        }
+        #[derive(serde::Deserialize)]
+        struct Trace {
+            enable: bool,
+        }
+        match self
+            .get::<Values>("/api/v2/deployment/config", "/api/v2/deployment/config")
+            .await
+        {
+            Ok(v) => Ok(Some(v.config.trace.enable)),
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn me(&self) -> Result<User, ApiError> {

@@ -56,6 +56,9 @@ pub trait ApiObserver: Send + Sync {
         code: Option<u16>,
         elapsed: Duration,
     );
+
+    /// Coder's answers showed it now does (or does not) record server spans for our calls.
+    fn coder_tracing(&self, _traces: bool) {}
 }
 
 /// Retry and timeout settings.
@@ -113,7 +116,15 @@ struct Inner {
     retries: std::sync::atomic::AtomicU64,
     /// Websockets' TLS, made on the first `wss://` upgrade (it reads the system's roots).
     websocket_tls: std::sync::OnceLock<Result<tokio_tungstenite::Connector, String>>,
+    /// Whether Coder traces, as its answers last showed (shared by the clients of test
+    /// users: it is the deployment's).
+    coder_tracing: Arc<std::sync::atomic::AtomicU8>,
 }
+
+/// [`Inner::coder_tracing`]'s values.
+const TRACING_UNKNOWN: u8 = 0;
+const TRACING_OFF: u8 = 1;
+const TRACING_ON: u8 = 2;
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -194,6 +205,7 @@ impl Client {
                 observer,
                 retries: Default::default(),
                 websocket_tls: Default::default(),
+                coder_tracing: Default::default(),
             }),
         }
     }
@@ -229,6 +241,38 @@ impl Client {
     fn observe(&self, method: &Method, route: &'static str, code: Option<u16>, start: Instant) {
         if let Some(o) = &self.inner.observer {
             o.on_response(method, route, code, start.elapsed());
+        }
+    }
+
+    /// Whether Coder records server spans for our calls, as its answers last showed (see
+    /// [`trace`]); none until an answer could tell.
+    pub fn coder_tracing(&self) -> Option<bool> {
+        match self
+            .inner
+            .coder_tracing
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            TRACING_ON => Some(true),
+            TRACING_OFF => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Notes what an answer showed of Coder's tracing, telling the observer of a change.
+    fn note_tracing(&self, traces: Option<bool>) {
+        let Some(on) = traces else { return };
+        let v = if on { TRACING_ON } else { TRACING_OFF };
+        let was = self
+            .inner
+            .coder_tracing
+            .swap(v, std::sync::atomic::Ordering::Relaxed);
+        if was != v {
+            if was != TRACING_UNKNOWN {
+                tracing::info!(coder_traces = on, "Coder's tracing changed");
+            }
+            if let Some(o) = &self.inner.observer {
+                o.coder_tracing(on);
+            }
         }
     }
 
@@ -276,9 +320,10 @@ impl Client {
             let start = Instant::now();
             let span = trace::client_span(&method, route, &self.url(path), attempt);
             let mut req = self.request(method.clone(), path, body.clone(), accept);
+            let mut sent = None;
             if opts.propagate {
                 let mut h = header::HeaderMap::new();
-                crate::telemetry::inject(&span, &mut h);
+                sent = trace::propagate(&span, &mut h);
                 req = req.headers(h);
             }
             let send = tracing::Instrument::instrument(req.send(), span.clone());
@@ -298,7 +343,11 @@ impl Client {
                 start,
             );
             match &result {
-                Ok(resp) => trace::answered(&span, resp.status().as_u16(), resp.headers()),
+                Ok(resp) => {
+                    let traces =
+                        trace::answered(&span, resp.status().as_u16(), resp.headers(), sent);
+                    self.note_tracing(traces);
+                }
                 Err(e) => trace::failed(&span, e),
             }
             let (err, retryable, retry_after) = match result {

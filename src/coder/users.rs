@@ -179,6 +179,7 @@ impl Client {
                 observer: i.observer.clone(),
                 retries: Default::default(),
                 websocket_tls: i.websocket_tls.clone(),
+                coder_tracing: i.coder_tracing.clone(),
             }),
         }
     }

@@ -140,9 +140,10 @@ impl Client {
             .map_err(|e| (protocol(e.to_string()), None))?;
         req.headers_mut().extend(headers);
         let span = super::trace::client_span(&get, route, &url, attempt);
+        let mut sent = None;
         if self.inner.opts.propagate {
             let mut h = reqwest::header::HeaderMap::new();
-            crate::telemetry::inject(&span, &mut h);
+            sent = super::trace::propagate(&span, &mut h);
             req.headers_mut().extend(h);
         }
         let start = std::time::Instant::now();
@@ -184,13 +185,16 @@ impl Client {
         match result {
             Ok((ws, resp)) => {
                 self.observe(&get, route, Some(resp.status().as_u16()), start);
-                super::trace::answered(&span, resp.status().as_u16(), resp.headers());
+                let traces =
+                    super::trace::answered(&span, resp.status().as_u16(), resp.headers(), sent);
+                self.note_tracing(traces);
                 Ok(ws)
             }
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
                 self.observe(&get, route, Some(status), start);
-                super::trace::answered(&span, status, resp.headers());
+                let traces = super::trace::answered(&span, status, resp.headers(), sent);
+                self.note_tracing(traces);
                 let bytes = resp.body().clone().unwrap_or_default();
                 let mut body: Response = serde_json::from_slice(&bytes).unwrap_or_default();
                 if body.message.is_empty() {

@@ -174,6 +174,8 @@ pub struct Metrics {
     pub cleanup_deleted: Family<ScenarioLabel, Counter>,
     pub coder_requests: Family<RequestLabels, Histogram, Buckets>,
     pub coder_up: Gauge,
+    /// Absent until Coder's answers tell (a family with one unlabelled series once set).
+    pub coder_tracing: Family<Vec<(String, String)>, Gauge>,
     pub build_info: Family<BuildInfoLabels, Gauge>,
     pub spans_dropped: Counter,
     pub traffic_sessions: Family<TransportLabels, Gauge>,
@@ -278,6 +280,12 @@ impl Metrics {
             "1 when the last call to Coder got an answer",
             coder_up.clone(),
         );
+        let coder_tracing = Family::default();
+        r.register(
+            "scaletest_coder_tracing",
+            "1 when Coder records server spans for our requests (its X-Span-ID is its own), 0 when it only echoes ours",
+            coder_tracing.clone(),
+        );
         let build_info = Family::default();
         r.register(
             "scaletest_build_info",
@@ -332,6 +340,7 @@ impl Metrics {
             cleanup_deleted,
             coder_requests,
             coder_up,
+            coder_tracing,
             build_info,
             spans_dropped,
             traffic_sessions,
@@ -488,6 +497,11 @@ impl Metrics {
     }
 
     /// When Coder last answered, if ever.
+    /// What `scaletest_coder_tracing` says: none until Coder's answers told.
+    pub fn coder_traces_seen(&self) -> Option<bool> {
+        self.coder_tracing.get(&Vec::new()).map(|g| g.get() == 1)
+    }
+
     pub fn last_answer(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let ms = self.last_answer_ms.load(Ordering::Relaxed);
         (ms > 0)
@@ -526,6 +540,20 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn coder_tracing_is_absent_until_an_answer_tells() {
+        use crate::coder::ApiObserver;
+        let m = Metrics::new();
+        for openmetrics in [false, true] {
+            let text = m.encode(openmetrics);
+            assert!(!text.contains("scaletest_coder_tracing"), "{text}");
+        }
+        m.coder_tracing(false);
+        assert!(m.encode(false).contains("\nscaletest_coder_tracing 0\n"));
+        m.coder_tracing(true);
+        assert!(m.encode(true).contains("\nscaletest_coder_tracing 1\n"));
+    }
 
     #[test]
     fn classic_text_drops_exemplars_and_names_counters_with_total() {

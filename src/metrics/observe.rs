@@ -172,4 +172,10 @@ impl ApiObserver for Metrics {
             self.coder_up.set(0);
         }
     }
+
+    fn coder_tracing(&self, traces: bool) {
+        self.coder_tracing
+            .get_or_create(&Vec::new())
+            .set(i64::from(traces));
+    }
 }

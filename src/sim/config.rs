@@ -138,8 +138,8 @@ impl WatchEndpoints {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimTracing {
-    /// Server spans and `X-Trace-ID`/`X-Span-ID` answers; off: neither, as a Coder that
-    /// does not trace.
+    /// Server spans and `X-Trace-ID`/`X-Span-ID` answers naming them; off: as a Coder that
+    /// does not trace, no spans, and the caller's own ids echoed (see `sim::trace`).
     pub enabled: bool,
     /// Where to export `coderd` spans (OTLP); none: spans are made but not exported.
     pub otlp_endpoint: Option<String>,

@@ -2,6 +2,12 @@
 //! (service `coderd`) as a child of the incoming W3C `traceparent`, following the parent's
 //! sampling decision, and `X-Trace-ID`/`X-Span-ID` plus an injected `traceparent` on the
 //! answer, as Coder's `coderd/tracing` HTTP middleware does.
+//!
+//! Without tracing (`CODER_TRACE_ENABLE=false`) coderd's tracer is OpenTelemetry's no-op one
+//! (coderd/coderd.go `trace.NewNoopTracerProvider()`), whose span carries the incoming
+//! context unchanged, and `StartHTTPSpan` (coderd/tracing/httpmw.go) still writes the
+//! headers when that context is valid: the caller's own trace and span ids come back, and
+//! nothing at all without a `traceparent`. The simulator answers the same way.
 
 use std::sync::Arc;
 
@@ -41,11 +47,17 @@ impl Injector for HeadersMut<'_> {
 }
 
 pub async fn server_span(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let Some(tracer) = &app.tracer else {
-        return next.run(req).await;
-    };
     let propagator = TraceContextPropagator::new();
     let parent = propagator.extract(&Headers(req.headers()));
+    let Some(tracer) = &app.tracer else {
+        // The no-op tracer: the caller's context, echoed when there is one.
+        let sc = parent.span().span_context().clone();
+        let mut resp = next.run(req).await;
+        if sc.is_valid() {
+            stamp(&propagator, resp.headers_mut(), sc);
+        }
+        return resp;
+    };
     let route = route_of(&app, &req);
     let attrs = vec![
         KeyValue::new("http.request.method", req.method().to_string()),
@@ -71,7 +83,16 @@ pub async fn server_span(State(app): State<Arc<App>>, req: Request, next: Next) 
         span.set_status(Status::error(format!("{status}")));
     }
     span.end();
-    let h = resp.headers_mut();
+    stamp(&propagator, resp.headers_mut(), sc);
+    resp
+}
+
+/// `X-Trace-ID`, `X-Span-ID` and a `traceparent` naming `sc`, as StartHTTPSpan writes them.
+fn stamp(
+    propagator: &TraceContextPropagator,
+    h: &mut axum::http::HeaderMap,
+    sc: opentelemetry::trace::SpanContext,
+) {
     if let Ok(v) = HeaderValue::from_str(&sc.trace_id().to_string()) {
         h.insert("X-Trace-ID", v);
     }
@@ -80,5 +101,4 @@ pub async fn server_span(State(app): State<Arc<App>>, req: Request, next: Next) 
     }
     let cx = opentelemetry::Context::new().with_remote_span_context(sc);
     propagator.inject_context(&cx, &mut HeadersMut(h));
-    resp
 }

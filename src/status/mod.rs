@@ -159,6 +159,8 @@ pub struct PageInfo<'a> {
     pub scenarios: Vec<(&'a str, Option<&'a str>)>,
     pub coder_url: &'a str,
     pub coder_up: bool,
+    /// Whether Coder records server spans for our requests (`scaletest_coder_tracing`).
+    pub coder_traces: Option<bool>,
     pub trace_link: Option<&'a str>,
     /// Live traffic of `kind = "traffic"` scenarios.
     pub traffic: Vec<(
@@ -167,7 +169,8 @@ pub struct PageInfo<'a> {
     )>,
 }
 
-/// Our trace (linked when a template is set), and Coder's when it is another trace.
+/// Our trace (linked when a template is set), and Coder's when it recorded one of its own
+/// under another id (a failed phase's `coder_trace_id` is set only when Coder traced).
 fn trace_cell(link: Option<&str>, trace_id: Option<&str>, coder: Option<&str>) -> String {
     let ours = match (link, trace_id) {
         (Some(tpl), Some(id)) => {
@@ -194,12 +197,19 @@ pub fn render(h: &History, info: &PageInfo<'_>) -> String {
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:.5em 0 1.5em}}\
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:#f4f4f4}}\
 .success{{color:#1a7f37}}.partial{{color:#9a6700}}.failure,.aborted{{color:#cf222e}}code{{font-size:.9em}}\
-</style></head><body><h1>scaletestd</h1><p>Coder: <code>{}</code> — {}</p>",
+</style></head><body><h1>scaletestd</h1><p>Coder: <code>{}</code> — {} — {}</p>",
         esc(info.coder_url),
         if info.coder_up {
             "<span class=\"success\">answering</span>"
         } else {
             "<span class=\"failure\">not answering</span>"
+        },
+        match info.coder_traces {
+            Some(true) => "its server spans are in our traces",
+            Some(false) => {
+                "it records no traces (CODER_TRACE_ENABLE is off): the trace links are our spans only"
+            }
+            None => "whether it records traces is not known yet",
         }
     );
     for (name, schedule) in &info.scenarios {

@@ -63,9 +63,10 @@ const (
 
 // richParameters are the parameters template NAME-params declares, one of each rule a
 // value can break: a regex (with its error), options, a number whose bounds carry an error
-// message, and a number with bare bounds. coderd renders an echo template's stored
-// parameters (coderd/dynamicparameters/static.go), which keeps a validation block only when
-// it has an error, regex or monotonic rule: "cpu"'s bare max is not enforced there.
+// message, and a number with bare bounds. The template uses Coder's classic parameter flow
+// (`use_classic_parameter_flow`): with dynamic parameters, coderd v2.36.1 evaluates the
+// template's Terraform files (an echo template has none), finds no parameter and enforces
+// none of these (coderd/dynamicparameters/render.go, resolver.go).
 func richParameters() []*proto.RichParameter {
 	i32 := func(v int32) *int32 { return &v }
 	return []*proto.RichParameter{
@@ -152,12 +153,18 @@ func setup(args []string) {
 	check(err, "creating a token")
 
 	for _, t := range []struct {
-		name   string
-		params []*proto.RichParameter
-	}{{*name, nil}, {*name + "-params", richParameters()}} {
+		name    string
+		params  []*proto.RichParameter
+		classic bool
+	}{{*name, nil, false}, {*name + "-params", richParameters(), true}} {
 		tar, err := template(*appURL, t.params)
 		check(err, "building the echo template")
-		createTemplate(ctx, client, first.OrganizationID, t.name, tar)
+		tpl := createTemplate(ctx, client, first.OrganizationID, t.name, tar)
+		if t.classic {
+			classic := true
+			_, err = client.UpdateTemplateMeta(ctx, tpl.ID, codersdk.UpdateTemplateMeta{UseClassicParameterFlow: &classic})
+			check(err, "setting the classic parameter flow on "+t.name)
+		}
 	}
 
 	env := fmt.Sprintf("CODER_URL=%s\nCODER_SESSION_TOKEN=%s\nCODER_TEMPLATE=%s\nCODER_PARAMS_TEMPLATE=%s-params\nCODER_ORGANIZATION_ID=%s\nCODER_APP=%s\n",
@@ -168,7 +175,7 @@ func setup(args []string) {
 }
 
 // createTemplate uploads tar as a template version and makes it template name.
-func createTemplate(ctx context.Context, client *codersdk.Client, org uuid.UUID, name string, tar []byte) {
+func createTemplate(ctx context.Context, client *codersdk.Client, org uuid.UUID, name string, tar []byte) codersdk.Template {
 	file, err := client.Upload(ctx, codersdk.ContentTypeTar, bytes.NewReader(tar))
 	check(err, "uploading template "+name)
 	version, err := client.CreateTemplateVersion(ctx, org, codersdk.CreateTemplateVersionRequest{
@@ -189,8 +196,9 @@ func createTemplate(ctx context.Context, client *codersdk.Client, org uuid.UUID,
 		version, err = client.TemplateVersion(ctx, version.ID)
 		check(err, "reading the template version")
 	}
-	_, err = client.CreateTemplate(ctx, org, codersdk.CreateTemplateRequest{Name: name, VersionID: version.ID})
+	tpl, err := client.CreateTemplate(ctx, org, codersdk.CreateTemplateRequest{Name: name, VersionID: version.ID})
 	check(err, "creating template "+name)
+	return tpl
 }
 
 func waitHealthy(ctx context.Context, base string) {
