@@ -958,7 +958,7 @@ async fn timed_unboxed(
             span.record("error.reason", e.reason.as_str());
             span.record("otel.status_code", "ERROR");
             span.record("otel.status_message", e.message.as_str());
-            tracing::warn!(parent: &span, scenario = %ctx.scenario.name, workspace = %report.name, %phase, reason = %e.reason, error = %e.message, "phase failed");
+            tracing::warn!(parent: &span, scenario = %ctx.scenario.name, workspace = %report.name, %phase, reason = %e.reason, error = %e.message, "failed");
             PhaseRecord {
                 phase,
                 started_at,

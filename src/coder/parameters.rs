@@ -15,7 +15,9 @@
 //! without dynamic-parameter metadata (an echo template, an old import) is rendered from its
 //! stored parameters, and coderd/dynamicparameters/static.go keeps their `validation` block
 //! only when it has an error, regex or monotonic rule, so a number's bare min/max is not
-//! checked there (v2.36.1 creates with `cpu = "99"` where max is 8). Coder is followed.
+//! checked there (v2.36.1 creates with `cpu = "99"` where max is 8, and with `cpu = "two"`),
+//! and the classic flow reads its parameters through the same conversion. Coder is
+//! followed.
 
 use std::collections::BTreeMap;
 
@@ -210,9 +212,21 @@ fn classic_rules(p: &TemplateVersionParameter, given: &str) -> Result<(), String
             values.join(" ")
         ));
     }
+    // The version's stored parameter passes through coder/preview's type on its way here
+    // (coderd/wsbuilder `getClassicParameters` → db2sdk.TemplateVersionParameterFromPreview),
+    // which keeps its validation block only when the block has an error, a regex or a
+    // monotonic rule (coderd/dynamicparameters/static.go): bare bounds are never checked.
+    let block = !p.validation_error.is_empty()
+        || !p.validation_regex.is_empty()
+        || !p.validation_monotonic.is_empty();
+    let (min, max) = if block {
+        (p.validation_min, p.validation_max)
+    } else {
+        (None, None)
+    };
     let enabled = !p.validation_regex.is_empty()
-        || p.validation_min.is_some()
-        || p.validation_max.is_some()
+        || min.is_some()
+        || max.is_some()
         || !p.validation_monotonic.is_empty()
         || p.kind == "bool"
         || p.kind == "list(string)";
@@ -220,8 +234,8 @@ fn classic_rules(p: &TemplateVersionParameter, given: &str) -> Result<(), String
         return Ok(());
     }
     Validation {
-        min: p.validation_min,
-        max: p.validation_max,
+        min,
+        max,
         regex: &p.validation_regex,
         error: &p.validation_error,
         monotonic: &p.validation_monotonic,
@@ -363,21 +377,20 @@ mod tests {
             r#"can't validate build parameter "Image": lowercase only (value "BAD" does not match "^[a-z]+$")"#
         );
 
+        // Bare bounds are not enforced (coderd v2.36.1 creates with these), bounds with an
+        // error message are.
         let mut cpu = param("number");
         cpu.validation_min = Some(1);
         cpu.validation_max = Some(8);
-        assert!(classic_check(&cpu, Some("4")).is_ok());
-        assert!(
-            classic_check(&cpu, Some("99"))
-                .unwrap_err()
-                .ends_with("value 99 is more than the maximum 8")
-        );
+        for v in ["4", "99", "two"] {
+            assert!(classic_check(&cpu, Some(v)).is_ok(), "{v}");
+        }
+        cpu.validation_error = "between {min} and {max}, not {value}".into();
         assert!(
             classic_check(&cpu, Some("two"))
                 .unwrap_err()
-                .ends_with(r#"value "two" is not a number"#)
+                .ends_with("between 1 and 8, not two")
         );
-        cpu.validation_error = "between {min} and {max}, not {value}".into();
         assert!(
             classic_check(&cpu, Some("0"))
                 .unwrap_err()

@@ -3,8 +3,9 @@
 //!
 //! The log filter (`--log`, `RUST_LOG`) only decides what is printed; scaletestd's own spans
 //! always reach OpenTelemetry, so trace ids exist for exemplars, links and the status page
-//! even with export off. Log lines carry the `trace_id` and `span_id` of the span they were
-//! written in. The standard `OTEL_*` variables configure the exporter protocol, the sampler
+//! even with export off. Text lines are for people ([`console`]: one short line, a short
+//! trace id); JSON lines carry every field, the span context, and the `trace_id` and
+//! `span_id` of the span they were written in. The standard `OTEL_*` variables configure the exporter protocol, the sampler
 //! (`OTEL_TRACES_SAMPLER(_ARG)`) and the resource (`OTEL_SERVICE_NAME`,
 //! `OTEL_RESOURCE_ATTRIBUTES`).
 
@@ -19,6 +20,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
+mod console;
 pub mod queue;
 
 pub use queue::dropped as spans_dropped;
@@ -180,10 +182,7 @@ pub fn init(
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(writer.clone())
-            .event_format(WithTraceIds {
-                inner: tracing_subscriber::fmt::format(),
-                json: false,
-            })
+            .event_format(console::Console { ansi })
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_ansi(false)
@@ -193,7 +192,6 @@ pub fn init(
                     .json()
                     .with_current_span(true)
                     .with_span_list(false),
-                json: true,
             })
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .boxed(),
@@ -205,16 +203,16 @@ pub fn init(
                 .with_target("scaletestd", tracing::Level::INFO),
         );
     let _ = tracing_subscriber::registry()
+        .with(console::SpanLabels)
         .with(fmt.with_filter(filter))
         .with(spans)
         .try_init();
     Ok(Telemetry { provider })
 }
 
-/// Adds `trace_id` and `span_id` of the current span to every log line.
+/// Adds `trace_id` and `span_id` of the current span to every JSON log line.
 struct WithTraceIds<F> {
     inner: F,
-    json: bool,
 }
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
@@ -235,17 +233,12 @@ where
         let Some((trace, span)) = ids(&tracing::Span::current()) else {
             return writer.write_str(&line);
         };
-        if self.json {
-            // `{"timestamp":...` → `{"trace_id":"…","span_id":"…","timestamp":...`
-            let rest = line.strip_prefix('{').unwrap_or(&line);
-            write!(
-                writer,
-                "{{\"trace_id\":\"{trace}\",\"span_id\":\"{span}\",{rest}"
-            )
-        } else {
-            let end = line.trim_end_matches('\n');
-            writeln!(writer, "{end} trace_id={trace} span_id={span}")
-        }
+        // `{"timestamp":...` → `{"trace_id":"…","span_id":"…","timestamp":...`
+        let rest = line.strip_prefix('{').unwrap_or(&line);
+        write!(
+            writer,
+            "{{\"trace_id\":\"{trace}\",\"span_id\":\"{span}\",{rest}"
+        )
     }
 }
 
