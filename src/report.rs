@@ -120,18 +120,26 @@ fn ms(d: Duration) -> String {
     }
 }
 
-/// The per-phase table printed after the summary.
+/// The per-phase table printed after the summary: the phase column as wide as its longest
+/// name, every header over its column.
 pub fn phase_table(r: &RunReport) -> String {
+    let stats = phase_stats(r);
+    let width = stats
+        .iter()
+        .map(|st| st.name.len())
+        .chain(["phase".len()])
+        .max()
+        .unwrap_or(5);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<8} {:>6} {:>6} {:>10} {:>10} {:>10}",
+        "{:<width$} {:>6} {:>6} {:>10} {:>10} {:>10}",
         "phase", "ok", "failed", "p50", "p95", "max"
     );
-    for st in phase_stats(r) {
+    for st in stats {
         let _ = writeln!(
             s,
-            "{:<18} {:>6} {:>6} {:>10} {:>10} {:>10}",
+            "{:<width$} {:>6} {:>6} {:>10} {:>10} {:>10}",
             st.name,
             st.succeeded,
             st.failed,
@@ -280,12 +288,76 @@ pub fn escape_markup(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phases::PhaseRecord;
+    use crate::reason::Reason;
+    use crate::runner::{FailureBudget, WorkspaceReport};
+    use chrono::Utc;
 
     #[test]
     fn xml_text_is_escaped_and_control_characters_replaced() {
         assert_eq!(
             escape_markup("a<b & \"c\" 'd'>\u{1b}[0m\n"),
             "a&lt;b &amp; &quot;c&quot; &#39;d&#39;&gt;\u{FFFD}[0m\n"
+        );
+    }
+
+    #[test]
+    fn the_tables_headers_stand_over_their_columns_for_any_phase_name() {
+        let rec = |phase, ms, ok| PhaseRecord {
+            phase,
+            started_at: Utc::now(),
+            duration: Duration::from_millis(ms),
+            ok,
+            reason: (!ok).then_some(Reason::Timeout),
+            error: None,
+            trace_id: None,
+            coder_trace_id: None,
+            sub_timings_ms: Default::default(),
+            event_at: None,
+        };
+        let ws = |index, phases: Vec<PhaseRecord>| WorkspaceReport {
+            index,
+            name: format!("w-{index}"),
+            id: None,
+            ok: phases.iter().all(|p| p.ok),
+            phases,
+            build_stages: vec![],
+            last_coder_trace: None,
+            clock: Default::default(),
+        };
+        let r = RunReport {
+            scenario: "s".into(),
+            run_id: "r".into(),
+            started_at: Utc::now(),
+            elapsed: Duration::from_secs(1),
+            setup_error: None,
+            aborted: false,
+            watch_transport: None,
+            create_route: None,
+            workspaces: vec![
+                ws(
+                    1,
+                    vec![
+                        rec(Phase::Create, 3, true),
+                        rec(Phase::AutostartAcquired, 61_250, true),
+                        rec(Phase::Delete, 120, true),
+                    ],
+                ),
+                ws(
+                    2,
+                    vec![rec(Phase::Create, 2, false), rec(Phase::Delete, 80, true)],
+                ),
+            ],
+            budget: FailureBudget::None,
+        };
+        assert_eq!(
+            phase_table(&r),
+            "\
+phase                  ok failed        p50        p95        max
+create                  1      1      3.0ms      3.0ms      3.0ms
+autostart.acquired      1      0      61.2s      61.2s      61.2s
+delete                  2      0     80.0ms    120.0ms    120.0ms
+"
         );
     }
 

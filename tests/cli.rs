@@ -546,3 +546,80 @@ fn cleanup_dry_run_lists_and_cleanup_deletes_leftovers() {
     );
     assert_eq!(live_workspaces(&sim.url), 1);
 }
+
+/// The console line of a failed phase, for a person (`--log-format text`) and for a log
+/// pipeline (`--log-format json`, every field and the span context kept).
+#[test]
+fn a_failed_phase_is_one_line_for_people_and_every_field_in_json() {
+    let dir = TempDir::new("console_lines");
+    let sim = start_sim();
+    let cfg = ConfigText::new(&sim.url)
+        .scenario(
+            ScenarioText::new("cli", 1)
+                .key("phases = [\"create\", \"build\", \"agent\", \"pty\", \"delete\"]")
+                .key("run_command = \"echo hello\"")
+                .key("expect_output = \"goodbye\""),
+        )
+        .write(dir.path(), "console.toml");
+    let text = Bin::new(&["once", "--log", "warn", "--config"])
+        .arg(&cfg)
+        .run();
+    assert_eq!(text.code, Some(1), "{text}");
+    let line = text
+        .stderr
+        .lines()
+        .find(|l| l.contains(" failed "))
+        .unwrap_or_else(|| panic!("no failure line: {text}"));
+    // 21:03:07 WARN  cli scaletest-<run>-1 pty failed (output_mismatch): <error> trace 68df1514
+    let (time, rest) = line.split_at(8);
+    assert!(
+        time.len() == 8 && time.chars().filter(|c| *c == ':').count() == 2,
+        "{line}"
+    );
+    let rest = rest
+        .strip_prefix(" WARN  cli scaletest-")
+        .unwrap_or_else(|| panic!("{line}"));
+    let (_, rest) = rest
+        .split_once("-1 pty failed (output_mismatch): ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let (_, trace) = rest
+        .rsplit_once(" trace ")
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        trace.len() == 8 && trace.chars().all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
+    assert!(!line.contains("otel."), "{line}");
+    assert!(!line.contains('\x1b'), "no colour into a pipe: {line}");
+    assert!(line.len() < 160, "{} characters: {line}", line.len());
+
+    let json = Bin::new(&["once", "--log", "warn", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .run();
+    assert_eq!(json.code, Some(1), "{json}");
+    let doc: serde_json::Value = json
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "failed")
+        .unwrap_or_else(|| panic!("no failure line: {json}"));
+    assert_eq!(doc["fields"]["phase"], "pty", "{doc}");
+    assert_eq!(doc["fields"]["reason"], "output_mismatch", "{doc}");
+    // The span context: the phase's span, and the run and workspace above it, with their
+    // fields.
+    let spans = doc["spans"].as_array().unwrap_or_else(|| panic!("{doc}"));
+    let names: Vec<&str> = spans
+        .iter()
+        .chain([&doc["span"]])
+        .filter_map(|s| s["otel.name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["scaletest.run", "scaletest.workspace", "phase.pty"],
+        "{doc}"
+    );
+    assert_eq!(spans[0]["scenario"], "cli", "{doc}");
+    assert_eq!(doc["span"]["error.reason"], "output_mismatch", "{doc}");
+    assert_eq!(doc["trace_id"].as_str().map(str::len), Some(32), "{doc}");
+    assert!(doc["span_id"].is_string(), "{doc}");
+}

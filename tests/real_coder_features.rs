@@ -447,7 +447,6 @@ kind = "traffic"
 template = "{template}"
 workspace_prefix = "stt"
 count = {pool}
-concurrency = 4
 phases = ["create", "build", "agent", "delete"]
 sessions_per_workspace = 1
 transports = ["pty", "ssh"]

@@ -108,6 +108,8 @@ impl Visit for EventFields {
 /// The [`FormatEvent`] of `--log-format text`.
 pub struct Console {
     pub ansi: bool,
+    /// Show each event's module path (the filter asks for debug).
+    pub targets: bool,
 }
 
 impl<S, N> FormatEvent<S, N> for Console
@@ -139,8 +141,7 @@ where
         let line = render(
             &chrono::Local::now().format("%H:%M:%S").to_string(),
             *meta.level(),
-            (tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG)
-                .then(|| meta.target()),
+            self.targets.then(|| meta.target()),
             &labels,
             &fields,
             trace.as_deref(),

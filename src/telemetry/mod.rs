@@ -170,8 +170,21 @@ pub fn init(
     );
 
     use tracing_subscriber::filter::FilterExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter))
+    let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter));
+    // Module paths on text lines only when the filter asks for debug somewhere.
+    let debug = env_filter
+        .max_level_hint()
+        .is_none_or(|l| l >= tracing::level_filters::LevelFilter::DEBUG);
+    // JSON lines carry the run, workspace and phase spans they happened in, whatever the
+    // level: those spans reach the log layer (printing nothing themselves) even when the
+    // filter passes only warnings.
+    let json = format == LogFormat::Json;
+    let context = tracing_subscriber::filter::filter_fn(move |m| {
+        json && m.is_span() && matches!(m.name(), "scaletest.run" | "scaletest.workspace" | "phase")
+    });
+    let filter = env_filter
+        .or(context)
         .and(tracing_subscriber::filter::filter_fn(not_headers));
     let writer = move || ScrubbedStderr(secret.clone());
     // Colour only for a person at a terminal: a file, a pipe or a log collector gets plain
@@ -182,7 +195,10 @@ pub fn init(
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(writer.clone())
-            .event_format(console::Console { ansi })
+            .event_format(console::Console {
+                ansi,
+                targets: debug,
+            })
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_ansi(false)
@@ -191,7 +207,7 @@ pub fn init(
                 inner: tracing_subscriber::fmt::format()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(true),
             })
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .boxed(),
