@@ -48,6 +48,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ServiceAccount => "service account",
+            Kind::Password => "password",
+        }
+    }
+
     /// Service accounts where the deployment is entitled to them, else password users.
     pub async fn of(main: &Client) -> Result<Kind, PhaseError> {
         let e = main
@@ -160,7 +167,7 @@ impl Pools {
                 members.push(member);
             }
         }
-        tracing::info!(prefix = %spec.prefix, users = spec.count, created, kind = ?kind, "test users ready");
+        tracing::info!(prefix = %spec.prefix, users = spec.count, created, kind = kind.map(Kind::as_str), "test users ready");
         Ok(members[..spec.count as usize]
             .iter()
             .map(|m| m.client.clone())

@@ -251,7 +251,7 @@ delete = "2m"
 name = "demo-autostart"
 kind = "autostart"
 workspace_prefix = "demo-herd"
-schedule = "*/20 * * * * *"
+schedule = "0 */2 * * * *"
 template = "docker"
 count = 4
 
@@ -350,12 +350,21 @@ pub async fn demo(args: DemoArgs) -> (u8, Option<Config>) {
         cfg.clone(),
         Options {
             shard: Shard::default(),
-            on_run: Some(Box::new(|r| {
+            on_run: Some(Box::new(move |r| {
                 use std::io::Write;
+                // One line per finished run, for the person watching: when, which, the
+                // summary, and where the page with its details is.
+                let page = if args.listen.port() != 0 {
+                    format!(" — http://{}/", args.listen)
+                } else {
+                    String::new()
+                };
                 // A closed stdout must not take the daemon down.
                 let _ = writeln!(
                     std::io::stdout().lock(),
-                    "{}",
+                    "{} {}: {}{page}",
+                    chrono::Local::now().format("%H:%M:%S"),
+                    r.scenario,
                     crate::report::summary_line(r)
                 );
             })),

@@ -85,12 +85,12 @@ async fn dispatch(cli: Cli) -> u8 {
     if let Command::SimCoder(a) = cli.command {
         return sim_coder::run(a).await;
     }
-    let daemonish = matches!(cli.command, Command::Run(_) | Command::Demo(_));
+    // The daemon logs what it does; the demo, watched by a person, prints one line per run
+    // itself and logs what went wrong (a failed phase, a skipped run); the rest warn.
     let filter = cli.log.clone().unwrap_or_else(|| {
-        if daemonish {
-            "info,tokio_cron_scheduler=warn"
-        } else {
-            "warn"
+        match cli.command {
+            Command::Run(_) => "info,tokio_cron_scheduler=warn",
+            _ => "warn",
         }
         .into()
     });
