@@ -492,6 +492,25 @@ impl Side {
             &format!("/api/v2/templateversions/{version}/rich-parameters"),
         )
         .await;
+        // The form's evaluation as a test user's browser asks for it, and without an owner.
+        let owner = me["id"].as_str().unwrap().to_string();
+        self.call(
+            "evaluate parameters",
+            reqwest::Method::POST,
+            &format!("/api/v2/templateversions/{version}/dynamic-parameters/evaluate"),
+            Some(serde_json::json!({"id": 1, "owner_id": owner, "inputs": {}})),
+            None,
+        )
+        .await;
+        self.call(
+            "evaluate parameters, no owner",
+            reqwest::Method::POST,
+            &format!("/api/v2/templateversions/{version}/dynamic-parameters/evaluate"),
+            Some(serde_json::json!({"id": 1, "inputs": {}})),
+            None,
+        )
+        .await;
+        self.accounts(&org).await;
         let name = format!("shape-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         self.workspace = name.clone();
         let create = serde_json::json!({
@@ -524,6 +543,27 @@ impl Side {
                 && !agents(w).is_empty()
         })
         .await;
+        // The autostart herd's calls: a schedule set, a malformed one refused, cleared.
+        for (what, body) in [
+            (
+                "autostart schedule",
+                serde_json::json!({"schedule": "CRON_TZ=UTC 30 9 * * *"}),
+            ),
+            (
+                "autostart schedule, malformed",
+                serde_json::json!({"schedule": "CRON_TZ=UTC 99 9 * * *"}),
+            ),
+            ("autostart schedule, cleared", serde_json::json!({})),
+        ] {
+            self.call(
+                what,
+                reqwest::Method::PUT,
+                &format!("/api/v2/workspaces/{id}/autostart"),
+                Some(body),
+                None,
+            )
+            .await;
+        }
         let ws = self
             .get("workspace", &format!("/api/v2/workspaces/{id}"))
             .await;
@@ -629,6 +669,104 @@ impl Side {
             "/api/v2/users/me",
             None,
             Some("AbCdEfGhIj-0123456789abcdefghijkl"),
+        )
+        .await;
+    }
+}
+
+impl Side {
+    /// What test users need: the entitlements, each way Coder refuses a user, a password
+    /// user made, found, given a token (and refused one too long) and deleted.
+    async fn accounts(&mut self, org: &str) {
+        use reqwest::Method;
+        self.get("entitlements", "/api/v2/entitlements").await;
+        let name = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let email = format!("{name}@scaletestd.invalid");
+        let user = |extra: serde_json::Value| {
+            let mut body = serde_json::json!({"username": name, "organization_ids": [org]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            Some(body)
+        };
+        let refusals = [
+            (
+                "user, login type none",
+                serde_json::json!({"email": email, "login_type": "none"}),
+            ),
+            (
+                "user, service account",
+                serde_json::json!({"service_account": true}),
+            ),
+            (
+                "user, service account with an email",
+                serde_json::json!({"service_account": true, "email": email}),
+            ),
+            (
+                "user, weak password",
+                serde_json::json!({"email": email, "login_type": "password", "password": "password1"}),
+            ),
+            (
+                "user, no email",
+                serde_json::json!({"login_type": "password"}),
+            ),
+        ];
+        for (what, extra) in refusals {
+            self.call(what, Method::POST, "/api/v2/users", user(extra), None)
+                .await;
+        }
+        let good = serde_json::json!({
+            "email": email,
+            "login_type": "password",
+            "password": "Xk3p9LqZr7wTb2mQ8vN4sHdJc6eWy1uA0fGhKiLo",
+            "name": "scaletestd test user",
+        });
+        let (status, made) = self
+            .call(
+                "user, password",
+                Method::POST,
+                "/api/v2/users",
+                user(good.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{}: {made}", self.label);
+        self.call(
+            "user, taken",
+            Method::POST,
+            "/api/v2/users",
+            user(good),
+            None,
+        )
+        .await;
+        self.get(
+            "users, search",
+            &format!("/api/v2/users?q={name}&limit=100&offset=0"),
+        )
+        .await;
+        let id = made["id"].as_str().unwrap().to_string();
+        self.call(
+            "token",
+            Method::POST,
+            &format!("/api/v2/users/{id}/keys/tokens"),
+            Some(serde_json::json!({"token_name": "cf", "lifetime": 3_600_000_000_000u64})),
+            None,
+        )
+        .await;
+        self.call(
+            "token, too long",
+            Method::POST,
+            &format!("/api/v2/users/{id}/keys/tokens"),
+            Some(serde_json::json!({"token_name": "cf-long", "lifetime": 100u64 * 24 * 3_600_000_000_000})),
+            None,
+        )
+        .await;
+        self.call(
+            "delete user",
+            Method::DELETE,
+            &format!("/api/v2/users/{id}"),
+            None,
+            None,
         )
         .await;
     }
