@@ -90,7 +90,8 @@ async fn a_deleted_workspaces_404_does_not_change_the_transport() {
         .next(Duration::from_millis(100))
         .await
         .expect_err("a deleted workspace's stream is refused");
-    assert_eq!(err.status(), Some(404), "{err}");
+    // The stream's 404 says no more than "not found": the GET that settles it says 410.
+    assert_eq!(err.status(), Some(410), "{err}");
     assert!(err.is_gone(), "{err}");
     assert_eq!(dialect.watch(), WatchTransport::WatchWs);
     assert_eq!(dialect.chosen_watch(), None);

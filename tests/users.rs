@@ -223,53 +223,54 @@ fn made(sim: &scaletestd::sim::Sim, name: &str) -> (String, bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_made_as_the_deployment_allows_password_users_unless_licensed() {
     // Unlicensed (coderd/users.go `postUser`: login type `none` is for service accounts,
-    // a Premium feature): password users, with the scenario's email domain.
-    let sim = start(fast_sim()).await;
-    let cfg = users_config(
-        &sim,
-        4,
-        "[scenario.users]\ncount = 2\nprefix = \"pw-user\"\nemail_domain = \"Staging.Example.com\"",
-    );
-    let r = run_as(&cfg, &Pools::default()).await;
-    assert_eq!(
-        report::summary_line(&r),
-        "4 workspaces: 4 succeeded, 0 failed"
-    );
-    for n in 1..=2 {
-        assert_eq!(
-            made(&sim, &format!("pw-user-{n}")),
-            (
-                "password".into(),
-                false,
-                format!("pw-user-{n}@staging.example.com")
-            )
-        );
-    }
-    let passwords = sim.app.state.accounts.received_passwords();
-    assert_eq!(passwords.len(), 2);
-    assert_ne!(passwords[0], passwords[1], "one password per user");
-    assert!(passwords.iter().all(|p| p.len() == 40));
-    assert_eq!(sim.request_count("GET /api/v2/entitlements"), 1);
-    assert!(settle(&sim).await.is_empty());
-
-    // Licensed for service accounts: no email, no password, login type `none`.
-    let mut sc = fast_sim();
-    sc.service_accounts = true;
-    let sim = start(sc).await;
-    let cfg = users_config(&sim, 4, "[scenario.users]\ncount = 2\nprefix = \"sa-user\"");
-    let r = run_as(&cfg, &Pools::default()).await;
-    assert_eq!(
-        report::summary_line(&r),
-        "4 workspaces: 4 succeeded, 0 failed"
-    );
-    for n in 1..=2 {
-        assert_eq!(
-            made(&sim, &format!("sa-user-{n}")),
+    // a Premium feature): password users, with the scenario's email domain. Licensed for
+    // service accounts: no email, no password, login type `none`.
+    type Made = fn(u32) -> (String, bool, String);
+    let cases: [(bool, &str, &str, Made); 2] = [
+        (
+            false,
+            "pw-user",
+            "\nemail_domain = \"Staging.Example.com\"",
+            |n| {
+                (
+                    "password".into(),
+                    false,
+                    format!("pw-user-{n}@staging.example.com"),
+                )
+            },
+        ),
+        (true, "sa-user", "", |_| {
             ("none".into(), true, String::new())
+        }),
+    ];
+    for (licensed, prefix, extra, want) in cases {
+        let mut sc = fast_sim();
+        sc.service_accounts = licensed;
+        let sim = start(sc).await;
+        let cfg = users_config(
+            &sim,
+            4,
+            &format!("[scenario.users]\ncount = 2\nprefix = \"{prefix}\"{extra}"),
         );
+        let r = run_as(&cfg, &Pools::default()).await;
+        assert_eq!(
+            report::summary_line(&r),
+            "4 workspaces: 4 succeeded, 0 failed"
+        );
+        for n in 1..=2 {
+            assert_eq!(made(&sim, &format!("{prefix}-{n}")), want(n));
+        }
+        let passwords = sim.app.state.accounts.received_passwords();
+        if licensed {
+            assert!(passwords.is_empty());
+        } else {
+            assert_eq!(passwords.len(), 2);
+            assert_ne!(passwords[0], passwords[1], "one password per user");
+            assert!(passwords.iter().all(|p| p.len() == 40));
+        }
+        assert_eq!(sim.request_count("GET /api/v2/entitlements"), 1);
+        assert!(settle(&sim).await.is_empty());
     }
-    assert!(sim.app.state.accounts.received_passwords().is_empty());
-    assert!(settle(&sim).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
