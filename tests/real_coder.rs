@@ -820,6 +820,26 @@ async fn conformance(coder: &RealCoder) {
         serde_json::json!([{"name": "image", "value": "codercom/enterprise-base:ubuntu"}]);
     real.walk().await;
     ours.walk().await;
+    // Both trace (coderd with --otlp): neither echoes our span id; without a traceparent
+    // both answer an X-Trace-ID of their own (tests/real_coder_features.rs: both off).
+    for propagate in [true, false] {
+        let probe = |url: &str, token: &str| {
+            scaletestd::coder::Client::new(
+                url.parse().unwrap(),
+                scaletestd::secret::Secret::new(token),
+                Default::default(),
+            )
+        };
+        let r = probe(coder.get("CODER_URL"), coder.get("CODER_SESSION_TOKEN"))
+            .probe_tracing(propagate)
+            .await
+            .unwrap();
+        let o = probe(sim.url().as_str(), common::TOKEN)
+            .probe_tracing(propagate)
+            .await
+            .unwrap();
+        assert_eq!((r, o), (Some(true), Some(true)), "propagate {propagate}");
+    }
 
     let mut diffs = Vec::new();
     for (what, (status, body)) in &real.answers {

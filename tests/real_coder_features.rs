@@ -116,6 +116,29 @@ async fn check_says_coder_does_not_trace(coder: &RealCoder, dir: &Path) {
         "{check}"
     );
     assert!(!check.stdout.contains("join our traces"), "{check}");
+    // The simulator with its tracing off answers as this coderd does: our span id echoed
+    // when we send a traceparent, no X-Trace-ID when we do not.
+    let mut sc = scaletestd::sim::SimConfig::default();
+    sc.tracing.enabled = false;
+    let sim = scaletestd::sim::Sim::start(sc, common::TOKEN, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = |url: &str, token: &str| {
+        scaletestd::coder::Client::new(
+            url.parse().unwrap(),
+            scaletestd::secret::Secret::new(token),
+            Default::default(),
+        )
+    };
+    let real = client(coder.get("CODER_URL"), coder.get("CODER_SESSION_TOKEN"));
+    let ours = client(sim.url().as_str(), common::TOKEN);
+    for propagate in [true, false] {
+        let (r, o) = (
+            real.probe_tracing(propagate).await.unwrap(),
+            ours.probe_tracing(propagate).await.unwrap(),
+        );
+        assert_eq!((r, o), (Some(false), Some(false)), "propagate {propagate}");
+    }
     println!(
         "real coder without tracing, check: {}",
         check

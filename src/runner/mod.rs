@@ -5,12 +5,18 @@
 //! [`RunObserver`] and returns a [`RunReport`]; `once`, the daemon and the tests decide what
 //! to do with them.
 
+mod prepare;
+mod report;
+
+pub(crate) use prepare::owners;
+pub use prepare::{Setup, prepare};
+pub use report::{FailureBudget, RunReport, RunResult, WallClock, WorkspaceReport};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field::Empty, info_span};
@@ -18,9 +24,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::coder::trace::{PHASE_TRACES, PhaseTraces};
-use crate::coder::{Client, Dialect, WatchTransport, WorkspaceBuildParameter};
+use crate::coder::{Client, Dialect, WatchTransport};
 use crate::config::Scenario;
-use crate::phases::build::StageTiming;
 use crate::phases::create::Blueprint;
 use crate::phases::{self, Phase, PhaseError, PhaseRecord, Reason, Walk};
 
@@ -40,156 +45,6 @@ impl RunObserver for NoObserver {}
 pub struct Slice {
     pub first: u32,
     pub count: u32,
-}
-
-/// Everything one workspace went through.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkspaceReport {
-    pub index: u32,
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<Uuid>,
-    pub ok: bool,
-    pub phases: Vec<PhaseRecord>,
-    /// Where the build spent its time, from the job and Coder's build timings.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub build_stages: Vec<StageTiming>,
-    /// Coder's trace id of the workspace's latest call: a phase that makes no call of its
-    /// own (its events came over the watch stream) is in that one.
-    #[serde(skip)]
-    pub last_coder_trace: Option<String>,
-    /// Where the workspace's phases read wall-clock time from (see [`WallClock`]).
-    #[serde(skip)]
-    pub clock: WallClock,
-}
-
-/// The wall-clock time of a monotonic instant, from one reading of both clocks: phases
-/// that tile the timeline (one ends at the instant the next starts) then also meet exactly
-/// on the wall clock, which two separate readings would not promise (a thread preempted
-/// between them, the wall clock slewed).
-#[derive(Debug, Clone, Copy)]
-pub struct WallClock {
-    wall: chrono::DateTime<Utc>,
-    mono: Instant,
-}
-
-impl Default for WallClock {
-    fn default() -> Self {
-        WallClock {
-            wall: Utc::now(),
-            mono: Instant::now(),
-        }
-    }
-}
-
-impl WallClock {
-    pub fn at(&self, t: Instant) -> chrono::DateTime<Utc> {
-        match t.checked_duration_since(self.mono) {
-            Some(d) => self.wall + d,
-            None => self.wall - (self.mono - t),
-        }
-    }
-}
-
-impl WorkspaceReport {
-    /// The first failed phase and its error.
-    pub fn failure(&self) -> Option<(Phase, Reason, &str)> {
-        self.phases.iter().find(|p| !p.ok).map(|p| {
-            (
-                p.phase,
-                p.reason.unwrap_or(Reason::ProtocolError),
-                p.error.as_deref().unwrap_or(""),
-            )
-        })
-    }
-
-    pub fn record(&self, phase: Phase) -> Option<&PhaseRecord> {
-        self.phases.iter().find(|p| p.phase == phase)
-    }
-}
-
-/// How a run ended, as `scaletest_runs_total{result}` counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunResult {
-    Success,
-    Partial,
-    Failure,
-    Aborted,
-}
-
-impl RunResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunResult::Success => "success",
-            RunResult::Partial => "partial",
-            RunResult::Failure => "failure",
-            RunResult::Aborted => "aborted",
-        }
-    }
-}
-
-pub use crate::config::FailureBudget;
-
-/// The outcome of one run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub scenario: String,
-    pub run_id: String,
-    pub started_at: chrono::DateTime<Utc>,
-    #[serde(rename = "elapsed_ms", serialize_with = "phases::ser_ms")]
-    pub elapsed: Duration,
-    /// Set when the run could not start (template missing, token refused, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub setup_error: Option<PhaseError>,
-    pub aborted: bool,
-    /// How workspaces were followed (`watch-ws`, `sse`, `poll`), once a stream was opened.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub watch_transport: Option<&'static str>,
-    /// The route workspaces were created through.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub create_route: Option<&'static str>,
-    pub workspaces: Vec<WorkspaceReport>,
-    /// The scenario's failure budget: within it, a run with failures is still a success.
-    #[serde(skip_serializing_if = "is_no_budget")]
-    pub budget: FailureBudget,
-}
-
-fn is_no_budget(b: &FailureBudget) -> bool {
-    *b == FailureBudget::None
-}
-
-impl RunReport {
-    pub fn succeeded(&self) -> usize {
-        self.workspaces.iter().filter(|w| w.ok).count()
-    }
-
-    pub fn failed(&self) -> usize {
-        self.workspaces.len() - self.succeeded()
-    }
-
-    pub fn result(&self) -> RunResult {
-        if self.aborted {
-            RunResult::Aborted
-        } else if self.setup_error.is_some() || self.succeeded() == 0 {
-            RunResult::Failure
-        } else if !self.budget.allows(self.failed(), self.workspaces.len()) {
-            RunResult::Partial
-        } else {
-            RunResult::Success
-        }
-    }
-
-    /// Failures counted by the phase and reason of each workspace's first failure.
-    pub fn failures_by_phase(&self) -> BTreeMap<(Phase, Reason), usize> {
-        let mut m = BTreeMap::new();
-        for w in &self.workspaces {
-            if let Some((p, r, _)) = w.failure() {
-                *m.entry((p, r)).or_default() += 1;
-            }
-        }
-        m
-    }
 }
 
 /// What every walk of a run (or a traffic pool) shares.
@@ -294,204 +149,6 @@ fn first_transport(s: &Scenario) -> WatchTransport {
         crate::config::WaitMode::Watch => WatchTransport::WatchWs,
         crate::config::WaitMode::Poll => WatchTransport::Poll,
     }
-}
-
-/// Resolves the template and checks the scenario's parameters against the template's.
-pub async fn prepare(
-    client: &Client,
-    scenario: &Scenario,
-    organization: Option<&str>,
-) -> Result<Blueprint, PhaseError> {
-    let me = client
-        .me()
-        .await
-        .map_err(|e| explain_setup(e, "reading the current user"))?;
-    let org = match organization {
-        Some(o) => o.to_string(),
-        None => me
-            .organization_ids
-            .first()
-            .map(|id| id.to_string())
-            .ok_or_else(|| {
-                PhaseError::new(
-                    Reason::Http4xx,
-                    format!("user {:?} belongs to no organization", me.username),
-                )
-            })?,
-    };
-    let template = client
-        .template_by_name(&org, &scenario.template)
-        .await
-        .map_err(|e| {
-            explain_setup(
-                e,
-                &format!(
-                    "looking up template {:?} in organization {org:?}",
-                    scenario.template
-                ),
-            )
-        })?;
-    let params = client
-        .rich_parameters(template.active_version_id)
-        .await
-        .map_err(|e| {
-            explain_setup(
-                e,
-                &format!("reading the parameters of template {:?}", template.name),
-            )
-        })?;
-    for name in scenario.parameters.keys() {
-        if !params.iter().any(|p| &p.name == name) {
-            let known: Vec<_> = params.iter().map(|p| p.name.as_str()).collect();
-            return Err(PhaseError::new(
-                Reason::Http4xx,
-                format!(
-                    "scenario {:?}: template {:?} has no parameter {name:?} (it has {known:?})",
-                    scenario.name, template.name
-                ),
-            ));
-        }
-    }
-    for p in &params {
-        if p.required && p.default_value.is_empty() && !scenario.parameters.contains_key(&p.name) {
-            return Err(PhaseError::new(
-                Reason::Http4xx,
-                format!(
-                    "scenario {:?}: template {:?} requires parameter {:?}; add it to `parameters`",
-                    scenario.name, template.name, p.name
-                ),
-            ));
-        }
-    }
-    refuse_values(client, scenario, &template, &params, me.id).await?;
-    Ok(Blueprint {
-        template_id: template.id,
-        template_name: template.name,
-        organization_id: template.organization_id,
-        parameters: scenario
-            .parameters
-            .iter()
-            .map(|(name, value)| WorkspaceBuildParameter {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect(),
-    })
-}
-
-/// Refuses the scenario's parameter values that Coder would refuse at create, per parameter
-/// and in Coder's words (see [`crate::coder::parameters`]): asked of Coder itself where the
-/// template uses dynamic parameters, checked with Coder's classic rules otherwise.
-async fn refuse_values(
-    client: &Client,
-    scenario: &Scenario,
-    template: &crate::coder::Template,
-    params: &[crate::coder::TemplateVersionParameter],
-    owner: uuid::Uuid,
-) -> Result<(), PhaseError> {
-    use crate::coder::parameters::{Refusal, classic_check};
-    let classic = |params: &[crate::coder::TemplateVersionParameter]| -> Vec<Refusal> {
-        params
-            .iter()
-            .filter_map(|p| {
-                let value = scenario.parameters.get(&p.name).map(String::as_str);
-                classic_check(p, value).err().map(|message| Refusal {
-                    parameter: Some(p.name.clone()),
-                    message,
-                })
-            })
-            .collect()
-    };
-    let refusals = if template.classic_parameters() {
-        classic(params)
-    } else {
-        let inputs = scenario
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        match client
-            .evaluate_parameters(template.active_version_id, owner, &inputs)
-            .await
-        {
-            Ok(answer) => answer.refusals(),
-            // A Coder without the route predates dynamic parameters.
-            Err(e) if e.is_route_missing() => classic(params),
-            Err(e) => {
-                return Err(explain_setup(
-                    e,
-                    &format!("evaluating the parameters of template {:?}", template.name),
-                ));
-            }
-        }
-    };
-    if refusals.is_empty() {
-        return Ok(());
-    }
-    let said: Vec<String> = refusals
-        .iter()
-        .map(|r| match &r.parameter {
-            Some(p) => match scenario.parameters.get(p) {
-                Some(v) => format!("parameter {p:?} = {v:?}: {}", r.message),
-                None => format!("parameter {p:?} (its default): {}", r.message),
-            },
-            None => r.message.clone(),
-        })
-        .collect();
-    Err(PhaseError::new(
-        Reason::Http4xx,
-        format!(
-            "scenario {:?}: template {:?} would refuse these values: {}",
-            scenario.name,
-            template.name,
-            said.join("; ")
-        ),
-    ))
-}
-
-/// Turns a setup call's error into a message that says what to do.
-fn explain_setup(e: crate::coder::ApiError, doing: &str) -> PhaseError {
-    let hint = match e.status() {
-        Some(401) => {
-            " — Coder refused the session token: check CODER_SESSION_TOKEN or [coder].token_file"
-        }
-        Some(403) => {
-            " — the token's user may not do this: use a token of a user with the template's access"
-        }
-        Some(404) => " — not found: check the name in the configuration",
-        _ => "",
-    };
-    PhaseError::new(e.reason(), format!("{doing}: {e}{hint}"))
-}
-
-/// Where a run finds what it sets up with.
-#[derive(Default, Clone, Copy)]
-pub struct Setup<'a> {
-    /// `[coder] organization`; none: the token user's first.
-    pub organization: Option<&'a str>,
-    /// Test-user pools kept across runs (the daemon's); none: a pool for this run alone.
-    pub users: Option<&'a crate::users::Pools>,
-    /// The run's id, when the caller named it first (a run started through the API);
-    /// none: a new one.
-    pub run_id: Option<&'a str>,
-}
-
-/// Clients acting as the scenario's test users, when it has `[scenario.users]`.
-pub(crate) async fn owners(
-    client: &Client,
-    scenario: &Scenario,
-    setup: Setup<'_>,
-    organization: uuid::Uuid,
-) -> Result<Vec<Client>, PhaseError> {
-    let Some(spec) = &scenario.users else {
-        return Ok(Vec::new());
-    };
-    let own = crate::users::Pools::default();
-    setup
-        .users
-        .unwrap_or(&own)
-        .clients(client, spec, organization)
-        .await
 }
 
 /// Runs one scenario once. `stop` cancels phases in flight (then every created workspace is
