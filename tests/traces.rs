@@ -284,7 +284,7 @@ app_websocket = true"#;
     let failed_log: Vec<serde_json::Value> = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "phase failed")
+        .filter(|v| v["fields"]["message"] == "failed")
         .collect();
     assert_eq!(failed_log.len(), injected, "{stderr}");
     assert!(
