@@ -18,7 +18,9 @@ pub(super) struct RawUsers {
     email_domain: Option<Spanned<String>>,
 }
 
-/// Coder refuses tokens longer than its `CODER_MAX_TOKEN_LIFETIME` (30 days by default).
+/// Our own bound: a test user's token is replaced at half its life, so a longer one buys
+/// nothing (coderd v2.36.1 grants a member up to `CODER_MAX_TOKEN_LIFETIME`, 100 years by
+/// default; Coder releases before it, 30 days).
 const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub(super) fn validate(
@@ -59,7 +61,7 @@ pub(super) fn validate(
             return Err(ConfigError::at(
                 src,
                 Some(t.span()),
-                "[scenario.users] token_lifetime: expected more than zero and at most 30 days (Coder's default longest token)",
+                "[scenario.users] token_lifetime: expected more than zero and at most 30 days (a token is replaced at half its life; older Coder releases grant no longer)",
             ));
         }
         Some(t) => t.get_ref().0,

@@ -75,6 +75,7 @@ pub fn username_valid(name: &str) -> bool {
 /// What `POST /users` asks for, once checked.
 pub struct NewUser<'a> {
     pub username: &'a str,
+    pub name: &'a str,
     pub password: &'a str,
     pub email: &'a str,
     pub login_type: &'a str,
@@ -151,9 +152,20 @@ pub fn password_valid(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The longest token lifetime the simulated deployment grants (Coder's default
-/// `CODER_MAX_TOKEN_LIFETIME`, 30 days).
-pub const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+/// The longest token lifetimes coderd v2.36.1 grants by default (codersdk/deployment.go):
+/// `CODER_MAX_TOKEN_LIFETIME`, 100 years and 25 leap days, for a user, and
+/// `CODER_MAX_ADMIN_TOKEN_LIFETIME`, 7 days, for a token of an owner (coderd/apikey.go
+/// `getMaxTokenLifetime` reads the roles of the user the token is for).
+pub const MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs((100 * 365 + 25) * 24 * 3600);
+pub const MAX_ADMIN_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Go's `time.Duration.String()` of whole seconds: `168h0m0s`.
+fn go_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    format!("{}h{}m{}s", s / 3600, s % 3600 / 60, s % 60)
+}
 
 impl Accounts {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -276,6 +288,7 @@ impl Accounts {
         let user = User {
             id: Uuid::new_v4(),
             username: new.username.to_string(),
+            name: new.name.to_string(),
             email: new.email.to_string(),
             created_at: now,
             updated_at: now,
@@ -336,13 +349,25 @@ impl Accounts {
         if !caller.owner && caller.id != id {
             return Err((404, super::api::RESOURCE_NOT_FOUND.into()));
         }
-        let max = MAX_TOKEN_LIFETIME.as_nanos() as i64;
-        if lifetime_ns < 0 || lifetime_ns > max {
+        // Zero: the default lifetime; anything else within the target user's maximum.
+        let owner = self.lock().users.get(&id).is_some_and(|u| u.owner);
+        let max = if owner {
+            MAX_ADMIN_TOKEN_LIFETIME
+        } else {
+            MAX_TOKEN_LIFETIME
+        };
+        if lifetime_ns < 0 {
+            return Err((
+                400,
+                "Failed to validate create API key request.\nlifetime must be positive number greater than 0".into(),
+            ));
+        }
+        if lifetime_ns as u128 > max.as_nanos() {
             return Err((
                 400,
                 format!(
-                    "Failed to validate create API key request: lifetime must be between 0 and {}h",
-                    MAX_TOKEN_LIFETIME.as_secs() / 3600
+                    "Failed to validate create API key request.\nlifetime must be less than {}",
+                    go_duration(max)
                 ),
             ));
         }

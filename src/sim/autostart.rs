@@ -59,6 +59,11 @@ impl Schedule {
                 "parse schedule: the scaletestd simulator knows only CRON_TZ=UTC, not {zone:?}"
             ));
         }
+        for (field, (min, max)) in spec.iter().zip(FIELD_RANGES) {
+            for part in field.split(',') {
+                robfig_range(part, min, max).map_err(|e| format!("parse schedule: {e}"))?;
+            }
+        }
         let text = spec.join(" ");
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Disallowed)
@@ -80,6 +85,70 @@ impl Schedule {
             .find_next_occurrence(&t.trunc_subsecs(0), false)
             .ok()
     }
+}
+
+/// Minute, hour, day of month, month, day of week: the bounds robfig/cron checks.
+const FIELD_RANGES: [(u32, u32); 5] = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)];
+
+/// robfig/cron v3's `getRange` (parser.go), which coderd's schedules are parsed with
+/// (coderd/schedule/cron): one comma-separated part of a field, refused in its words.
+fn robfig_range(expr: &str, min: u32, max: u32) -> Result<(), String> {
+    let names: &[&str] = match (min, max) {
+        (1, 12) => &[
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ],
+        (0, 6) => &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+        _ => &[],
+    };
+    let number = |s: &str| -> Result<i64, String> {
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
+            return Ok(i as i64 + i64::from(min));
+        }
+        let n: i64 = s.parse().map_err(|_| {
+            format!("failed to parse int from {s}: strconv.Atoi: parsing {s:?}: invalid syntax")
+        })?;
+        if n < 0 {
+            return Err(format!("negative number ({n}) not allowed: {s}"));
+        }
+        Ok(n)
+    };
+    let (range, step) = match expr.split('/').collect::<Vec<_>>()[..] {
+        [r] => (r, None),
+        [r, s] => (r, Some(number(s)?)),
+        _ => return Err(format!("too many slashes: {expr}")),
+    };
+    let (min, max) = (i64::from(min), i64::from(max));
+    let (start, mut end) = match range.split('-').collect::<Vec<_>>()[..] {
+        ["*" | "?"] => (min, max),
+        [a] => {
+            let a = number(a)?;
+            (a, a)
+        }
+        [a, b] => (number(a)?, number(b)?),
+        _ => return Err(format!("too many hyphens: {expr}")),
+    };
+    if step.is_some() && !range.contains('-') && range != "*" && range != "?" {
+        end = max;
+    }
+    if start < min {
+        return Err(format!(
+            "beginning of range ({start}) below minimum ({min}): {expr}"
+        ));
+    }
+    if end > max {
+        return Err(format!(
+            "end of range ({end}) above maximum ({max}): {expr}"
+        ));
+    }
+    if start > end {
+        return Err(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {expr}"
+        ));
+    }
+    if step == Some(0) {
+        return Err(format!("step of range should be a positive number: {expr}"));
+    }
+    Ok(())
 }
 
 impl State {
@@ -207,7 +276,19 @@ mod tests {
             ("30 9 *", "5 fields"),
             ("30 9 1 * *", "day-of-month and month to be *"),
             ("CRON_TZ=US/Central 30 9 * * *", "only CRON_TZ=UTC"),
-            ("61 9 * * *", "parse schedule"),
+            ("61 9 * * *", "end of range (61) above maximum (59): 61"),
+            (
+                "30 9 * * MON-FRI/0",
+                "step of range should be a positive number: MON-FRI/0",
+            ),
+            (
+                "30 x * * *",
+                "failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax",
+            ),
+            (
+                "30 9 * * 5-1",
+                "beginning of range (5) beyond end of range (1): 5-1",
+            ),
             ("0 30 9 * * *", "expected exactly 5 fields"),
         ] {
             let e = Schedule::weekly(bad).unwrap_err();

@@ -44,6 +44,9 @@ pub struct BuildInfo {
 pub struct User {
     pub id: Uuid,
     pub username: String,
+    /// codersdk.MinimalUser `name,omitempty`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
     pub email: String,
     pub created_at: Time,
     pub updated_at: Time,

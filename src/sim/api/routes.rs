@@ -114,6 +114,8 @@ pub(super) struct CreateUser {
     #[serde(default)]
     username: String,
     #[serde(default)]
+    name: String,
+    #[serde(default)]
     password: String,
     #[serde(default)]
     login_type: String,
@@ -252,6 +254,7 @@ pub(super) async fn create_user(
         &caller,
         crate::sim::accounts::NewUser {
             username: &req.username,
+            name: &req.name,
             password: &req.password,
             email: &req.email,
             login_type,
@@ -277,20 +280,59 @@ fn email_valid(email: &str) -> bool {
     })
 }
 
+/// The features an unlicensed coderd v2.36.1 lists, each not entitled (codersdk/deployment.go
+/// `FeatureNames`, as `GET /entitlements` answers them).
+const FEATURES: &[&str] = &[
+    "access_control",
+    "advanced_template_scheduling",
+    "ai_governance_user_limit",
+    "aibridge",
+    "appearance",
+    "audit_log",
+    "boundary",
+    "browser_only",
+    "connection_log",
+    "control_shared_ports",
+    "custom_roles",
+    "external_provisioner_daemons",
+    "external_token_encryption",
+    "high_availability",
+    "managed_agent_limit",
+    "multiple_external_auth",
+    "multiple_organizations",
+    "scim",
+    "service_accounts",
+    "task_batch_actions",
+    "template_rbac",
+    "user_limit",
+    "user_role_management",
+    "workspace_batch_actions",
+    "workspace_external_agent",
+    "workspace_prebuilds",
+    "workspace_proxy",
+];
+
 /// `GET /entitlements` (enterprise/coderd/coderd.go `serveEntitlements`): what the
-/// simulated license grants; only `service_accounts` has behaviour here.
+/// simulated license grants; only `service_accounts` has behaviour here. `user_limit`
+/// counts the active users, as coderd does without a license.
 pub(super) async fn entitlements(Ax(app): Ax<Shared>) -> AxResponse {
     let licensed = app.state.cfg.service_accounts;
-    let feature = |on: bool| {
-        serde_json::json!({
-            "entitlement": if on { "entitled" } else { "not_entitled" },
-            "enabled": on,
+    let features: serde_json::Map<String, serde_json::Value> = FEATURES
+        .iter()
+        .map(|name| {
+            let on = licensed && *name == "service_accounts";
+            let mut f = serde_json::json!({
+                "entitlement": if on { "entitled" } else { "not_entitled" },
+                "enabled": on,
+            });
+            if *name == "user_limit" {
+                f["actual"] = app.state.accounts.search("").len().into();
+            }
+            (name.to_string(), f)
         })
-    };
+        .collect();
     Json(serde_json::json!({
-        "features": {
-            "service_accounts": feature(licensed),
-        },
+        "features": features,
         "warnings": [],
         "errors": [],
         "has_license": licensed,
@@ -373,7 +415,19 @@ pub(super) async fn create_token(
         .issue_token(&caller, u.id, &req.token_name, req.lifetime)
     {
         Ok(key) => (StatusCode::CREATED, Json(serde_json::json!({ "key": key }))).into_response(),
-        Err((code, msg)) => error(StatusCode::from_u16(code).expect("valid code"), msg),
+        // A refusal's second line is Coder's `detail`.
+        Err((code, msg)) => {
+            let (message, detail) = msg.split_once('\n').unwrap_or((&msg, ""));
+            (
+                StatusCode::from_u16(code).expect("valid code"),
+                Json(Response {
+                    message: message.into(),
+                    detail: detail.into(),
+                    validations: vec![],
+                }),
+            )
+                .into_response()
+        }
     }
 }
 

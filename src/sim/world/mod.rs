@@ -131,6 +131,7 @@ impl State {
         let user = User {
             id: Uuid::new_v4(),
             username: cfg.user.clone(),
+            name: String::new(),
             email: format!("{}@coder.sim", cfg.user),
             created_at: now,
             updated_at: now,
