@@ -165,3 +165,69 @@ fn the_checker_finds_a_cycle_when_there_is_one() {
         Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
     );
 }
+
+/// The phase modules: files of `src/phases` that define a `PhaseDef`.
+fn phase_modules() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/phases");
+    let mut out: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "mod.rs"))
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains("PhaseDef {"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Where `code` names a particular phase: a `Phase::Variant`, or a phase's module.
+fn names_a_phase(code: &str, modules: &[String]) -> Option<String> {
+    if let Some(at) = code.find("Phase::")
+        && code[at + "Phase::".len()..].starts_with(|c: char| c.is_ascii_uppercase())
+    {
+        return Some(
+            code[at..]
+                .split(|c: char| !c.is_alphanumeric() && c != ':')
+                .next()?
+                .to_string(),
+        );
+    }
+    modules
+        .iter()
+        .map(|m| format!("phases::{m}::"))
+        .find(|p| code.contains(p.as_str()))
+}
+
+/// What runs a walk (`src/runner/`) names no phase: it reads what a phase needs from the
+/// registry (`PhaseDef`), so adding a phase never touches it.
+#[test]
+fn the_runner_names_no_phase() {
+    let modules = phase_modules();
+    assert!(
+        modules.len() >= 10 && modules.contains(&"build".to_string()),
+        "the phase modules were found: {modules:?}"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/runner");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if let Some(what) = names_a_phase(code, &modules) {
+                found.push(format!("{}:{}: {what}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "the runner names phases: {found:#?}");
+    // And the check itself sees one when it is there.
+    assert_eq!(
+        names_a_phase("if phase == Phase::Stop {", &modules).as_deref(),
+        Some("Phase::Stop")
+    );
+    assert_eq!(
+        names_a_phase("let h = phases::autostart::Herd::new(n);", &modules).as_deref(),
+        Some("phases::autostart::")
+    );
+    assert_eq!(names_a_phase("phases::stages::fetch(c)", &modules), None);
+}

@@ -27,7 +27,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::Scenario;
-use crate::phases::{Phase, PhaseRecord, Reason};
+use crate::phases::{PhaseRecord, Reason};
 use crate::runner::{RunObserver, RunReport, RunResult, WorkspaceReport};
 
 /// 5 ms to 30 min, as DESIGN.md asks.
@@ -375,15 +375,11 @@ impl Metrics {
                 });
             }
         }
-        let transitions = [
-            ("start", Phase::Build),
-            ("start", Phase::Start),
-            ("stop", Phase::Stop),
-        ];
-        for (transition, phase) in transitions {
-            if !sc.phases.contains(&phase) {
-                continue;
-            }
+        // The transitions of the builds the scenario's phases wait for (the registry says).
+        let mut transitions: Vec<&str> = sc.phases.iter().filter_map(|p| p.def().build).collect();
+        transitions.sort_unstable();
+        transitions.dedup();
+        for transition in transitions {
             for stage in STAGES {
                 // A stop build connects no agent.
                 if transition == "stop" && stage.starts_with("agent_") {
@@ -540,6 +536,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::phases::Phase;
 
     #[test]
     fn coder_tracing_is_absent_until_an_answer_tells() {

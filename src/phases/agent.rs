@@ -18,6 +18,8 @@ pub const DEF: PhaseDef = PhaseDef {
     runs_in: &[Stage::Started, Stage::AgentReady],
     leaves: Leaves::Stage(Stage::AgentReady),
     clock: Clock::Ours,
+    build: None,
+    agents: true,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
 };
 

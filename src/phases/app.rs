@@ -22,6 +22,8 @@ pub const DEF: PhaseDef = PhaseDef {
     runs_in: &[Stage::AgentReady],
     leaves: Leaves::Same,
     clock: Clock::Ours,
+    build: None,
+    agents: false,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
 };
 
@@ -185,6 +187,7 @@ async fn access(ctx: &Ctx, s: &AppSettings, app_subdomain: bool) -> Result<AppAc
         return Ok(AppAccess::Path);
     }
     let host = ctx
+        .run
         .app_host
         .get_or_try_init(|| ctx.client.app_host())
         .await

@@ -31,7 +31,7 @@ use chrono::{DateTime, DurationRound, Timelike, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Clock, Ctx, Leaves, Phase, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::{ProvisionerJob, ProvisionerJobStatus, WorkspaceTransition};
 
 pub const CREATED: PhaseDef = PhaseDef {
@@ -40,6 +40,8 @@ pub const CREATED: PhaseDef = PhaseDef {
     runs_in: &[Stage::Stopped],
     leaves: Leaves::Stage(Stage::Autostarting),
     clock: Clock::Coders,
+    build: None,
+    agents: false,
     run: |ctx, walk| Box::pin(created(ctx, walk)),
 };
 
@@ -48,6 +50,8 @@ pub const ACQUIRED: PhaseDef = PhaseDef {
     runs_in: &[Stage::Autostarting],
     leaves: Leaves::Same,
     clock: Clock::Coders,
+    build: None,
+    agents: false,
     run: |_, walk| Box::pin(acquired(walk)),
 };
 
@@ -56,6 +60,8 @@ pub const BUILT: PhaseDef = PhaseDef {
     runs_in: &[Stage::Autostarting],
     leaves: Leaves::Stage(Stage::Autostarted),
     clock: Clock::Coders,
+    build: Some("start"),
+    agents: false,
     run: |ctx, walk| Box::pin(built(ctx, walk)),
 };
 
@@ -64,6 +70,8 @@ pub const READY: PhaseDef = PhaseDef {
     runs_in: &[Stage::Autostarted],
     leaves: Leaves::Stage(Stage::AgentReady),
     clock: Clock::Coders,
+    build: None,
+    agents: true,
     run: |ctx, walk| Box::pin(ready(ctx, walk)),
 };
 
@@ -165,7 +173,7 @@ async fn created(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
         .ok_or_else(|| PhaseError::new(Reason::ProtocolError, "no workspace"))?;
     // From here Coder does the work: the slot goes to a workspace still being created.
     walk.permit = None;
-    let due = ctx.herd.arrive().await;
+    let due = ctx.run.herd.arrive().await;
     walk.autostart = Some(Autostart {
         due,
         build: None,
@@ -198,7 +206,7 @@ async fn created(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
     a.job = Some(build.job.clone());
     let at = build.created_at.unwrap_or(build.job.created_at);
     since_due(walk, at);
-    walk.builds.push((build.id, Phase::AutostartBuilt));
+    walk.builds.push(build.id);
     Ok(())
 }
 

@@ -12,6 +12,8 @@ pub const DEF: PhaseDef = PhaseDef {
     runs_in: &[Stage::None],
     leaves: Leaves::Stage(Stage::Created),
     clock: Clock::Ours,
+    build: None,
+    agents: false,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
 };
 
@@ -39,7 +41,7 @@ async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
         .await?;
     walk.id = Some(ws.id);
     walk.owner = ws.owner_name.clone();
-    walk.builds.push((ws.latest_build.id, super::Phase::Build));
+    walk.builds.push(ws.latest_build.id);
     let mut updates = Updates::new(&ctx.client, ws.id, ctx.dialect.clone());
     updates.latest = Some(ws);
     walk.updates = Some(updates);

@@ -24,6 +24,8 @@ pub const DEF: PhaseDef = PhaseDef {
     ],
     leaves: Leaves::Stage(Stage::Gone),
     clock: Clock::Ours,
+    build: None,
+    agents: false,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
 };
 

@@ -33,6 +33,7 @@ pub mod create;
 pub mod delete;
 pub mod pty;
 pub mod ssh;
+pub mod stages;
 pub mod start;
 pub mod stop;
 
@@ -170,6 +171,11 @@ pub struct PhaseDef {
     pub leaves: Leaves,
     /// Whose clock its interval is on.
     pub clock: Clock,
+    /// The transition of the build it waits for (`start`, `stop`), whose stages are then
+    /// reported under its span ([`stages`]); none: it waits for no build.
+    pub build: Option<&'static str>,
+    /// It waits for agents: the agent stages of the build before it go under its span.
+    pub agents: bool,
     /// Runs it on one workspace.
     pub run: for<'a> fn(&'a Ctx, &'a mut Walk) -> BoxFuture<'a, Result<(), PhaseError>>,
 }
@@ -248,10 +254,35 @@ pub struct Ctx {
     pub blueprint: Blueprint,
     /// What this Coder speaks, learnt by the first workspaces of the run.
     pub dialect: Arc<Dialect>,
+    /// What the run's phases share beyond one workspace.
+    pub run: Arc<RunState>,
+}
+
+/// What a run's phases share beyond one workspace, made once per run; the runner knows it
+/// only as a whole, so a phase that needs per-run state adds it here and nowhere above.
+pub struct RunState {
     /// The wildcard app host, asked once per run by the first `app` phase that needs it.
-    pub app_host: Arc<tokio::sync::OnceCell<Option<String>>>,
+    pub app_host: tokio::sync::OnceCell<Option<String>>,
     /// The run's workspaces gathering for one autostart minute.
-    pub herd: Arc<autostart::Herd>,
+    pub herd: autostart::Herd,
+}
+
+impl RunState {
+    /// For a run of `workspaces` workspaces.
+    pub fn new(workspaces: u32) -> Arc<RunState> {
+        Arc::new(RunState {
+            app_host: tokio::sync::OnceCell::new(),
+            herd: autostart::Herd::new(workspaces),
+        })
+    }
+
+    /// A walk is over (`None`: its workspace was never created): it lets go of what it held
+    /// of the run's shared state, so that the others do not wait for it.
+    pub fn walk_ended(&self, walk: Option<&Walk>) {
+        if walk.is_none_or(|w| w.autostart.is_none()) {
+            self.herd.leave();
+        }
+    }
 }
 
 /// What the walk knows of one workspace so far: what phases read, and what they add.
@@ -266,9 +297,9 @@ pub struct Walk {
     pub updates: Option<Updates>,
     /// The agent terminals and SSH go to (set by `agent`; cleared by `stop`).
     pub agent: Option<(Uuid, String)>,
-    /// The builds whose stages are reported, with the phase that waited for each: the
-    /// first (`build`), and any `stop` and `start` posted.
-    pub builds: Vec<(Uuid, Phase)>,
+    /// The builds whose stages are reported, as they were made or seen: each goes under the
+    /// phase that waits for it ([`PhaseDef::build`]), the one that made it or the next.
+    pub builds: Vec<Uuid>,
     /// Parts of the phase in progress timed apart, in milliseconds (moved to its record).
     pub sub_timings: BTreeMap<&'static str, f64>,
     /// The workspace's `concurrency` slot; a phase that only waits on Coder may give it

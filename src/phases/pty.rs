@@ -13,6 +13,8 @@ pub const DEF: PhaseDef = PhaseDef {
     runs_in: &[Stage::AgentReady],
     leaves: Leaves::Same,
     clock: Clock::Ours,
+    build: None,
+    agents: false,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
 };
 

@@ -12,6 +12,8 @@ pub const DEF: PhaseDef = PhaseDef {
     runs_in: &[Stage::AgentReady],
     leaves: Leaves::Same,
     clock: Clock::Ours,
+    build: None,
+    agents: false,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
 };
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Clock, Ctx, Leaves, Phase, PhaseDef, PhaseError, Stage, Walk};
+use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
 use crate::coder::WorkspaceTransition;
 
 pub const DEF: PhaseDef = PhaseDef {
@@ -11,9 +11,11 @@ pub const DEF: PhaseDef = PhaseDef {
     runs_in: &[Stage::Stopped],
     leaves: Leaves::Stage(Stage::Started),
     clock: Clock::Ours,
+    build: Some("start"),
+    agents: false,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
 };
 
 async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
-    super::build::post_and_wait(ctx, walk, WorkspaceTransition::Start, Phase::Start).await
+    super::build::post_and_wait(ctx, walk, WorkspaceTransition::Start).await
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Clock, Ctx, Leaves, Phase, PhaseDef, PhaseError, Stage, Walk};
+use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
 use crate::coder::WorkspaceTransition;
 
 pub const DEF: PhaseDef = PhaseDef {
@@ -11,10 +11,12 @@ pub const DEF: PhaseDef = PhaseDef {
     runs_in: &[Stage::Started, Stage::AgentReady],
     leaves: Leaves::Stage(Stage::Stopped),
     clock: Clock::Ours,
+    build: Some("stop"),
+    agents: false,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
 };
 
 async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
     walk.agent = None;
-    super::build::post_and_wait(ctx, walk, WorkspaceTransition::Stop, Phase::Stop).await
+    super::build::post_and_wait(ctx, walk, WorkspaceTransition::Stop).await
 }

@@ -12,7 +12,6 @@ pub(crate) use prepare::owners;
 pub use prepare::{Setup, prepare};
 pub use report::{FailureBudget, RunReport, RunResult, WallClock, WorkspaceReport};
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use uuid::Uuid;
 use crate::coder::trace::{PHASE_TRACES, PhaseTraces};
 use crate::coder::{Client, Dialect, WatchTransport};
 use crate::config::Scenario;
-use crate::phases::create::Blueprint;
+use crate::phases::Blueprint;
 use crate::phases::{self, Phase, PhaseError, PhaseRecord, Reason, Walk};
 
 /// What the runner tells the outside world as it goes.
@@ -77,7 +76,7 @@ impl RunCtx {
         abort: CancellationToken,
         workspaces: u32,
     ) -> RunCtx {
-        let herd = Arc::new(phases::autostart::Herd::new(workspaces));
+        let run = phases::RunState::new(workspaces);
         let clients = if owners.is_empty() {
             vec![client]
         } else {
@@ -85,7 +84,6 @@ impl RunCtx {
         };
         // Learnt once per run, whoever asks.
         let dialect = Arc::new(Dialect::new(first_transport(&scenario)));
-        let app_host = Arc::new(tokio::sync::OnceCell::new());
         let settings = settings(&scenario);
         RunCtx {
             owners: clients
@@ -95,8 +93,7 @@ impl RunCtx {
                     settings: settings.clone(),
                     blueprint: blueprint.clone(),
                     dialect: dialect.clone(),
-                    app_host: app_host.clone(),
-                    herd: herd.clone(),
+                    run: run.clone(),
                 })
                 .collect(),
             scenario,
@@ -274,16 +271,14 @@ async fn walk(
     name: String,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> WorkspaceReport {
-    let herd = &ctx.owners[0].herd;
+    let run = &ctx.owners[0].run;
     match bring_up(ctx, index, name, Some(permit)).await {
         Ok(up) => {
-            if up.walk.autostart.is_none() {
-                herd.leave();
-            }
+            run.walk_ended(Some(&up.walk));
             tear_down(ctx, up).await
         }
         Err(report) => {
-            herd.leave();
+            run.walk_ended(None);
             report
         }
     }
@@ -326,27 +321,31 @@ pub(crate) async fn bring_up(
     };
     if ctx.stop.is_cancelled() {
         // Never started: nothing was created, nothing to report as a failure of Coder.
-        report.phases.push(skipped(Phase::Create));
+        report.phases.push(skipped(s.phases[0]));
         return Err(report);
     }
     ctx.observer.workspace_started(&s.name, &name);
     let mut walk = Walk::new(name);
     walk.permit = permit;
-    // The first span of each phase, for the build's stage spans.
-    let mut first_span: BTreeMap<Phase, opentelemetry::Context> = BTreeMap::new();
+    // Each phase's span by its place in the walk, and the place each build was made or
+    // seen at, for the builds' stage spans.
+    let mut spans: Vec<opentelemetry::Context> = Vec::new();
+    let mut builds: Vec<(Uuid, usize)> = Vec::new();
     let mut ok = true;
     // Where the previous phase ended on an event: the next one starts there.
     let mut since = None;
     let last = s.phases.len().saturating_sub(1);
-    for &phase in &s.phases[..last] {
+    for (at, &phase) in s.phases[..last].iter().enumerate() {
         let span = phase_span(phase);
-        first_span.entry(phase).or_insert_with(|| span.context());
+        spans.push(span.context());
         let had_id = walk.id.is_some();
+        let had_builds = walk.builds.len();
         let seen = last_event(&walk);
         let run = (phase.def().run)(ctx.phases(index), &mut walk);
         let end = timed(ctx, &mut report, (phase, span), &ctx.stop, since, run).await;
         since = end.on_event;
         let done = end.ok;
+        builds.extend(walk.builds[had_builds..].iter().map(|b| (*b, at)));
         keep_sub_timings(&mut report, &mut walk);
         if let Some(rec) = report.phases.last_mut()
             && last_event(&walk) != seen
@@ -372,22 +371,29 @@ pub(crate) async fn bring_up(
         .as_ref()
         .and_then(|u| u.latest.as_ref())
         .map(|w| (w.latest_build.id, w.latest_build.job.clone()));
-    build_stages(ctx, &mut report, latest, walk.builds.clone(), &first_span).await;
+    build_stages(ctx, &mut report, latest, builds, &spans).await;
     Ok(Up { report, walk, ok })
 }
 
 /// Where each build the walk waited for spent its time, once its job has finished (failed
-/// builds too): the first start build, and any stop and start. As spans with Coder's own
-/// timestamps under the phase that waited for the build (the agent's under `agent`).
+/// builds too), as spans with Coder's own timestamps: under the phase that waits for it (the
+/// first at or after the place it was made or seen whose [`phases::PhaseDef::build`] is
+/// set), its agent's stages under the next phase that waits for agents.
 async fn build_stages(
     ctx: &RunCtx,
     report: &mut WorkspaceReport,
     latest: Option<(Uuid, crate::coder::ProvisionerJob)>,
-    builds: Vec<(Uuid, Phase)>,
-    first_span: &BTreeMap<Phase, opentelemetry::Context>,
+    builds: Vec<(Uuid, usize)>,
+    spans: &[opentelemetry::Context],
 ) {
-    for (build, phase) in builds {
-        let Some(span) = first_span.get(&phase) else {
+    let walked = &ctx.scenario.phases[..spans.len()];
+    for (build, made_at) in builds {
+        let Some((waited_at, transition)) = walked
+            .iter()
+            .enumerate()
+            .skip(made_at)
+            .find_map(|(i, p)| p.def().build.map(|t| (i, t)))
+        else {
             continue;
         };
         let job = match &latest {
@@ -402,23 +408,20 @@ async fn build_stages(
         let Some(job) = job.filter(|j| j.status.is_terminal()) else {
             continue;
         };
-        let transition = if phase == Phase::Stop {
-            "stop"
-        } else {
-            "start"
-        };
-        let stages = Box::pin(phases::build::fetch_stages(
+        let stages = Box::pin(phases::stages::fetch(
             ctx.client(report.index),
             build,
             &job,
             transition,
         ))
         .await;
-        let agent_span = match phase {
-            Phase::Build => first_span.get(&Phase::Agent),
-            _ => None,
-        };
-        phases::build::stage_spans(span, agent_span, &stages);
+        let agent_span = walked
+            .iter()
+            .enumerate()
+            .skip(waited_at + 1)
+            .find(|(_, p)| p.def().agents)
+            .map(|(i, _)| &spans[i]);
+        phases::stages::spans(&spans[waited_at], agent_span, &stages);
         report.build_stages.extend(stages);
     }
 }
@@ -433,11 +436,13 @@ pub(crate) async fn tear_down(ctx: &RunCtx, up: Up) -> WorkspaceReport {
     if !ok && let Some(u) = walk.updates.as_mut() {
         u.reset();
     }
-    let run = (Phase::Delete.def().run)(ctx.phases(report.index), &mut walk);
+    // The scenario's last phase, which always deletes (checked with its configuration).
+    let cleanup = *ctx.scenario.phases.last().expect("a walk has phases");
+    let run = (cleanup.def().run)(ctx.phases(report.index), &mut walk);
     let deleted = timed(
         ctx,
         &mut report,
-        (Phase::Delete, phase_span(Phase::Delete)),
+        (cleanup, phase_span(cleanup)),
         &ctx.abort,
         None,
         run,

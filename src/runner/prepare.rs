@@ -4,7 +4,7 @@
 
 use crate::coder::{Client, WorkspaceBuildParameter};
 use crate::config::Scenario;
-use crate::phases::create::Blueprint;
+use crate::phases::Blueprint;
 use crate::phases::{PhaseError, Reason};
 
 /// Resolves the template and checks the scenario's parameters against the template's.

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::phases::build::StageTiming;
+use crate::phases::stages::StageTiming;
 use crate::phases::{self, Phase, PhaseError, PhaseRecord, Reason};
 
 /// Everything one workspace went through.
