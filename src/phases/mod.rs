@@ -8,8 +8,15 @@
 //! phases in the order written and always ends with `delete` for a workspace that was
 //! created.
 //!
-//! Adding a phase: its own file here, one line in the registry below, the simulator if Coder
-//! must do something new for it, and the README.
+//! Everything the runner needs of a phase is in its [`PhaseDef`]: the stages it runs in and
+//! leaves, whose clock its interval is on, the transition of the build it waits for (whose
+//! stages are then reported under it) and whether it waits for agents. State a phase shares
+//! across a run's workspaces goes in [`RunState`]. The runner names no phase
+//! (`tests/layers.rs` fails if it does).
+//!
+//! Adding a phase: its own file here, one line in the registry below, its config section if
+//! it has settings, its latency budget in `alerts/`, the simulator if Coder must do something
+//! new for it, the README, and its test.
 
 use std::collections::BTreeMap;
 use std::fmt;
