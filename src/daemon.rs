@@ -620,11 +620,14 @@ impl Handle {
                     if new.server.listen != d.config().server.listen {
                         tracing::warn!(listen = %new.server.listen, serving = %addr, "[server] listen changed: a restart is needed for it; still serving on the address bound at start-up");
                     }
+                    // The configuration first, its series after: whoever sees a new
+                    // scenario's series finds the page and the API already serving it.
+                    let new = Arc::new(new);
+                    *d.client.write().unwrap_or_else(|p| p.into_inner()) = client_for(&new, &d.metrics);
+                    *d.cfg.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
                     for sc in &new.scenarios {
                         d.metrics.declare(sc);
                     }
-                    *d.client.write().unwrap_or_else(|p| p.into_inner()) = client_for(&new, &d.metrics);
-                    *d.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
                     let _ = sched.shutdown().await;
                     sched = match schedule(&d).await {
                         Ok(s) => s,
