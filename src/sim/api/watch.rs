@@ -62,7 +62,7 @@ fn stream_fault(app: &App, name: &str, first: bool) -> Option<StreamFault> {
 /// workspace, then the whole workspace on every change, `ping` events every 15 s.
 pub(super) async fn watch(Ax(app): Ax<Shared>, Path(id): Path<String>) -> AxResponse {
     if let Err(resp) = path_id(&id) {
-        return *resp;
+        return resp.into_response();
     }
     let Some((rx, name, first)) = subscribe(&app, &id) else {
         return resource_not_found();
@@ -109,7 +109,7 @@ pub(super) async fn watch_ws(
 ) -> AxResponse {
     // The workspace's middleware answers before the handler looks at the upgrade.
     if let Err(resp) = path_id(&id) {
-        return *resp;
+        return resp.into_response();
     }
     let Ok(ws) = ws else {
         return error(
