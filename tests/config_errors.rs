@@ -107,7 +107,7 @@ fn cases() -> &'static [Case] {
             "\"pty\", \"delete\"",
             "\"pty\", \"app\", \"delete\"",
             "cfg.toml:9:10",
-            "phase \"app\" needs `app = \"<slug>\"`",
+            "phase \"app\" needs [scenario.app] with `slug = \"<slug>\"`",
         ),
         (
             "\"pty\", \"delete\"]",
@@ -466,4 +466,122 @@ fn an_impossible_count_on_the_command_line_is_refused() {
         assert!(err.contains(words), "--count {count}: {err}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `[scenario.app]` and `[scenario.traffic]`: the tables are the spelling; the flat keys of
+/// earlier releases still work, each with a warning naming its new spelling, file and line;
+/// both at once is refused.
+#[test]
+fn app_and_traffic_settings_are_tables_and_the_flat_keys_still_work_with_a_warning() {
+    let with_app = GOOD.replacen("\"pty\", \"delete\"]", "\"pty\", \"app\", \"delete\"]", 1);
+    let table = format!(
+        "{with_app}\n[scenario.app]\nslug = \"echo\"\npath = \"/x\"\nstatus = [200, 204]\nwebsocket = true\n"
+    );
+    let c = Config::parse("cfg.toml", &table, &env()).unwrap();
+    let app = c.scenarios[0].app.as_ref().unwrap();
+    assert_eq!(
+        (
+            app.slug.as_str(),
+            app.path.as_str(),
+            app.statuses.as_deref(),
+            app.websocket
+        ),
+        ("echo", "/x", Some(&[200u16, 204][..]), true)
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    // The flat spelling: the same settings, a warning per key where it was written.
+    let flat = with_app.replacen(
+        "schedule = ",
+        "app = \"echo\"\napp_path = \"/x\"\napp_status = [200, 204]\napp_websocket = true\nschedule = ",
+        1,
+    );
+    let c = Config::parse("cfg.toml", &flat, &env()).unwrap();
+    let old = c.scenarios[0].app.as_ref().unwrap();
+    assert_eq!(
+        (
+            old.slug.as_str(),
+            old.path.as_str(),
+            old.statuses.as_deref(),
+            old.websocket
+        ),
+        ("echo", "/x", Some(&[200u16, 204][..]), true)
+    );
+    assert_eq!(
+        c.warnings,
+        [
+            "cfg.toml:10:7: app = \"<slug>\" is deprecated: write it as `slug` in [scenario.app] (it still works for now)",
+            "cfg.toml:11:12: app_path is deprecated: write it as `path` in [scenario.app] (it still works for now)",
+            "cfg.toml:12:14: app_status is deprecated: write it as `status` in [scenario.app] (it still works for now)",
+            "cfg.toml:13:17: app_websocket is deprecated: write it as `websocket` in [scenario.app] (it still works for now)",
+        ]
+    );
+
+    // A table's bad value is named with the table's spelling, where it was written.
+    let bad = table.replace("slug = \"echo\"", "slug = \"Code Server\"");
+    let e = Config::parse("cfg.toml", &bad, &env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cfg.toml:16:8: [scenario.app] slug \"Code Server\" is not an app slug"),
+        "{e}"
+    );
+    // Both spellings at once.
+    let both = table.replacen("schedule = ", "app_path = \"/y\"\nschedule = ", 1);
+    let e = Config::parse("cfg.toml", &both, &env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cfg.toml:10:12: app_path is the old spelling of a [scenario.app] key, and this scenario has [scenario.app] (line 16)"),
+        "{e}"
+    );
+
+    // Traffic: the table on a traffic pool; the flat keys warn; neither on a lifecycle one.
+    let pool = GOOD
+        .replacen("schedule = \"0 */15 * * * *\"", "kind = \"traffic\"", 1)
+        .replacen(
+            "phases = [\"create\", \"build\", \"agent\", \"pty\", \"delete\"]",
+            "phases = [\"create\", \"build\", \"agent\", \"delete\"]",
+            1,
+        );
+    let c = Config::parse(
+        "cfg.toml",
+        &format!("{pool}\n[scenario.traffic]\nsessions_per_workspace = 3\ntransports = [\"pty\", \"ssh\"]\ntick_interval = \"250ms\"\n"),
+        &env(),
+    )
+    .unwrap();
+    let t = &c.scenarios[0].traffic;
+    assert_eq!(
+        (
+            t.sessions_per_workspace,
+            t.transports.len(),
+            t.tick_interval
+        ),
+        (3, 2, std::time::Duration::from_millis(250))
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = Config::parse(
+        "cfg.toml",
+        &pool.replacen("kind = ", "sessions_per_workspace = 3\nkind = ", 1),
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(c.scenarios[0].traffic.sessions_per_workspace, 3);
+    assert_eq!(
+        c.warnings,
+        [
+            "cfg.toml:10:26: sessions_per_workspace is deprecated: write it as `sessions_per_workspace` in [scenario.traffic] (it still works for now)"
+        ]
+    );
+    let e = Config::parse(
+        "cfg.toml",
+        &format!("{GOOD}\n[scenario.traffic]\nsessions_per_workspace = 3\n"),
+        &env(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("[scenario.traffic] belongs to kind = \"traffic\" scenarios, and scenario \"s\" is kind = \"lifecycle\""),
+        "{e}"
+    );
 }

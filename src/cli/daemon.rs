@@ -126,6 +126,9 @@ fn reloads(path: Option<PathBuf>) -> impl futures_util::Stream<Item = Config> {
             match Config::load(&path, &Env::from_process()) {
                 Ok(cfg) => {
                     tracing::info!(path = %path.display(), "configuration re-read");
+                    for w in &cfg.warnings {
+                        tracing::warn!("{w}");
+                    }
                     return Some((cfg, Some((sig, path))));
                 }
                 Err(e) => {
@@ -214,12 +217,14 @@ concurrency = {concurrency}
 phases = ["create", "build", "agent", "app", "ssh", "pty", "stop", "start", "agent", "delete"]
 run_command = "echo hello from $(hostname)"
 expect_output = "hello from"
-app = "echo"
-app_expect = "echo app on"
 
 [scenario.ssh]
 transport = "proxy-command"
 proxy_command = {proxy}
+
+[scenario.app]
+slug = "echo"
+expect = "echo app on"
 
 # Sustained traffic: two workspaces kept running, one web terminal and one SSH session each,
 # 64 bytes echoed every second.
@@ -230,6 +235,8 @@ workspace_prefix = "demo-traffic"
 template = "docker"
 count = 2
 phases = ["create", "build", "agent", "delete"]
+
+[scenario.traffic]
 sessions_per_workspace = 1
 transports = ["pty", "ssh"]
 bytes_per_tick = 64

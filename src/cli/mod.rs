@@ -146,10 +146,15 @@ pub(crate) fn say(line: std::fmt::Arguments<'_>) {
 
 /// Loads the configuration or prints why not (exit 2).
 pub(crate) fn load_config(path: &std::path::Path) -> Result<crate::config::Config, u8> {
-    crate::config::Config::load(path, &crate::config::Env::from_process()).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_USAGE
-    })
+    let cfg =
+        crate::config::Config::load(path, &crate::config::Env::from_process()).map_err(|e| {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        })?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(cfg)
 }
 
 /// A client for the configured Coder.

@@ -312,8 +312,11 @@ impl Client {
         body: Option<Vec<u8>>,
         accept: &str,
     ) -> Result<reqwest::Response, ApiError> {
-        // A PUT sets a value (an autostart schedule): sending it twice is harmless.
-        let idempotent = method == Method::GET || method == Method::PUT;
+        // A PUT sets a value (an autostart schedule), a read-only POST evaluates a form:
+        // sending either twice is harmless.
+        let idempotent = method == Method::GET
+            || method == Method::PUT
+            || (method == Method::POST && READ_ONLY_POSTS.contains(&route));
         let opts = &self.inner.opts;
         let mut attempt = 0u32;
         loop {
@@ -552,6 +555,11 @@ impl Client {
         self.call(Method::POST, route, path, Some(body)).await
     }
 }
+
+/// POST routes that change nothing on the server (coderd/parameters.go evaluates the form
+/// and answers it): retried on a 5xx as GETs are.
+const READ_ONLY_POSTS: &[&str] =
+    &["/api/v2/templateversions/{templateversion}/dynamic-parameters/evaluate"];
 
 fn decode<T: DeserializeOwned>(method: &Method, path: &str, bytes: &[u8]) -> Result<T, ApiError> {
     decode_json(bytes).map_err(|detail| ApiError::Protocol {

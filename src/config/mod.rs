@@ -103,6 +103,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub telemetry: TelemetryConfig,
     pub scenarios: Vec<Scenario>,
+    /// What is accepted but should be written otherwise (deprecated spellings), each
+    /// `FILE:LINE:COLUMN: what and how to write it now`; printed when the file is loaded.
+    pub warnings: Vec<String>,
 }
 
 /// The environment the configuration reads, passed in so tests need not mutate the process's.
@@ -161,9 +164,10 @@ fn validate(src: &Source<'_>, raw: RawConfig, env: &Env) -> Result<Config, Confi
         ));
     }
     let mut scenarios = Vec::with_capacity(raw.scenarios.len());
+    let mut warnings = Vec::new();
     for s in raw.scenarios {
         let span = s.span();
-        let scenario = scenario::validate(src, s.into_inner())?;
+        let scenario = scenario::validate(src, s.into_inner(), &mut warnings)?;
         if scenarios.iter().any(|o: &Scenario| o.name == scenario.name) {
             return Err(ConfigError::at(
                 src,
@@ -196,7 +200,32 @@ fn validate(src: &Source<'_>, raw: RawConfig, env: &Env) -> Result<Config, Confi
         server,
         telemetry,
         scenarios,
+        warnings,
     })
+}
+
+/// The 1-based line of a byte offset.
+pub(crate) fn line_of(src: &Source<'_>, offset: usize) -> usize {
+    line_col(src.text, offset).0
+}
+
+/// Notes a deprecated key: `old` (written at `at`) is now `new` in `[scenario.<table>]`.
+pub(crate) fn deprecated(
+    src: &Source<'_>,
+    warnings: &mut Vec<String>,
+    at: Range<usize>,
+    old: &str,
+    new: &str,
+    table: &str,
+) {
+    let e = ConfigError::at(
+        src,
+        Some(at),
+        format!(
+            "{old} is deprecated: write it as `{new}` in [scenario.{table}] (it still works for now)"
+        ),
+    );
+    warnings.push(e.to_string());
 }
 
 /// A secret read from the file `key` names, trimmed; refused (where `key` is written) when

@@ -37,12 +37,15 @@ pub(super) struct RawScenario {
     pub(super) ssh: Option<Spanned<super::ssh::RawSsh>>,
     #[serde(default)]
     pub(super) kind: ScenarioKind,
+    /// `[scenario.traffic]`; the flat keys below are its deprecated spelling.
+    pub(super) traffic: Option<Spanned<super::traffic::RawTraffic>>,
     pub(super) sessions_per_workspace: Option<Spanned<u32>>,
     pub(super) transports: Option<Spanned<Vec<Transport>>>,
     pub(super) bytes_per_tick: Option<Spanned<u32>>,
     pub(super) tick_interval: Option<Spanned<HumanDuration>>,
     pub(super) echo: Option<Spanned<bool>>,
-    pub(super) app: Option<Spanned<String>>,
+    /// `[scenario.app]`, or (deprecated, with the `app_*` keys) the app's slug.
+    pub(super) app: Option<Spanned<super::app::AppKey>>,
     pub(super) app_access: Option<Spanned<crate::phases::app::AccessMode>>,
     pub(super) app_path: Option<Spanned<String>>,
     pub(super) app_status: Option<Spanned<Vec<u16>>>,
@@ -191,7 +194,11 @@ impl Scenario {
     }
 }
 
-pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, ConfigError> {
+pub(super) fn validate(
+    src: &Source<'_>,
+    s: RawScenario,
+    warnings: &mut Vec<String>,
+) -> Result<Scenario, ConfigError> {
     let name = s.name.get_ref().clone();
     let name_ok = !name.is_empty()
         && name
@@ -204,8 +211,7 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
             format!("invalid scenario name {name:?}: expected letters, digits, '-' or '_'"),
         ));
     }
-    super::traffic::check_kind(src, &s)?;
-    let traffic = super::traffic::validate(src, &s)?;
+    let traffic = super::traffic::validate(src, &s, warnings)?;
     let count = *s.count.get_ref();
     let prefix = match &s.workspace_prefix {
         Some(p) => {
@@ -261,7 +267,7 @@ pub(super) fn validate(src: &Source<'_>, s: RawScenario) -> Result<Scenario, Con
         ));
     }
 
-    let app = super::app::validate(src, &s, &phases, phases_span)?;
+    let app = super::app::validate(src, &s, &phases, phases_span, warnings)?;
     let mut parameters = BTreeMap::new();
     for (k, v) in s.parameters {
         let text = match v {
