@@ -26,10 +26,12 @@ pub enum Reason {
     OutputMismatch,
     ProtocolError,
     Canceled,
+    /// Coder's parameter evaluation refused the scenario's values.
+    InvalidParameters,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Timeout,
         Reason::Http4xx,
         Reason::Http5xx,
@@ -43,6 +45,7 @@ impl Reason {
         Reason::OutputMismatch,
         Reason::ProtocolError,
         Reason::Canceled,
+        Reason::InvalidParameters,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Reason {
             Reason::OutputMismatch => "output_mismatch",
             Reason::ProtocolError => "protocol_error",
             Reason::Canceled => "canceled",
+            Reason::InvalidParameters => "invalid_parameters",
         }
     }
 }

@@ -71,7 +71,7 @@ fn cases() -> &'static [Case] {
             "\"pty\", \"delete\"",
             "\"pty\", \"teleport\"",
             "cfg.toml:9:46",
-            "unknown phase \"teleport\": expected one of create, build, agent",
+            "unknown phase \"teleport\": expected one of parameters, create, notify, build, agent",
         ),
         (
             "\"build\", \"agent\"",

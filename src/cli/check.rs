@@ -56,6 +56,23 @@ pub async fn run(path: &Path, cfg: crate::config::Config) -> u8 {
                 println!("FAIL scenario {:?}: {}", s.name, e.message);
             }
         }
+        if crate::phases::cleanup(&s.phases).is_none() {
+            println!(
+                "ok   scenario {:?}: a form load ({}): it creates no workspace, so it needs no \"delete\"",
+                s.name,
+                s.phases
+                    .iter()
+                    .map(|p| format!("{p:?}", p = p.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if s.phases.contains(&Phase::Notify) {
+            println!(
+                "note scenario {:?}: \"notify\" watches the inbox of user {:?}, which Coder notifies of new workspaces only as a template admin or owner",
+                s.name, me.username
+            );
+        }
         if uses_ssh(s) && !ssh_command(s, &me.username, &cfg.coder.url, &server_version).await {
             failed = true;
         }

@@ -23,6 +23,7 @@ pub mod arrival;
 mod calls;
 pub mod dialect;
 mod error;
+pub mod inbox;
 pub mod parameters;
 pub mod pty;
 mod readers;
@@ -34,6 +35,7 @@ pub mod types;
 pub mod users;
 pub mod watch;
 pub mod ws;
+pub mod wsjson;
 
 pub use dialect::{CreateRoute, Dialect, WatchTransport};
 pub use error::ApiError;

@@ -267,6 +267,13 @@ pub(super) fn validate(
         ));
     }
 
+    if phases.contains(&Phase::Notify) && s.users.is_none() {
+        return Err(ConfigError::at(
+            src,
+            phases_span.or(Some(s.name.span())),
+            "phase \"notify\" needs [scenario.users]: Coder notifies template admins of a new workspace except the user who created it (coderd/workspaces.go), so test users create the workspaces while the token's user, a template admin, watches its inbox",
+        ));
+    }
     let app = super::app::validate(src, &s, &phases, phases_span, warnings)?;
     let mut parameters = BTreeMap::new();
     for (k, v) in s.parameters {

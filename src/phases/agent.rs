@@ -10,17 +10,16 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::{WorkspaceAgentLifecycle as Life, WorkspaceAgentStatus as Status};
 
 pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(10 * 60),
     runs_in: &[Stage::Started, Stage::AgentReady],
     leaves: Leaves::Stage(Stage::AgentReady),
-    clock: Clock::Ours,
-    build: None,
     agents: true,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 async fn run_phase(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {

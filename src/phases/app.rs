@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::apps::{AppAccess, AppAnswer, AppTarget};
 use crate::coder::{ApiError, Workspace, WorkspaceAppHealth as Health};
 
@@ -21,10 +21,8 @@ pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(2 * 60),
     runs_in: &[Stage::AgentReady],
     leaves: Leaves::Same,
-    clock: Clock::Ours,
-    build: None,
-    agents: false,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 /// The least time an `unhealthy` app is given to pass a check again.

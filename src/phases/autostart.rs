@@ -40,9 +40,8 @@ pub const CREATED: PhaseDef = PhaseDef {
     runs_in: &[Stage::Stopped],
     leaves: Leaves::Stage(Stage::Autostarting),
     clock: Clock::Coders,
-    build: None,
-    agents: false,
     run: |ctx, walk| Box::pin(created(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 pub const ACQUIRED: PhaseDef = PhaseDef {
@@ -50,9 +49,8 @@ pub const ACQUIRED: PhaseDef = PhaseDef {
     runs_in: &[Stage::Autostarting],
     leaves: Leaves::Same,
     clock: Clock::Coders,
-    build: None,
-    agents: false,
     run: |_, walk| Box::pin(acquired(walk)),
+    ..PhaseDef::BASE
 };
 
 pub const BUILT: PhaseDef = PhaseDef {
@@ -61,8 +59,8 @@ pub const BUILT: PhaseDef = PhaseDef {
     leaves: Leaves::Stage(Stage::Autostarted),
     clock: Clock::Coders,
     build: Some("start"),
-    agents: false,
     run: |ctx, walk| Box::pin(built(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 pub const READY: PhaseDef = PhaseDef {
@@ -70,9 +68,9 @@ pub const READY: PhaseDef = PhaseDef {
     runs_in: &[Stage::Autostarted],
     leaves: Leaves::Stage(Stage::AgentReady),
     clock: Clock::Coders,
-    build: None,
     agents: true,
     run: |ctx, walk| Box::pin(ready(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 /// Least time from the herd's gathering to its minute: every workspace's schedule must be

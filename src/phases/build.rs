@@ -4,17 +4,16 @@
 
 use std::time::Duration;
 
-use super::{Clock, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::{ProvisionerJobStatus, WorkspaceTransition};
 
 pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(15 * 60),
     runs_in: &[Stage::Created],
     leaves: Leaves::Stage(Stage::Started),
-    clock: Clock::Ours,
     build: Some("start"),
-    agents: false,
     run: |_, walk| Box::pin(run(walk)),
+    ..PhaseDef::BASE
 };
 
 /// Coder's harness polls builds every 500 ms; so do we when the stream is unavailable.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
 use crate::coder::watch::Updates;
 use crate::coder::{CreateWorkspaceRequest, WorkspaceBuildParameter};
 
@@ -11,10 +11,8 @@ pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(30),
     runs_in: &[Stage::None],
     leaves: Leaves::Stage(Stage::Created),
-    clock: Clock::Ours,
-    build: None,
-    agents: false,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 /// What every workspace of a run is created from, resolved once per run.
@@ -24,6 +22,10 @@ pub struct Blueprint {
     pub template_name: String,
     /// The template's organization: where an older Coder creates workspaces.
     pub organization_id: uuid::Uuid,
+    /// The template's active version: whose form `parameters` loads.
+    pub version_id: uuid::Uuid,
+    /// Coder checks this template's parameters with its classic rules, not by evaluating it.
+    pub classic_parameters: bool,
     pub parameters: Vec<WorkspaceBuildParameter>,
 }
 
@@ -40,6 +42,7 @@ async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {
         .create_workspace(b.organization_id, &req, &ctx.dialect)
         .await?;
     walk.id = Some(ws.id);
+    walk.created = Some(std::time::Instant::now());
     walk.owner = ws.owner_name.clone();
     walk.builds.push(ws.latest_build.id);
     let mut updates = Updates::new(&ctx.client, ws.id, ctx.dialect.clone());

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::watch::Updates;
 use crate::coder::{
     ApiError, Client, CreateWorkspaceBuildRequest, Dialect, ProvisionerJob, ProvisionerJobStatus,
@@ -23,10 +23,8 @@ pub const DEF: PhaseDef = PhaseDef {
         Stage::Autostarted,
     ],
     leaves: Leaves::Stage(Stage::Gone),
-    clock: Clock::Ours,
-    build: None,
-    agents: false,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 async fn run_phase(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {

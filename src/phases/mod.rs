@@ -38,6 +38,8 @@ pub mod autostart;
 pub mod build;
 pub mod create;
 pub mod delete;
+pub mod notify;
+pub mod parameters;
 pub mod pty;
 pub mod ssh;
 pub mod stages;
@@ -76,7 +78,9 @@ macro_rules! registry {
 }
 
 registry! {
+    Parameters => "parameters", parameters::DEF;
     Create => "create", create::DEF;
+    Notify => "notify", notify::DEF;
     Build => "build", build::DEF;
     Agent => "agent", agent::DEF;
     Ssh => "ssh", ssh::DEF;
@@ -183,9 +187,35 @@ pub struct PhaseDef {
     pub build: Option<&'static str>,
     /// It waits for agents: the agent stages of the build before it go under its span.
     pub agents: bool,
+    /// Per-run setup, once before the run's first walk, with the first owner's context:
+    /// what the run's walks then share through [`RunState`] (the `notify` phase opens the
+    /// watcher's inbox). A failure stops the run before it starts.
+    pub prepare: Option<Prepare>,
+    /// It judges the scenario's parameter values itself (the `parameters` phase), so a run
+    /// does not refuse them at its start as it otherwise does (`runner::prepare`).
+    pub judges_parameters: bool,
     /// Runs it on one workspace.
     pub run: for<'a> fn(&'a Ctx, &'a mut Walk) -> BoxFuture<'a, Result<(), PhaseError>>,
 }
+
+impl PhaseDef {
+    /// What a phase is unless its definition says otherwise (`..PhaseDef::BASE`): on our
+    /// clock, waiting for no build and no agent, with no per-run setup.
+    pub const BASE: PhaseDef = PhaseDef {
+        default_timeout: Duration::from_secs(60),
+        runs_in: &[],
+        leaves: Leaves::Same,
+        clock: Clock::Ours,
+        build: None,
+        agents: false,
+        prepare: None,
+        judges_parameters: false,
+        run: |_, _| Box::pin(async { Err(PhaseError::new(Reason::ProtocolError, "not a phase")) }),
+    };
+}
+
+/// A phase's per-run setup ([`PhaseDef::prepare`]).
+pub type Prepare = for<'a> fn(&'a Ctx) -> BoxFuture<'a, Result<(), PhaseError>>;
 
 /// Whose clock a phase's interval is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,10 +240,19 @@ pub enum Leaves {
 /// Checks that `phases` can run in this order: each phase in a stage it can run in, `create`
 /// first, `delete` last and once. The message names the first phase that cannot.
 pub fn check_order(phases: &[Phase]) -> Result<(), String> {
-    if phases.first() != Some(&Phase::Create) {
-        return Err("phases must start with \"create\"".into());
+    // A walk that creates a workspace ends by deleting it; one that creates nothing is form
+    // loads only (phases that run before any workspace and leave none).
+    let creates = phases
+        .iter()
+        .any(|p| matches!(p.def().leaves, Leaves::Stage(Stage::Created)));
+    let form_only = |p: &Phase| {
+        let d = p.def();
+        d.runs_in.contains(&Stage::None) && matches!(d.leaves, Leaves::Same)
+    };
+    if phases.is_empty() || (!creates && !phases.iter().all(form_only)) {
+        return Err("phases must start with \"create\" (\"parameters\" may come first, or stand alone as a form load)".into());
     }
-    if phases.last() != Some(&Phase::Delete) {
+    if creates && cleanup(phases).is_none() {
         return Err(
             "phases must end with \"delete\": scaletestd never leaves workspaces behind".into(),
         );
@@ -239,6 +278,14 @@ pub fn check_order(phases: &[Phase]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The walk's closing phase, when it has one: the last, when it deletes the workspace.
+pub fn cleanup(phases: &[Phase]) -> Option<Phase> {
+    phases
+        .last()
+        .copied()
+        .filter(|p| matches!(p.def().leaves, Leaves::Stage(Stage::Gone)))
 }
 
 /// What the phases take from the scenario.
@@ -268,18 +315,24 @@ pub struct Ctx {
 /// What a run's phases share beyond one workspace, made once per run; the runner knows it
 /// only as a whole, so a phase that needs per-run state adds it here and nowhere above.
 pub struct RunState {
+    /// The token's user's client (not a test user's): the `notify` phase's watcher.
+    pub main: Client,
     /// The wildcard app host, asked once per run by the first `app` phase that needs it.
     pub app_host: tokio::sync::OnceCell<Option<String>>,
     /// The run's workspaces gathering for one autostart minute.
     pub herd: autostart::Herd,
+    /// The watcher's inbox, opened by `notify`'s [`PhaseDef::prepare`].
+    pub inbox: notify::Inbox,
 }
 
 impl RunState {
-    /// For a run of `workspaces` workspaces.
-    pub fn new(workspaces: u32) -> Arc<RunState> {
+    /// For a run of `workspaces` workspaces by the token's user `main` (or its test users).
+    pub fn new(workspaces: u32, main: Client) -> Arc<RunState> {
         Arc::new(RunState {
+            main,
             app_host: tokio::sync::OnceCell::new(),
             herd: autostart::Herd::new(workspaces),
+            inbox: Default::default(),
         })
     }
 
@@ -298,6 +351,8 @@ pub struct Walk {
     pub name: String,
     /// Set by `create`.
     pub id: Option<Uuid>,
+    /// When Coder answered the create (set by `create`).
+    pub created: Option<std::time::Instant>,
     /// The workspace's owner, for `{owner}` in SSH settings.
     pub owner: String,
     /// The workspace's changes as they come (set by `create`).
@@ -321,6 +376,7 @@ impl Walk {
         Walk {
             name,
             id: None,
+            created: None,
             owner: String::new(),
             updates: None,
             agent: None,
@@ -349,6 +405,11 @@ impl Walk {
                 }
             });
         }
+    }
+
+    /// Ends the phase at `at`: when what it waited for arrived.
+    pub fn ended_at(&self, at: std::time::Instant) {
+        let _ = MEASURED.try_with(|m| m.set(Some(Ended::At(at))));
     }
 
     /// The agent phases connect to.

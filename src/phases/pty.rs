@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Reason, Stage, Walk};
 use crate::coder::Client;
 use crate::coder::pty::PtyEnd;
 
@@ -12,10 +12,8 @@ pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(60),
     runs_in: &[Stage::AgentReady],
     leaves: Leaves::Same,
-    clock: Clock::Ours,
-    build: None,
-    agents: false,
     run: |ctx, walk| Box::pin(run_phase(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 async fn run_phase(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {

@@ -4,17 +4,15 @@
 
 use std::time::Duration;
 
-use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
 use crate::ssh::{CoderEnv, Target};
 
 pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(60),
     runs_in: &[Stage::AgentReady],
     leaves: Leaves::Same,
-    clock: Clock::Ours,
-    build: None,
-    agents: false,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {

@@ -3,17 +3,16 @@
 
 use std::time::Duration;
 
-use super::{Clock, Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
+use super::{Ctx, Leaves, PhaseDef, PhaseError, Stage, Walk};
 use crate::coder::WorkspaceTransition;
 
 pub const DEF: PhaseDef = PhaseDef {
     default_timeout: Duration::from_secs(15 * 60),
     runs_in: &[Stage::Started, Stage::AgentReady],
     leaves: Leaves::Stage(Stage::Stopped),
-    clock: Clock::Ours,
     build: Some("stop"),
-    agents: false,
     run: |ctx, walk| Box::pin(run(ctx, walk)),
+    ..PhaseDef::BASE
 };
 
 async fn run(ctx: &Ctx, walk: &mut Walk) -> Result<(), PhaseError> {

@@ -76,7 +76,7 @@ impl RunCtx {
         abort: CancellationToken,
         workspaces: u32,
     ) -> RunCtx {
-        let run = phases::RunState::new(workspaces);
+        let run = phases::RunState::new(workspaces, client.clone());
         let clients = if owners.is_empty() {
             vec![client]
         } else {
@@ -216,6 +216,14 @@ pub async fn run(
             abort,
             slice.count,
         ));
+        // What the walk's phases set up once per run, before the first walk.
+        if let Err(e) = prepare_phases(&ctx).await {
+            run_span.record("otel.status_code", "ERROR");
+            tracing::error!(scenario = %scenario.name, reason = %e.reason, error = %e.message, "the run could not start");
+            report.setup_error = Some(e);
+            report.elapsed = clock.elapsed();
+            return report;
+        }
         let permits = Arc::new(Semaphore::new(scenario.concurrency as usize));
         let mut tasks = tokio::task::JoinSet::new();
         for index in slice.first..slice.first + slice.count {
@@ -262,6 +270,21 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// Runs each phase's [`phases::PhaseDef::prepare`] of the scenario's walk once.
+pub(crate) async fn prepare_phases(ctx: &RunCtx) -> Result<(), PhaseError> {
+    let mut seen = Vec::new();
+    for p in &ctx.scenario.phases {
+        if seen.contains(p) {
+            continue;
+        }
+        seen.push(*p);
+        if let Some(prepare) = p.def().prepare {
+            prepare(&ctx.owners[0]).await?;
+        }
+    }
+    Ok(())
 }
 
 /// One workspace, phase by phase, ending with `delete` once it exists.
@@ -334,8 +357,9 @@ pub(crate) async fn bring_up(
     let mut ok = true;
     // Where the previous phase ended on an event: the next one starts there.
     let mut since = None;
-    let last = s.phases.len().saturating_sub(1);
-    for (at, &phase) in s.phases[..last].iter().enumerate() {
+    // Every phase but the closing delete, which [`tear_down`] runs.
+    let upto = s.phases.len() - usize::from(phases::cleanup(&s.phases).is_some());
+    for (at, &phase) in s.phases[..upto].iter().enumerate() {
         let span = phase_span(phase);
         spans.push(span.context());
         let had_id = walk.id.is_some();
@@ -362,6 +386,8 @@ pub(crate) async fn bring_up(
     }
     report.id = walk.id;
     if walk.id.is_none() {
+        // Nothing to delete: a form load that went through, or a create that failed.
+        report.ok = ok && phases::cleanup(&s.phases).is_none();
         ctx.observer.workspace_done(&s.name, &report);
         return Err(report);
     }
@@ -436,8 +462,8 @@ pub(crate) async fn tear_down(ctx: &RunCtx, up: Up) -> WorkspaceReport {
     if !ok && let Some(u) = walk.updates.as_mut() {
         u.reset();
     }
-    // The scenario's last phase, which always deletes (checked with its configuration).
-    let cleanup = *ctx.scenario.phases.last().expect("a walk has phases");
+    // A walk that created a workspace ends with one (checked with its configuration).
+    let cleanup = phases::cleanup(&ctx.scenario.phases).expect("a walk that creates deletes");
     let run = (cleanup.def().run)(ctx.phases(report.index), &mut walk);
     let deleted = timed(
         ctx,

@@ -74,9 +74,14 @@ pub async fn prepare(
             ));
         }
     }
-    refuse_values(client, scenario, &template, &params, me.id).await?;
+    // A walk whose phases judge the values themselves (a form load) is not refused here.
+    if !scenario.phases.iter().any(|p| p.def().judges_parameters) {
+        refuse_values(client, scenario, &template, &params, me.id).await?;
+    }
     Ok(Blueprint {
         template_id: template.id,
+        classic_parameters: template.classic_parameters(),
+        version_id: template.active_version_id,
         template_name: template.name,
         organization_id: template.organization_id,
         parameters: scenario
@@ -150,7 +155,7 @@ async fn refuse_values(
         })
         .collect();
     Err(PhaseError::new(
-        Reason::Http4xx,
+        Reason::InvalidParameters,
         format!(
             "scenario {:?}: template {:?} would refuse these values: {}",
             scenario.name,

@@ -205,6 +205,16 @@ impl Accounts {
         Some(caller)
     }
 
+    /// The owners (coderd's template admins, as far as notifications go), not deleted.
+    pub fn owners(&self) -> Vec<Uuid> {
+        self.lock()
+            .users
+            .values()
+            .filter(|u| u.owner && !u.deleted)
+            .map(|u| u.user.id)
+            .collect()
+    }
+
     /// Requests made per username so far.
     pub fn calls(&self) -> HashMap<String, u64> {
         self.lock().calls.clone()

@@ -243,6 +243,12 @@ pub struct Latencies {
     pub app_health: Latency,
     /// The app's own answer through the proxy.
     pub app: Latency,
+    /// One evaluation of the create form (coderd runs coder/preview on the template's
+    /// Terraform for each).
+    pub form: Latency,
+    /// From a create to its "Workspace Created" inbox notification (coderd's notifier
+    /// fetches queued messages every 15 s).
+    pub notification: Latency,
 }
 
 impl Default for Latencies {
@@ -263,6 +269,8 @@ impl Default for Latencies {
             agent_startup: ms(200, 800),
             app_health: ms(200, 600),
             app: ms(2, 10),
+            form: ms(20, 80),
+            notification: ms(1000, 15000),
         }
     }
 }

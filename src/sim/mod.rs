@@ -15,6 +15,8 @@ pub mod autostart;
 pub mod config;
 pub mod deliveries;
 pub mod faults;
+pub mod forms;
+pub mod inbox;
 pub mod metrics;
 pub mod parameters;
 pub mod pty;

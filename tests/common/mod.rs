@@ -41,6 +41,8 @@ pub fn fast_sim() -> SimConfig {
             agent_startup: ms(40),
             app_health: ms(30),
             app: ms(1),
+            form: ms(5),
+            notification: ms(50),
         },
         ping_interval: HumanDuration(Duration::from_secs(15)),
         ..Default::default()

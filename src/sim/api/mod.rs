@@ -136,6 +136,18 @@ pub fn router(app: Shared) -> Router {
             "/api/v2/templateversions/{templateversion}/dynamic-parameters/evaluate",
             post(evaluate_parameters),
         )
+        .route(
+            "/api/v2/templateversions/{templateversion}/dynamic-parameters",
+            get(super::forms::handler),
+        )
+        .route(
+            "/api/v2/notifications/inbox/watch",
+            get(super::inbox::watch),
+        )
+        .route(
+            "/api/v2/users/{user}/notifications/preferences",
+            get(super::inbox::preferences).put(super::inbox::put_preferences),
+        )
         .route("/api/v2/workspaces", get(list))
         .route("/api/v2/workspaces/{workspace}", get(workspace))
         .route("/api/v2/workspaces/{workspace}/builds", post(create_build))

@@ -110,6 +110,8 @@ pub struct State {
     pub id: Identity,
     /// Users and their tokens: who each request is from.
     pub accounts: crate::sim::accounts::Accounts,
+    /// Inbox notifications: live streams and preferences.
+    pub inboxes: crate::sim::inbox::Inboxes,
     pub world: Mutex<World>,
     provisioners: Arc<Semaphore>,
 }
@@ -174,6 +176,7 @@ impl State {
                 params,
             },
             accounts: Default::default(),
+            inboxes: Default::default(),
             world: Mutex::new(World::default()),
         })
     }

@@ -59,7 +59,7 @@ pub(in crate::sim::api) fn name_valid(name: &str) -> Result<(), String> {
 }
 
 /// Creates a workspace for the caller.
-pub(in crate::sim::api) fn create(app: &App, caller: &Caller, body: &[u8]) -> Answer {
+pub(in crate::sim::api) fn create(app: &Shared, caller: &Caller, body: &[u8]) -> Answer {
     let req: CreateWorkspaceRequest = read_body(body, "body")?;
     let st = &app.state;
     let template_ok = match (req.template_id, req.template_version_id) {
@@ -131,6 +131,7 @@ pub(in crate::sim::api) fn create(app: &App, caller: &Caller, body: &[u8]) -> An
         return Ok(resource_not_found());
     };
     let ws = st.create_workspace(&req.name, &owner, req.rich_parameter_values);
+    app.notify_created(&ws, caller.id);
     Ok((StatusCode::CREATED, Json(ws)).into_response())
 }
 
