@@ -249,7 +249,10 @@ pub fn check_order(phases: &[Phase]) -> Result<(), String> {
         let d = p.def();
         d.runs_in.contains(&Stage::None) && matches!(d.leaves, Leaves::Same)
     };
-    if phases.is_empty() || (!creates && !phases.iter().all(form_only)) {
+    let starts = phases
+        .first()
+        .is_some_and(|p| p.def().runs_in.contains(&Stage::None));
+    if !starts || (!creates && !phases.iter().all(form_only)) {
         return Err("phases must start with \"create\" (\"parameters\" may come first, or stand alone as a form load)".into());
     }
     if creates && cleanup(phases).is_none() {
