@@ -32,6 +32,7 @@ async fn features(coder: &RealCoder) {
     check_says_coder_does_not_trace(coder, dir.path()).await;
     test_users(coder, dir.path()).await;
     parameters(coder, dir.path()).await;
+    form_and_inbox(coder, dir.path()).await;
     autostart(coder, dir.path()).await;
     daemon_with_traffic_and_a_schedule(coder, dir.path()).await;
     tls_front(coder, dir.path()).await;
@@ -336,6 +337,183 @@ phases = ["create", "build", "agent", "delete"]
         "real coder, rich parameters: {} bad values refused by check and once in coderd's words, good values 6/6",
         bad.len()
     );
+}
+
+/// The create form of a template with dynamic parameters (a main.tf coderd evaluates) and
+/// the inbox (issue 30): the walk with `parameters` 10/10, bad values failing there in
+/// coderd's words (and refused by `check`, which asks coderd to evaluate them), a form load
+/// of 50 at concurrency 25, and `notify` on 8 workspaces over 4 test users.
+async fn form_and_inbox(coder: &RealCoder, dir: &Path) {
+    let template = coder.get("CODER_DYNAMIC_TEMPLATE");
+    let scenario = |name: &str, values: &str, count: u32, concurrency: u32, phases: &str| {
+        format!(
+            r#"[[scenario]]
+name = "{name}"
+template = "{template}"
+workspace_prefix = "st{name}"
+count = {count}
+concurrency = {concurrency}
+parameters = {{ {values} }}
+phases = {phases}
+run_command = "{ECHO}"
+expect_output = "hello-42"
+
+[scenario.timeouts]
+build = "90s"
+agent = "90s"
+delete = "90s"
+"#
+        )
+    };
+    let walk = r#"["parameters", "create", "build", "agent", "pty", "delete"]"#;
+    let good = "region = \"us\", zone = \"us-west\", cpu = \"4\"";
+    let cfg = write(
+        coder,
+        dir,
+        "form.toml",
+        &scenario("form", good, 10, 10, walk),
+    );
+    let report = dir.join("form.json");
+    let out = bin_async(
+        coder,
+        &[
+            "once",
+            "--config",
+            &cfg,
+            "--output",
+            &format!("json:{}", report.display()),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains("10 workspaces: 10 succeeded, 0 failed"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("parameters.initial") && out.stdout.contains("parameters.change"),
+        "{out}"
+    );
+    let table: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("parameters"))
+        .collect();
+    println!(
+        "real coder, the dynamic form before create: 10/10\n{}",
+        table.join("\n")
+    );
+
+    // Bad values: a number out of its validation, a zone the region does not offer.
+    for (i, (values, words)) in [
+        ("cpu = \"99\"", "99 CPUs: choose 1 to 8"),
+        ("region = \"us\", zone = \"eu-west\"", "\"eu-west\""),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let cfg = write(
+            coder,
+            dir,
+            &format!("form-bad{i}.toml"),
+            &scenario("formbad", values, 2, 2, walk),
+        );
+        let out = bin_async(coder, &["once", "--config", &cfg]).await;
+        assert_eq!(out.code, Some(1), "{out}");
+        assert!(
+            out.stdout
+                .contains("2 workspaces: 0 succeeded, 2 failed (2 parameters: invalid_parameters)"),
+            "{out}"
+        );
+        assert!(
+            out.all().contains(words),
+            "coderd's diagnostic in the error: {out}"
+        );
+        // check asks coderd to evaluate the same values, and refuses them too.
+        let plain = write(
+            coder,
+            dir,
+            &format!("form-check{i}.toml"),
+            &scenario("formchk", values, 2, 2, r#"["create", "build", "delete"]"#),
+        );
+        let check = bin_async(coder, &["check", "--config", &plain]).await;
+        assert_eq!(check.code, Some(1), "{check}");
+        assert!(check.stdout.contains(words), "{check}");
+        println!(
+            "real coder, {values}: {}",
+            check
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("FAIL"))
+                .unwrap_or_default()
+        );
+    }
+    assert!(listed(coder, "stformbad-").await.is_empty());
+
+    // A form load: 50 evaluations at concurrency 25, nothing created.
+    let cfg = write(
+        coder,
+        dir,
+        "formload.toml",
+        &scenario("formload", good, 50, 25, r#"["parameters"]"#),
+    );
+    let out = bin_async(coder, &["once", "--config", &cfg]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains("50 workspaces: 50 succeeded, 0 failed"),
+        "{out}"
+    );
+    assert!(listed(coder, "stformload-").await.is_empty());
+    println!(
+        "real coder, a form load of 50 at concurrency 25:\n{}",
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("parameters"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // notify: 8 workspaces over 4 test users, the admin watching its inbox.
+    let cfg = write(
+        coder,
+        dir,
+        "notify.toml",
+        &format!(
+            r#"[[scenario]]
+name = "notify"
+template = "{}"
+workspace_prefix = "stn"
+count = 8
+concurrency = 8
+phases = ["create", "notify", "build", "delete"]
+
+[scenario.timeouts]
+build = "90s"
+delete = "90s"
+
+[scenario.users]
+count = 4
+prefix = "rc-notify"
+"#,
+            coder.get("CODER_TEMPLATE")
+        ),
+    );
+    let out = bin_async(coder, &["once", "--config", &cfg]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains("8 workspaces: 8 succeeded, 0 failed"),
+        "{out}"
+    );
+    println!(
+        "real coder, notify over 4 test users: 8/8\n{}",
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("notify"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let out = bin_async(coder, &["cleanup", "--users", "--config", &cfg]).await;
+    assert_eq!(out.code, Some(0), "{out}");
 }
 
 /// `POST /users/me/workspaces` with one parameter value, as the admin: coderd's answer.

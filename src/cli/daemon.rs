@@ -151,6 +151,11 @@ fn demo_sim() -> SimConfig {
     s.failures.app_502 = 0.02;
     // The herd autostarts within a second of its minute, not within a minute of it.
     s.autostart_tick = crate::config::HumanDuration(std::time::Duration::from_secs(1));
+    // And the notifier is told at once rather than on its 15 s fetch.
+    s.latency.notification = crate::sim::config::Latency::Range {
+        min: crate::config::HumanDuration(std::time::Duration::from_millis(200)),
+        max: crate::config::HumanDuration(std::time::Duration::from_millis(1500)),
+    };
     s
 }
 
@@ -214,7 +219,7 @@ template = "docker"
 parameters = {{ image = "codercom/enterprise-base:ubuntu" }}
 count = {count}
 concurrency = {concurrency}
-phases = ["create", "build", "agent", "app", "ssh", "pty", "stop", "start", "agent", "delete"]
+phases = ["parameters", "create", "build", "agent", "app", "ssh", "pty", "stop", "start", "agent", "delete"]
 run_command = "echo hello from $(hostname)"
 expect_output = "hello from"
 
@@ -261,6 +266,8 @@ workspace_prefix = "demo-herd"
 schedule = "0 */2 * * * *"
 template = "docker"
 count = 4
+# The test users create the workspaces; the token's user is told of each in its inbox.
+phases = ["create", "notify", "build", "agent", "stop", "autostart.created", "autostart.acquired", "autostart.built", "autostart.ready", "delete"]
 
 [scenario.users]
 count = 2

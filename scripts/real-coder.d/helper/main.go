@@ -4,8 +4,9 @@
 //
 //	helper setup  --url URL --template NAME --app-url URL --env-out FILE
 //	    first user, a session token, and an echo template whose "start" builds have one
-//	    agent (token left empty: coderd mints one per build) with one app, and the same
-//	    template with rich parameters (NAME-params); writes CODER_* lines to FILE.
+//	    agent (token left empty: coderd mints one per build) with one app, the same
+//	    template with rich parameters on the classic flow (NAME-params) and with dynamic
+//	    parameters from a main.tf (NAME-dynamic); writes CODER_* lines to FILE.
 //	helper agents --url URL --pg DSN --coder BIN --dir DIR --app-listen ADDR
 //	    one real `coder agent` per agent of every workspace whose latest build is a start,
 //	    started when coderd inserts it and stopped when a stop or delete build replaces it;
@@ -97,11 +98,90 @@ func richParameters() []*proto.RichParameter {
 	}
 }
 
+// dynamicTerraform is the Terraform of template NAME-dynamic: coderd evaluates it with
+// coder/preview, without running Terraform (coderd/parameters_test.go does the same on
+// echo), so its parameters are a real dynamic form: options, a number with validation,
+// and a parameter whose options follow another's value.
+const dynamicTerraform = `terraform {
+  required_providers {
+    coder = {
+      source = "coder/coder"
+    }
+  }
+}
+
+data "coder_workspace_owner" "me" {}
+
+data "coder_parameter" "region" {
+  name         = "region"
+  display_name = "Region"
+  type         = "string"
+  default      = "eu"
+  mutable      = false
+  option {
+    name  = "Europe"
+    value = "eu"
+  }
+  option {
+    name  = "United States"
+    value = "us"
+  }
+}
+
+data "coder_parameter" "zone" {
+  name         = "zone"
+  display_name = "Zone"
+  type         = "string"
+  default      = data.coder_parameter.region.value == "us" ? "us-east" : "eu-west"
+  mutable      = false
+  dynamic "option" {
+    for_each = data.coder_parameter.region.value == "us" ? ["us-east", "us-west"] : ["eu-west", "eu-north"]
+    content {
+      name  = option.value
+      value = option.value
+    }
+  }
+}
+
+data "coder_parameter" "cpu" {
+  name         = "cpu"
+  display_name = "CPU"
+  type         = "number"
+  default      = 2
+  mutable      = true
+  validation {
+    min   = 1
+    max   = 8
+    error = "{value} CPUs: choose {min} to {max}"
+  }
+}
+`
+
+// dynamicParameters are the same parameters as the import declares them (what the rich
+// parameters endpoint lists); the form itself comes from dynamicTerraform.
+func dynamicParameters() []*proto.RichParameter {
+	i32 := func(v int32) *int32 { return &v }
+	return []*proto.RichParameter{
+		{
+			Name: "region", DisplayName: "Region", Type: "string", DefaultValue: "eu", Order: 1,
+			Options: []*proto.RichParameterOption{{Name: "Europe", Value: "eu"}, {Name: "United States", Value: "us"}},
+		},
+		{
+			Name: "zone", DisplayName: "Zone", Type: "string", DefaultValue: "eu-west", Order: 2,
+			Options: []*proto.RichParameterOption{{Name: "eu-west", Value: "eu-west"}, {Name: "eu-north", Value: "eu-north"}},
+		},
+		{
+			Name: "cpu", DisplayName: "CPU", Type: "number", DefaultValue: "2", Mutable: true, Order: 3,
+			ValidationMin: i32(1), ValidationMax: i32(8), ValidationError: "{value} CPUs: choose {min} to {max}",
+		},
+	}
+}
+
 // template is the echo template's source: a start build has one linux agent with an app
 // whose health is checked; a stop build keeps the resource without its agent (as a
 // Terraform template's `count = start_count` does); a delete build leaves nothing. With
 // params, every transition's graph declares richParameters.
-func template(appURL string, params []*proto.RichParameter) ([]byte, error) {
+func template(appURL string, params []*proto.RichParameter, extra map[string][]byte) ([]byte, error) {
 	agent := &proto.Agent{
 		Name:            "main",
 		OperatingSystem: "linux",
@@ -119,7 +199,8 @@ func template(appURL string, params []*proto.RichParameter) ([]byte, error) {
 		return []*proto.Response{{Type: &proto.Response_Graph{Graph: &proto.GraphComplete{Resources: resources, Parameters: params}}}}
 	}
 	return echo.Tar(&echo.Responses{
-		Parse: echo.ParseComplete,
+		ExtraFiles: extra,
+		Parse:      echo.ParseComplete,
 		ProvisionGraphMap: map[proto.WorkspaceTransition][]*proto.Response{
 			proto.WorkspaceTransition_START:   graph(&proto.Resource{Name: "dev", Type: "null_resource", Agents: []*proto.Agent{agent}}),
 			proto.WorkspaceTransition_STOP:    graph(&proto.Resource{Name: "dev", Type: "null_resource"}),
@@ -156,8 +237,13 @@ func setup(args []string) {
 		name    string
 		params  []*proto.RichParameter
 		classic bool
-	}{{*name, nil, false}, {*name + "-params", richParameters(), true}} {
-		tar, err := template(*appURL, t.params)
+		extra   map[string][]byte
+	}{
+		{*name, nil, false, nil},
+		{*name + "-params", richParameters(), true, nil},
+		{*name + "-dynamic", dynamicParameters(), false, map[string][]byte{"main.tf": []byte(dynamicTerraform)}},
+	} {
+		tar, err := template(*appURL, t.params, t.extra)
 		check(err, "building the echo template")
 		tpl := createTemplate(ctx, client, first.OrganizationID, t.name, tar)
 		if t.classic {
@@ -167,8 +253,8 @@ func setup(args []string) {
 		}
 	}
 
-	env := fmt.Sprintf("CODER_URL=%s\nCODER_SESSION_TOKEN=%s\nCODER_TEMPLATE=%s\nCODER_PARAMS_TEMPLATE=%s-params\nCODER_ORGANIZATION_ID=%s\nCODER_APP=%s\n",
-		*rawURL, token.Key, *name, *name, first.OrganizationID, appSlug)
+	env := fmt.Sprintf("CODER_URL=%s\nCODER_SESSION_TOKEN=%s\nCODER_TEMPLATE=%s\nCODER_PARAMS_TEMPLATE=%s-params\nCODER_DYNAMIC_TEMPLATE=%s-dynamic\nCODER_ORGANIZATION_ID=%s\nCODER_APP=%s\n",
+		*rawURL, token.Key, *name, *name, *name, first.OrganizationID, appSlug)
 	if *envOut != "" {
 		check(os.WriteFile(*envOut, []byte(env), 0o600), "writing "+*envOut)
 	}
