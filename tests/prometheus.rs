@@ -34,7 +34,15 @@ async fn every_dashboard_query_and_rule_returns_series_from_a_real_prometheus() 
     std::fs::create_dir_all(&dir).unwrap();
     let _demo = Kill(
         Command::new(BIN)
-            .args(["demo", "--schedule", "*/3 * * * * *", "--count", "3"])
+            .args([
+                "demo",
+                "--schedule",
+                "*/3 * * * * *",
+                "--herd-schedule",
+                "*/20 * * * * *",
+                "--count",
+                "3",
+            ])
             .arg("--listen")
             .arg(format!("127.0.0.1:{daemon_port}"))
             .arg("--sim-metrics-listen")

@@ -675,6 +675,67 @@ impl Side {
 }
 
 impl Side {
+    /// The create form of `template`'s active version over its websocket: the first
+    /// preview, and the answer to `inputs` (one value out of its validation).
+    async fn form(&mut self, template: &str, inputs: &str) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let me = self.get("users/me", "/api/v2/users/me").await;
+        let org = me["organization_ids"][0].as_str().unwrap().to_string();
+        let t = self
+            .get(
+                "template",
+                &format!("/api/v2/organizations/{org}/templates/{template}"),
+            )
+            .await;
+        let version = t["active_version_id"].as_str().unwrap().to_string();
+        let mut url = self.base.clone();
+        url.set_scheme("ws").unwrap();
+        url.set_path(&format!(
+            "/api/v2/templateversions/{version}/dynamic-parameters"
+        ));
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Coder-Session-Token", self.token.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .unwrap_or_else(|e| panic!("{}: the form: {e}", self.label));
+        let read = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                .await
+                .expect("a preview within 30 s")
+                .expect("the form stays open")
+                .unwrap();
+            if let Message::Text(t) = msg {
+                return serde_json::from_str::<serde_json::Value>(&t).unwrap();
+            }
+        };
+        let first = read(&mut ws).await;
+        assert_eq!(first["id"], -1, "{}: {first}", self.label);
+        self.answers.insert("form, first preview", (200, first));
+        ws.send(Message::Text(
+            format!(r#"{{"id": 1, "inputs": {inputs}}}"#).into(),
+        ))
+        .await
+        .unwrap();
+        let answer = read(&mut ws).await;
+        assert_eq!(answer["id"], 1, "{}: {answer}", self.label);
+        // The bad value's diagnostic is on its parameter, in the provider's words.
+        let cpu = answer["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "cpu")
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "{}: the form's answer for cpu = 99: {}",
+            self.label, cpu["diagnostics"]
+        );
+        self.answers.insert("form, answer", (200, answer));
+    }
+
     /// What test users need: the entitlements, each way Coder refuses a user, a password
     /// user made, found, given a token (and refused one too long) and deleted.
     async fn accounts(&mut self, org: &str) {
@@ -820,6 +881,14 @@ async fn conformance(coder: &RealCoder) {
         serde_json::json!([{"name": "image", "value": "codercom/enterprise-base:ubuntu"}]);
     real.walk().await;
     ours.walk().await;
+    // The create form of a template with dynamic parameters on each side.
+    real.form(
+        coder.get("CODER_DYNAMIC_TEMPLATE"),
+        r#"{"region": "us", "zone": "us-west", "cpu": "99"}"#,
+    )
+    .await;
+    ours.form("docker", r#"{"region": "us", "cpu": "99"}"#)
+        .await;
     // Both trace (coderd with --otlp): neither echoes our span id; without a traceparent
     // both answer an X-Trace-ID of their own (tests/real_coder_features.rs: both off).
     for propagate in [true, false] {

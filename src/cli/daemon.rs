@@ -37,6 +37,10 @@ pub struct DemoArgs {
     /// Workspaces per run.
     #[arg(long, default_value_t = 10)]
     pub count: u32,
+    /// The autostart herd's schedule: every two minutes by default, so that a herd (which
+    /// waits for a whole minute) is not due again while it runs.
+    #[arg(long, default_value = "0 */2 * * * *")]
+    pub herd_schedule: String,
     /// The simulator's knobs (TOML); default: realistic latencies and a few failures.
     #[arg(long)]
     pub sim_config: Option<PathBuf>,
@@ -263,7 +267,7 @@ delete = "2m"
 name = "demo-autostart"
 kind = "autostart"
 workspace_prefix = "demo-herd"
-schedule = "0 */2 * * * *"
+schedule = "{herd_schedule}"
 template = "docker"
 count = 4
 # The test users create the workspaces; the token's user is told of each in its inbox.
@@ -278,6 +282,7 @@ prefix = "demo-user"
 "#,
         listen = args.listen,
         schedule = args.schedule,
+        herd_schedule = args.herd_schedule,
         count = args.count,
         concurrency = args.count.clamp(1, 5),
         proxy = toml::Value::String(demo_proxy_command()),
