@@ -741,6 +741,11 @@ impl Side {
     async fn accounts(&mut self, org: &str) {
         use reqwest::Method;
         self.get("entitlements", "/api/v2/entitlements").await;
+        self.get(
+            "notification preferences",
+            "/api/v2/users/me/notifications/preferences",
+        )
+        .await;
         let name = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let email = format!("{name}@scaletestd.invalid");
         let user = |extra: serde_json::Value| {

@@ -45,8 +45,10 @@ impl super::Client {
         }
         const ROUTE: &str = "/api/v2/users/{user}/notifications/preferences";
         const PATH: &str = "/api/v2/users/me/notifications/preferences";
-        let prefs: Vec<Preference> = self.get(ROUTE, PATH).await?;
+        // `null` when the user chose nothing (a Go nil slice).
+        let prefs: Option<Vec<Preference>> = self.get(ROUTE, PATH).await?;
         if prefs
+            .unwrap_or_default()
             .iter()
             .any(|p| p.id == WORKSPACE_CREATED && !p.disabled)
         {

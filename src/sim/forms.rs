@@ -9,11 +9,10 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Path, State as Ax};
-use axum::http::StatusCode;
 use axum::response::Response as AxResponse;
 
 use super::accounts::Caller;
-use super::api::{App, error};
+use super::api::App;
 use crate::coder::parameters::DynamicParametersRequest;
 
 pub async fn handler(
@@ -22,11 +21,9 @@ pub async fn handler(
     Path(version): Path<String>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> AxResponse {
-    let Ok(ws) = ws else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Upgrade to a websocket is required.",
-        );
+    let ws = match super::api::upgrade(ws) {
+        Ok(ws) => ws,
+        Err(refused) => return *refused,
     };
     if version != app.state.id.template.active_version_id.to_string() {
         return super::api::resource_not_found();

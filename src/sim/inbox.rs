@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Path, Query, State as Ax};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as AxResponse};
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -24,7 +23,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::accounts::Caller;
-use super::api::{App, error};
+use super::api::App;
 use super::types::Workspace;
 use crate::coder::inbox::WORKSPACE_CREATED;
 
@@ -133,11 +132,9 @@ pub async fn watch(
     Query(q): Query<WatchQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> AxResponse {
-    let Ok(ws) = ws else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Upgrade to a websocket is required.",
-        );
+    let ws = match super::api::upgrade(ws) {
+        Ok(ws) => ws,
+        Err(refused) => return *refused,
     };
     let wanted: Vec<Uuid> = q
         .templates
@@ -173,7 +170,8 @@ pub async fn watch(
     })
 }
 
-/// `GET /users/{user}/notifications/preferences`: the caller's explicit choices.
+/// `GET /users/{user}/notifications/preferences`: the caller's explicit choices; `null` when
+/// there are none, as coderd answers a nil slice (seen from coderd v2.36.1).
 pub async fn preferences(
     Ax(app): Ax<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -183,14 +181,14 @@ pub async fn preferences(
         return super::api::resource_not_found();
     }
     let on = app.state.inboxes.lock().enabled.contains(&caller.id);
-    let prefs: Vec<serde_json::Value> = if on {
-        vec![serde_json::json!({
+    let prefs = if on {
+        serde_json::json!([{
             "id": WORKSPACE_CREATED,
             "disabled": false,
             "updated_at": chrono::Utc::now(),
-        })]
+        }])
     } else {
-        vec![]
+        serde_json::Value::Null
     };
     Json(prefs).into_response()
 }

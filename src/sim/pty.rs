@@ -42,11 +42,9 @@ pub async fn handler(
     Query(q): Query<PtyQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> AxResponse {
-    let Ok(ws) = ws else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Upgrade to a websocket is required.",
-        );
+    let ws = match super::api::upgrade(ws) {
+        Ok(ws) => ws,
+        Err(refused) => return *refused,
     };
     let Some((workspace, a)) = Uuid::parse_str(&agent)
         .ok()

@@ -226,6 +226,21 @@ pub fn router(app: Shared) -> Router {
     api.with_state(app)
 }
 
+/// The websocket upgrade a handler needs, or coderd's 400 for a plain request to it.
+pub fn upgrade(
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<axum::extract::ws::WebSocketUpgrade, Box<AxResponse>> {
+    ws.map_err(|_| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "Upgrade to a websocket is required.",
+        ))
+    })
+}
+
 /// Coder's error body with a status.
 pub fn error(status: StatusCode, message: impl Into<String>) -> AxResponse {
     (

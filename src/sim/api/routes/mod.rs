@@ -114,6 +114,25 @@ pub(in crate::sim::api) fn bad_request(
         .into_response()
 }
 
+/// A search's query (`GET /users`, `GET /workspaces`): the terms, and a page of the results
+/// (coderd/httpapi `ParsePagination`: no limit or 0 means all).
+#[derive(serde::Deserialize)]
+pub(in crate::sim::api) struct SearchQuery {
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub offset: usize,
+}
+
+impl SearchQuery {
+    pub fn page<T>(&self, all: Vec<T>) -> Vec<T> {
+        let limit = self.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        all.into_iter().skip(self.offset).take(limit).collect()
+    }
+}
+
 /// A request refused with Coder's answer: what `?` carries out of a handler (boxed: an
 /// answer is large, and most calls are not refused).
 pub(in crate::sim::api) struct Refused(Box<AxResponse>);

@@ -12,38 +12,34 @@ use super::*;
 use crate::coder::{Response, ValidationError};
 use crate::sim::accounts::Caller;
 
+/// The user a route's `{user}` names: `me` (or the caller's own name or id) for the caller,
+/// else any user by name or id.
+fn named(app: &App, caller: &Caller, user: &str) -> Option<crate::sim::types::User> {
+    let key = if caller.is(user) {
+        caller.id.to_string()
+    } else {
+        user.to_string()
+    };
+    app.state.accounts.find(&key)
+}
+
 /// `GET /users/{user}`: any user by name or id, `me` for the caller.
 pub(in crate::sim::api) async fn user(
     Ax(app): Ax<Shared>,
     Extension(caller): Extension<Caller>,
     Path(user): Path<String>,
 ) -> AxResponse {
-    let key = if caller.is(&user) {
-        caller.id.to_string()
-    } else {
-        user
-    };
-    match app.state.accounts.find(&key) {
+    match named(&app, &caller, &user) {
         Some(u) => Json(u).into_response(),
         None => resource_not_found(),
     }
-}
-
-#[derive(Deserialize)]
-pub(in crate::sim::api) struct UsersQuery {
-    #[serde(default)]
-    q: String,
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: usize,
 }
 
 /// `GET /users?q=word`: users whose name or email contains the word (Coder's plain search
 /// term; other filters are refused rather than ignored), paged, with the total count.
 pub(in crate::sim::api) async fn list_users(
     Ax(app): Ax<Shared>,
-    Query(q): Query<UsersQuery>,
+    Query(q): Query<SearchQuery>,
 ) -> AxResponse {
     let mut word = String::new();
     for term in q.q.split_whitespace() {
@@ -60,8 +56,7 @@ pub(in crate::sim::api) async fn list_users(
     }
     let all = app.state.accounts.search(&word);
     let count = all.len();
-    let limit = q.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
-    let users: Vec<_> = all.into_iter().skip(q.offset).take(limit).collect();
+    let users = q.page(all);
     Json(serde_json::json!({ "users": users, "count": count })).into_response()
 }
 
@@ -316,12 +311,7 @@ pub(in crate::sim::api) async fn delete_user(
     Extension(caller): Extension<Caller>,
     Path(user): Path<String>,
 ) -> AxResponse {
-    let key = if caller.is(&user) {
-        caller.id.to_string()
-    } else {
-        user
-    };
-    let Some(u) = app.state.accounts.find(&key) else {
+    let Some(u) = named(&app, &caller, &user) else {
         return resource_not_found();
     };
     let owns = app
@@ -353,12 +343,7 @@ pub(in crate::sim::api) async fn create_token(
     body: axum::body::Bytes,
 ) -> Answer {
     let req: CreateToken = read_body(&body, "body")?;
-    let key = if caller.is(&user) {
-        caller.id.to_string()
-    } else {
-        user
-    };
-    let Some(u) = app.state.accounts.find(&key) else {
+    let Some(u) = named(&app, &caller, &user) else {
         return Ok(resource_not_found());
     };
     Ok(

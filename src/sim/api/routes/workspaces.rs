@@ -222,22 +222,12 @@ pub(in crate::sim::api) async fn put_autostart(
     })
 }
 
-#[derive(Deserialize)]
-pub(in crate::sim::api) struct ListQuery {
-    #[serde(default)]
-    q: String,
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: usize,
-}
-
 /// `GET /workspaces?q=owner:me name:<text>`: Coder's search, for the filters we use; a
 /// member sees its own workspaces only.
 pub(in crate::sim::api) async fn list(
     Ax(app): Ax<Shared>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<SearchQuery>,
 ) -> AxResponse {
     let mut owner: Option<String> = None;
     let mut name: Option<String> = None;
@@ -290,8 +280,7 @@ pub(in crate::sim::api) async fn list(
     drop(w);
     all.sort_by(|a, b| a.name.cmp(&b.name));
     let count = all.len() as i64;
-    let limit = q.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
-    let page = all.into_iter().skip(q.offset).take(limit).collect();
+    let page = q.page(all);
     Json(WorkspacesResponse {
         workspaces: page,
         count,
