@@ -27,6 +27,15 @@ fn scenario(sim: &scaletestd::sim::Sim, count: u32, concurrency: u32, extra: &st
         .parse()
 }
 
+/// A run whose workspaces are spread over the scenario's test users.
+async fn run_as_users(cfg: &Config) -> scaletestd::runner::RunReport {
+    let setup = scaletestd::runner::Setup {
+        users: Some(&Pools::default()),
+        ..Default::default()
+    };
+    run_in(cfg, &client(cfg), setup).await
+}
+
 const FORM_ROUTE: &str = "GET /api/v2/templateversions/{templateversion}/dynamic-parameters";
 const CREATE_ROUTE: &str = "POST /api/v2/users/{user}/workspaces";
 
@@ -39,15 +48,7 @@ async fn the_form_is_loaded_before_create_as_each_owner_and_timed_apart() {
         5,
         "parameters = { region = \"us\", cpu = \"4\" }\nphases = [\"parameters\", \"create\", \"build\", \"agent\", \"pty\", \"delete\"]\n[scenario.users]\ncount = 2\nprefix = \"form-user\"",
     );
-    let r = run_in(
-        &cfg,
-        &client(&cfg),
-        scaletestd::runner::Setup {
-            users: Some(&Pools::default()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let r = run_as_users(&cfg).await;
     assert_eq!(
         report::summary_line(&r),
         "10 workspaces: 10 succeeded, 0 failed"
@@ -129,15 +130,7 @@ async fn workspace_created_reaches_the_watchers_inbox_for_each_workspace() {
         8,
         "phases = [\"create\", \"notify\", \"build\", \"delete\"]\n[scenario.users]\ncount = 4\nprefix = \"inbox-user\"",
     );
-    let r = run_in(
-        &cfg,
-        &client(&cfg),
-        scaletestd::runner::Setup {
-            users: Some(&Pools::default()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let r = run_as_users(&cfg).await;
     assert_eq!(
         report::summary_line(&r),
         "8 workspaces: 8 succeeded, 0 failed"

@@ -50,6 +50,20 @@ async fn bin_async(coder: &RealCoder, args: &[&str]) -> Ran {
     tokio::task::block_in_place(|| bin(coder, args))
 }
 
+/// `once` with `args` after the configuration, which must end `n/n`; what it printed.
+async fn once_all(coder: &RealCoder, cfg: &str, n: u32, args: &[&str]) -> Ran {
+    let mut all = vec!["once", "--config", cfg];
+    all.extend_from_slice(args);
+    let out = bin_async(coder, &all).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("{n} workspaces: {n} succeeded, 0 failed")),
+        "{out}"
+    );
+    out
+}
+
 /// A configuration file: `[coder]` at this coderd, a `[server]` on any port, and `rest`.
 fn write(coder: &RealCoder, dir: &Path, name: &str, rest: &str) -> String {
     write_with(coder, dir, name, "", rest)
@@ -187,12 +201,7 @@ prefix = "rc-user"
             bin = coder.get("CODER_BIN"),
         ),
     );
-    let out = bin_async(coder, &["once", "--config", &cfg]).await;
-    assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("12 workspaces: 12 succeeded, 0 failed"),
-        "{out}"
-    );
+    once_all(coder, &cfg, 12, &[]).await;
     // Coder's own record: each user owned three of them (coderd counts builds by owner and
     // workspace), made as a password user (no license here: no service accounts).
     let metrics = reqwest::get(coder.get("CODER_PROMETHEUS"))
@@ -327,12 +336,7 @@ phases = ["create", "build", "agent", "delete"]
     );
     let check = bin_async(coder, &["check", "--config", &cfg]).await;
     assert_eq!(check.code, Some(0), "{check}");
-    let once = bin_async(coder, &["once", "--config", &cfg]).await;
-    assert_eq!(once.code, Some(0), "{once}");
-    assert!(
-        once.stdout.contains("6 workspaces: 6 succeeded, 0 failed"),
-        "{once}"
-    );
+    once_all(coder, &cfg, 6, &[]).await;
     println!(
         "real coder, rich parameters: {} bad values refused by check and once in coderd's words, good values 6/6",
         bad.len()
@@ -374,22 +378,13 @@ delete = "90s"
         &scenario("form", good, 10, 10, walk),
     );
     let report = dir.join("form.json");
-    let out = bin_async(
+    let out = once_all(
         coder,
-        &[
-            "once",
-            "--config",
-            &cfg,
-            "--output",
-            &format!("json:{}", report.display()),
-        ],
+        &cfg,
+        10,
+        &["--output", &format!("json:{}", report.display())],
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("10 workspaces: 10 succeeded, 0 failed"),
-        "{out}"
-    );
     assert!(
         out.stdout.contains("parameters.initial") && out.stdout.contains("parameters.change"),
         "{out}"
@@ -457,12 +452,7 @@ delete = "90s"
         "formload.toml",
         &scenario("formload", good, 50, 25, r#"["parameters"]"#),
     );
-    let out = bin_async(coder, &["once", "--config", &cfg]).await;
-    assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("50 workspaces: 50 succeeded, 0 failed"),
-        "{out}"
-    );
+    let out = once_all(coder, &cfg, 50, &[]).await;
     assert!(listed(coder, "stformload-").await.is_empty());
     println!(
         "real coder, a form load of 50 at concurrency 25:\n{}",
@@ -498,12 +488,7 @@ prefix = "rc-notify"
             coder.get("CODER_TEMPLATE")
         ),
     );
-    let out = bin_async(coder, &["once", "--config", &cfg]).await;
-    assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("8 workspaces: 8 succeeded, 0 failed"),
-        "{out}"
-    );
+    let out = once_all(coder, &cfg, 8, &[]).await;
     println!(
         "real coder, notify over 4 test users: 8/8\n{}",
         out.stdout
@@ -576,22 +561,13 @@ delete = "90s"
         ),
     );
     let report = dir.join("autostart.json");
-    let out = bin_async(
+    once_all(
         coder,
-        &[
-            "once",
-            "--config",
-            &cfg,
-            "--output",
-            &format!("json:{}", report.display()),
-        ],
+        &cfg,
+        8,
+        &["--output", &format!("json:{}", report.display())],
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("8 workspaces: 8 succeeded, 0 failed"),
-        "{out}"
-    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let mut due = None;
@@ -892,12 +868,7 @@ delete = "90s"
         ),
     )
     .unwrap();
-    let out = bin_async(coder, &["once", "--config", path.to_str().unwrap()]).await;
-    assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("10 workspaces: 10 succeeded, 0 failed"),
-        "{out}"
-    );
+    once_all(coder, path.to_str().unwrap(), 10, &[]).await;
     assert!(listed(coder, "stl-").await.is_empty());
     println!(
         "real coder behind nginx (HTTP/2) with a self-signed certificate as the whole ca_file: 10/10"
