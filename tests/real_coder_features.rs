@@ -50,6 +50,11 @@ async fn bin_async(coder: &RealCoder, args: &[&str]) -> Ran {
     tokio::task::block_in_place(|| bin(coder, args))
 }
 
+/// Timeouts for a real build: coderd runs Terraform and pulls nothing, but a loaded
+/// machine makes a minute possible.
+const SLOW_TIMEOUTS: &str =
+    "[scenario.timeouts]\nbuild = \"90s\"\nagent = \"90s\"\ndelete = \"90s\"";
+
 /// `once` with `args` after the configuration, which must end `n/n`; what it printed.
 async fn once_all(coder: &RealCoder, cfg: &str, n: u32, args: &[&str]) -> Ran {
     let mut all = vec!["once", "--config", cfg];
@@ -184,10 +189,7 @@ expect_output = "hello-42"
 app = "{app}"
 app_expect = "hello from the real-coder app"
 
-[scenario.timeouts]
-build = "90s"
-agent = "90s"
-delete = "90s"
+{SLOW_TIMEOUTS}
 
 [scenario.ssh]
 proxy_command = "{bin} --disable-direct-connections ssh --stdio {{workspace}}"
@@ -362,10 +364,7 @@ phases = {phases}
 run_command = "{ECHO}"
 expect_output = "hello-42"
 
-[scenario.timeouts]
-build = "90s"
-agent = "90s"
-delete = "90s"
+{SLOW_TIMEOUTS}
 "#
         )
     };
@@ -552,10 +551,7 @@ workspace_prefix = "sta"
 count = 8
 concurrency = 8
 
-[scenario.timeouts]
-build = "90s"
-agent = "90s"
-delete = "90s"
+{SLOW_TIMEOUTS}
 "#,
             template = coder.get("CODER_TEMPLATE"),
         ),
@@ -630,10 +626,7 @@ transports = ["pty", "ssh"]
 bytes_per_tick = 64
 tick_interval = "500ms"
 
-[scenario.timeouts]
-build = "90s"
-agent = "90s"
-delete = "90s"
+{SLOW_TIMEOUTS}
 
 [scenario.ssh]
 proxy_command = "{bin} --disable-direct-connections ssh --stdio {{workspace}}"
@@ -858,10 +851,7 @@ phases = ["create", "build", "agent", "pty", "delete"]
 run_command = "{ECHO}"
 expect_output = "hello-42"
 
-[scenario.timeouts]
-build = "90s"
-agent = "90s"
-delete = "90s"
+{SLOW_TIMEOUTS}
 "#,
             cert = cert.display(),
             template = coder.get("CODER_TEMPLATE"),
