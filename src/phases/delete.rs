@@ -57,7 +57,10 @@ pub async fn run(
         }
     };
 
-    let build = post_delete(client, workspace).await?;
+    // What the walk last saw of the workspace stands in for a first read of it: each call
+    // here is load on the Coder being measured.
+    let known = updates.latest.as_ref().map(|ws| ws.latest_build.job.status);
+    let build = post_delete(client, workspace, known).await?;
     let Some(build) = build else { return Ok(()) }; // already gone
 
     // Follow the delete build; the stream may end or error once the workspace is gone, so
@@ -68,11 +71,11 @@ pub async fn run(
             (b.id == build.id && b.job.status.is_terminal()).then(|| b.job.clone())
         })
         .await;
-    let job = match followed {
-        Ok(job) => job,
+    let (job, streamed) = match followed {
+        Ok(job) => (job, true),
         Err(e) => {
             tracing::debug!(workspace.id = %workspace, error = %e, "following the delete build directly");
-            wait_job(client, build.id).await?
+            (wait_job(client, build.id).await?, false)
         }
     };
     match job.status {
@@ -89,6 +92,17 @@ pub async fn run(
                 format!("the delete build failed: {}", job.error),
             ));
         }
+    }
+    // coderd marks the workspace deleted in the transaction that completes the delete job
+    // and then publishes it, so the stream's last state says "deleted" itself
+    // (coderd/workspaces.go watchWorkspace reads deleted workspaces too); ask only when the
+    // stream did not say so.
+    let said_deleted = updates.latest.as_ref().is_some_and(|ws| {
+        ws.latest_build.id == build.id
+            && ws.latest_build.status == crate::coder::WorkspaceStatus::Deleted
+    });
+    if streamed && said_deleted {
+        return Ok(());
     }
     match client.workspace(workspace).await {
         Err(e) if e.is_gone() => Ok(()),
@@ -111,8 +125,12 @@ pub async fn run(
 async fn post_delete(
     client: &Client,
     workspace: Uuid,
+    known: Option<ProvisionerJobStatus>,
 ) -> Result<Option<WorkspaceBuild>, PhaseError> {
     let mut attempt = 0;
+    // The latest build the walk saw ended: nothing to cancel, post the delete straight away.
+    // Should another build have begun since, Coder answers 409 and the next attempt reads.
+    let mut settled = known.is_some_and(|s| s.is_terminal());
     loop {
         let transient = |r: Reason| {
             matches!(
@@ -120,7 +138,12 @@ async fn post_delete(
                 Reason::Http5xx | Reason::RateLimited | Reason::ConnectError | Reason::Timeout
             )
         };
-        match cancel_active(client, workspace).await {
+        let presence = if std::mem::take(&mut settled) {
+            Ok(Presence::Idle)
+        } else {
+            cancel_active(client, workspace).await
+        };
+        match presence {
             Ok(Presence::Gone) => return Ok(None),
             Ok(Presence::Idle) => {}
             Err(e) if !transient(e.reason) || attempt >= DELETE_ATTEMPTS => return Err(e),
