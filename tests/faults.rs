@@ -91,9 +91,14 @@ async fn killed_ten_times_at_random_points_then_the_start_up_sweep_leaves_nothin
     };
     write_config(&cfg, sim.url().as_str(), &scenario("* * * * * *"));
     let mut most = 0;
+    let creates = || sim.request_count("POST /api/v2/users/{user}/workspaces");
     for _ in 0..10 {
+        let before = creates();
         let mut d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
-        let wait = rand::rng().random_range(300..2500);
+        // A random point of a run, not of the process start: on a loaded machine a debug
+        // build may take seconds to reach its first create.
+        eventually(Duration::from_secs(20), || creates() > before).await;
+        let wait = rand::rng().random_range(0..2000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         most = most.max(sim.live_workspaces().len());
         d.signal("KILL");
