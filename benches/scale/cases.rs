@@ -532,33 +532,39 @@ pub async fn run_all(quick: bool) -> String {
             })
             .collect()
     };
-    // `SCALE_BENCH_ONLY=traffic` (or `page`, `accuracy`, `peer`, `instructions`, `idle`):
-    // only those sections.
+    // `SCALE_BENCH_ONLY=traffic` (or `coder-peer`, `page`, `accuracy`, `peer`,
+    // `instructions`, `idle`): only those sections.
     if let Ok(only) = std::env::var("SCALE_BENCH_ONLY") {
-        if only.contains("accuracy") {
+        let has = |name: &str| only.split(',').any(|s| s.trim() == name);
+        if has("coder-peer") {
+            t.section(&crate::coder_peer::run(quick));
+        }
+        if has("accuracy") {
             t.accuracy(&accuracy());
         }
-        if only.contains("peer") {
+        if has("peer") {
             // scaletestd at Locust's concurrency, then Locust on the same flow.
             let n = 100;
             let rows = peer_rows(&sim, &otlp.url, within, n, quick);
             let locust = crate::report::locust(&sim, n, if quick { 20 } else { 40 });
             t.peer(n, &rows, &locust);
         }
-        if only.contains("traffic") {
+        if has("traffic") {
             traffic_section(&mut t, quick, &sim, &otlp.url);
         }
-        if only.contains("instructions") {
+        if has("instructions") {
             t.instructions(&crate::instructions::count(&otlp.url));
         }
-        if only.contains("idle") {
+        if has("idle") {
             t.idle(&sim).await;
         }
-        if only.contains("page") {
+        if has("page") {
             t.status_page();
         }
         return t.render();
     }
+    // Coder's own harness first: the comparison users make.
+    t.section(&crate::coder_peer::run(quick));
     let accuracy = accuracy();
     t.accuracy(&accuracy);
 

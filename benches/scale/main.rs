@@ -7,9 +7,13 @@
 //! intervals; CPU and memory per 1,000 full lifecycles against a raw client with no metrics or
 //! tracing; Locust on the same flow; `/metrics` encode time; the daemon's idle footprint.
 //!
+//! First of all, scaletestd against Coder's own harness on a real coderd (`coder_peer`, as
+//! root): the comparison users make.
+//!
 //! Figures are printed, never asserted: the machines are shared and noisy.
 
 mod cases;
+mod coder_peer;
 mod instructions;
 mod raw;
 mod report;

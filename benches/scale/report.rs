@@ -679,6 +679,11 @@ user = "{{workspace}}"
         );
     }
 
+    /// A section written elsewhere, as it is.
+    pub fn section(&mut self, text: &str) {
+        self.out.push_str(text);
+    }
+
     pub fn render(self) -> String {
         let machine = machine();
         format!("## Benchmark\n\nMachine: {machine}\n\n{}", self.out)

@@ -31,10 +31,19 @@ impl RealCoder {
     /// Starts one; `otlp`: where coderd exports its spans (`CODER_TRACE_ENABLE`), none: it
     /// does not trace.
     pub fn up(name: &str, otlp: Option<&str>) -> RealCoder {
+        RealCoder::up_with(name, otlp, true)
+    }
+
+    /// [`RealCoder::up`]; `agents`: whether a real agent starts for each build (off: builds
+    /// alone, as Coder's `--no-wait-for-agents` loads them).
+    pub fn up_with(name: &str, otlp: Option<&str>, agents: bool) -> RealCoder {
         let started = Instant::now();
         let mut args = vec!["up", "--name", name];
         if let Some(o) = otlp {
             args.extend(["--otlp", o]);
+        }
+        if !agents {
+            args.extend(["--agents", "off"]);
         }
         let out = script(&args);
         assert!(
