@@ -590,7 +590,10 @@ fn first_error(v: &Value) -> Option<String> {
         for r in runs.values() {
             // A run that passed says "<nil>"; a failed one is a Go error chain whose
             // interesting end is coderd's answer ("unexpected status code 428: ...").
-            if let Some(e) = r["error"].as_str().filter(|e| !e.is_empty() && *e != "<nil>") {
+            if let Some(e) = r["error"]
+                .as_str()
+                .filter(|e| !e.is_empty() && *e != "<nil>")
+            {
                 let e = e.find("status code").map_or(e, |at| &e[at..]);
                 return Some(one_line(e));
             }
