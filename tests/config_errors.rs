@@ -585,3 +585,32 @@ fn app_and_traffic_settings_are_tables_and_the_flat_keys_still_work_with_a_warni
         "{e}"
     );
 }
+
+/// The fuzz target's property (`fuzz/fuzz_targets/config.rs`) over its seeds and every prefix
+/// of each: accepted, or refused with an error that names the file and never the token. The
+/// test command replays these; `scripts/fuzz` fuzzes from them.
+#[test]
+fn fuzz_seeds_and_each_prefix_are_accepted_or_refused_naming_the_file() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/config");
+    let env = Env {
+        coder_session_token: Some("fuzz-token".into()),
+        ..Default::default()
+    };
+    let (mut tried, mut refused) = (0, 0);
+    for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/config") {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let cuts = text.char_indices().map(|(i, _)| i).chain([text.len()]);
+        for cut in cuts {
+            tried += 1;
+            if let Err(e) = Config::parse("fuzz.toml", &text[..cut], &env) {
+                refused += 1;
+                let msg = e.to_string();
+                assert!(msg.starts_with("fuzz.toml"), "{msg}");
+                assert!(!msg.contains("fuzz-token"), "the token leaked: {msg}");
+            }
+        }
+    }
+    // Three seeds of a few hundred bytes: most prefixes are refused, the whole good one not.
+    assert!(tried > 1000, "{tried} texts");
+    assert!(refused > 0 && refused < tried, "{refused} of {tried} refused");
+}

@@ -164,4 +164,33 @@ mod tests {
         let mut p = Parser::new(16);
         assert_eq!(p.push(&[b'x'; 40]), Err(SseError::TooLarge(16)));
     }
+
+    /// The fuzz target's property (`fuzz/fuzz_targets/sse.rs`) over its seeds, split at
+    /// every byte: the same events, or the same refusal, whole, in two chunks and byte by
+    /// byte. The test command replays these; `scripts/fuzz` fuzzes from them.
+    #[test]
+    fn fuzz_seeds_split_anywhere_give_the_same_events() {
+        fn feed<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Event>, SseError> {
+            let mut p = Parser::new(256);
+            let mut out = Vec::new();
+            for c in chunks {
+                out.extend(p.push(c)?);
+            }
+            Ok(out)
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/sse");
+        let mut events = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/sse") {
+            let seed = std::fs::read(entry.unwrap().path()).unwrap();
+            // A fuzz input's first byte is where it splits; the rest is the stream.
+            let stream = &seed[1..];
+            let whole = feed(std::iter::once(stream));
+            events += whole.as_ref().map_or(0, |e| e.len());
+            assert_eq!(whole, feed(stream.chunks(1)));
+            for at in 0..=stream.len() {
+                assert_eq!(whole, feed([&stream[..at], &stream[at..]].into_iter()), "{at}");
+            }
+        }
+        assert!(events >= 2, "{events} events in the seeds");
+    }
 }
