@@ -17,7 +17,7 @@
 //! plain calls negotiate HTTP/2 when the server offers it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -30,6 +30,9 @@ pub struct ExtraRoots {
     certs: Arc<[CertificateDer<'static>]>,
     /// The file they came from, named in errors.
     file: Option<Arc<Path>>,
+    /// The verifier, made on first use and shared by every clone: reading the system's
+    /// store costs milliseconds, and each client would otherwise read it once per pool.
+    verifier: Arc<OnceLock<Result<Arc<Verifier>, String>>>,
 }
 
 impl std::fmt::Debug for ExtraRoots {
@@ -49,7 +52,7 @@ impl ExtraRoots {
         }
         Ok(ExtraRoots {
             certs: certs.into(),
-            file: None,
+            ..Default::default()
         })
     }
 
@@ -67,6 +70,24 @@ impl ExtraRoots {
             .iter()
             .filter_map(|c| reqwest::Certificate::from_der(c).ok())
             .collect()
+    }
+
+    /// The one verifier of these roots and the system's.
+    fn verifier(&self) -> Result<Arc<Verifier>, String> {
+        self.verifier
+            .get_or_init(|| {
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                let chains = rustls_platform_verifier::Verifier::new_with_extra_roots(
+                    self.certs.iter().cloned(),
+                    provider,
+                )
+                .map_err(|e| format!("the system's certificate store: {e}"))?;
+                Ok(Arc::new(Verifier {
+                    pinned: self.certs.clone(),
+                    chains,
+                }))
+            })
+            .clone()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,20 +192,11 @@ pub(super) fn client_config(
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let chains = rustls_platform_verifier::Verifier::new_with_extra_roots(
-        extra.certs.iter().cloned(),
-        provider.clone(),
-    )
-    .map_err(|e| format!("the system's certificate store: {e}"))?;
-    let verifier = Verifier {
-        pinned: extra.certs.clone(),
-        chains,
-    };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(extra.verifier()?)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)

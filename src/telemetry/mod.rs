@@ -173,9 +173,8 @@ pub fn init(
     let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter));
     // Module paths on text lines only when the filter asks for debug somewhere.
-    let debug = env_filter
-        .max_level_hint()
-        .is_none_or(|l| l >= tracing::level_filters::LevelFilter::DEBUG);
+    let most = env_filter.max_level_hint();
+    let debug = most.is_none_or(|l| l >= tracing::level_filters::LevelFilter::DEBUG);
     // JSON lines carry the run, workspace and phase spans they happened in, whatever the
     // level: those spans reach the log layer (printing nothing themselves) even when the
     // filter passes only warnings.
@@ -223,6 +222,17 @@ pub fn init(
         .with(fmt.with_filter(filter))
         .with(spans)
         .try_init();
+    // try_init bridges the `log` records of our dependencies (rustls, tungstenite) at every
+    // level; those the filter drops would each still cost a dispatch.
+    log::set_max_level(match most.and_then(|l| l.into_level()) {
+        _ if most == Some(tracing::level_filters::LevelFilter::OFF) => log::LevelFilter::Off,
+        None => log::LevelFilter::Trace,
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+    });
     Ok(Telemetry { provider })
 }
 
