@@ -612,5 +612,8 @@ fn fuzz_seeds_and_each_prefix_are_accepted_or_refused_naming_the_file() {
     }
     // Three seeds of a few hundred bytes: most prefixes are refused, the whole good one not.
     assert!(tried > 1000, "{tried} texts");
-    assert!(refused > 0 && refused < tried, "{refused} of {tried} refused");
+    assert!(
+        refused > 0 && refused < tried,
+        "{refused} of {tried} refused"
+    );
 }

@@ -594,7 +594,11 @@ fn first_error(v: &Value) -> Option<String> {
                 .as_str()
                 .filter(|e| !e.is_empty() && *e != "<nil>")
             {
-                let e = e.find("status code").map_or(e, |at| &e[at..]);
+                // Without one, the innermost message follows xerrors' last frame (" - ").
+                let e = match e.find("status code") {
+                    Some(at) => &e[at..],
+                    None => e.rsplit(" - ").next().unwrap_or(e),
+                };
                 return Some(one_line(e));
             }
         }

@@ -188,7 +188,11 @@ mod tests {
             events += whole.as_ref().map_or(0, |e| e.len());
             assert_eq!(whole, feed(stream.chunks(1)));
             for at in 0..=stream.len() {
-                assert_eq!(whole, feed([&stream[..at], &stream[at..]].into_iter()), "{at}");
+                assert_eq!(
+                    whole,
+                    feed([&stream[..at], &stream[at..]].into_iter()),
+                    "{at}"
+                );
             }
         }
         assert!(events >= 2, "{events} events in the seeds");
