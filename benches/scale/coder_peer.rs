@@ -479,7 +479,10 @@ fn render_once(out: &mut String, w: Workload, tools: &[(Tool, &Figures)]) {
         .map(|(t, f)| (*t, vec![(*f).clone()]))
         .collect();
     let refs: Vec<(Tool, &Vec<Figures>)> = owned.iter().map(|(t, f)| (*t, f)).collect();
-    let _ = writeln!(out, "Each tool's multi-user mode, once:\n");
+    let w = Workload {
+        title: "each tool's multi-user mode, once: full lifecycles with real agents",
+        ..w
+    };
     render(out, w, &refs);
 }
 
