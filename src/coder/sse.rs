@@ -117,6 +117,20 @@ impl Parser {
     }
 }
 
+/// Every event of a stream that arrives in `chunks`, or the first refusal. Whatever the
+/// chunking, the answer is the same: the fuzz target `sse` and its seed replay hold it to that.
+pub fn parse_chunks<'a>(
+    max: usize,
+    chunks: &mut dyn Iterator<Item = &'a [u8]>,
+) -> Result<Vec<Event>, SseError> {
+    let mut p = Parser::new(max);
+    let mut out = Vec::new();
+    for c in chunks {
+        out.extend(p.push(c)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,27 +184,19 @@ mod tests {
     /// byte. The test command replays these; `scripts/fuzz` fuzzes from them.
     #[test]
     fn fuzz_seeds_split_anywhere_give_the_same_events() {
-        fn feed<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Event>, SseError> {
-            let mut p = Parser::new(256);
-            let mut out = Vec::new();
-            for c in chunks {
-                out.extend(p.push(c)?);
-            }
-            Ok(out)
-        }
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/sse");
         let mut events = 0;
         for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/sse") {
             let seed = std::fs::read(entry.unwrap().path()).unwrap();
             // A fuzz input's first byte is where it splits; the rest is the stream.
             let stream = &seed[1..];
-            let whole = feed(std::iter::once(stream));
+            let whole = parse_chunks(256, &mut std::iter::once(stream));
             events += whole.as_ref().map_or(0, |e| e.len());
-            assert_eq!(whole, feed(stream.chunks(1)));
+            assert_eq!(whole, parse_chunks(256, &mut stream.chunks(1)));
             for at in 0..=stream.len() {
                 assert_eq!(
                     whole,
-                    feed([&stream[..at], &stream[at..]].into_iter()),
+                    parse_chunks(256, &mut [&stream[..at], &stream[at..]].into_iter()),
                     "{at}"
                 );
             }
