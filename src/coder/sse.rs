@@ -119,9 +119,9 @@ impl Parser {
 
 /// Every event of a stream that arrives in `chunks`, or the first refusal. Whatever the
 /// chunking, the answer is the same: the fuzz target `sse` and its seed replay hold it to that.
-pub fn parse_chunks<'a>(
+pub fn parse_chunks(
     max: usize,
-    chunks: &mut dyn Iterator<Item = &'a [u8]>,
+    chunks: &mut dyn Iterator<Item = &[u8]>,
 ) -> Result<Vec<Event>, SseError> {
     let mut p = Parser::new(max);
     let mut out = Vec::new();
