@@ -112,7 +112,7 @@ fn section(quick: bool) -> String {
             agents: true,
         },
         Workload {
-            title: "full lifecycles with real agents, the most these cores carry",
+            title: "full lifecycles with real agents, the larger count",
             count: max,
             concurrency: max / 2,
             agents: true,
