@@ -224,16 +224,15 @@ pub fn init(
         .try_init();
     // try_init bridges the `log` records of our dependencies (rustls, tungstenite) at every
     // level; those the filter drops would each still cost a dispatch.
-    log::set_max_level(match most.and_then(|l| l.into_level()) {
-        _ if most == Some(tracing::level_filters::LevelFilter::OFF) => log::LevelFilter::Off,
-        None => log::LevelFilter::Trace,
-        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
-        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
-        Some(tracing::Level::INFO) => log::LevelFilter::Info,
-        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
-        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
-    });
+    log::set_max_level(log_level(most));
     Ok(Telemetry { provider })
+}
+
+/// The `log` crate's level for the filter's most verbose one (none: the filter cannot tell).
+/// Both crates spell their levels alike ("off", "error", … "trace").
+fn log_level(most: Option<tracing::level_filters::LevelFilter>) -> log::LevelFilter {
+    most.map_or(Ok(log::LevelFilter::Trace), |l| l.to_string().parse())
+        .unwrap_or(log::LevelFilter::Trace)
 }
 
 /// Adds `trace_id` and `span_id` of the current span to every JSON log line.
@@ -299,4 +298,26 @@ pub fn inject(span: &tracing::Span, headers: &mut reqwest::header::HeaderMap) {
     }
     let cx = span.context();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut H(headers)));
+}
+
+#[cfg(test)]
+mod log_level_tests {
+    use tracing::level_filters::LevelFilter;
+
+    #[test]
+    fn each_filter_level_is_the_same_log_level() {
+        assert_eq!(
+            super::log_level(Some(LevelFilter::OFF)),
+            log::LevelFilter::Off
+        );
+        assert_eq!(
+            super::log_level(Some(LevelFilter::WARN)),
+            log::LevelFilter::Warn
+        );
+        assert_eq!(
+            super::log_level(Some(LevelFilter::DEBUG)),
+            log::LevelFilter::Debug
+        );
+        assert_eq!(super::log_level(None), log::LevelFilter::Trace);
+    }
 }
