@@ -7,6 +7,12 @@
 //! when `shutdown` resolves stops scheduling, cancels the phases in flight and deletes what it
 //! created within `shutdown_grace`. Signals, exit codes and console output are the caller's
 //! (`cli`); tests drive it in-process and trigger runs with [`Daemon::run_now`].
+//!
+//! Its traffic pools and their reloads are in `pools`, what it shows through HTTP (the run
+//! API, the status page) in `served`.
+
+mod pools;
+mod served;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -50,43 +56,17 @@ pub struct Daemon {
     /// Live statistics of traffic scenarios, for the status page.
     pub traffic: Mutex<std::collections::BTreeMap<String, Arc<crate::traffic::TrafficStats>>>,
     /// The traffic pools running, by scenario.
-    pools: Mutex<std::collections::BTreeMap<String, Pool>>,
+    pools: Mutex<std::collections::BTreeMap<String, pools::Pool>>,
     /// Scenarios' test users and their tokens, kept across runs.
     users: crate::users::Pools,
     /// True once the start-up sweep is over: a run asked for before then waits, or the
     /// sweep would take its new workspaces for an earlier process's leftovers.
     swept: tokio::sync::watch::Sender<bool>,
     /// Runs started through the run API, newest last: `None` while running, then the
-    /// `once --output json` document. Bounded ([`DEMANDED_KEPT`]).
+    /// `once --output json` document. Bounded (`served::DEMANDED_KEPT`).
     demanded: Mutex<std::collections::VecDeque<(String, String, Option<serde_json::Value>)>>,
     /// Itself, for the run API to spawn runs from a `&self`.
     me: std::sync::Weak<Daemon>,
-}
-
-/// Runs started through the API whose state is kept.
-const DEMANDED_KEPT: usize = 100;
-
-/// A running traffic pool, and what a reload can tell it.
-struct Pool {
-    /// Everything of its scenario but its size and traffic settings: when this changes, the
-    /// pool is deleted and started again.
-    identity: String,
-    slice: tokio::sync::watch::Sender<crate::runner::Slice>,
-    settings: tokio::sync::watch::Sender<crate::config::TrafficConfig>,
-    stop: CancellationToken,
-}
-
-/// See [`Pool::identity`].
-fn pool_identity(sc: &Scenario) -> String {
-    let mut s = sc.clone();
-    s.count = 0;
-    s.concurrency = 0;
-    s.traffic.transports.clear();
-    s.traffic.sessions_per_workspace = 0;
-    s.traffic.bytes_per_tick = 0;
-    s.traffic.tick_interval = Duration::ZERO;
-    s.traffic.echo = false;
-    format!("{s:?}")
 }
 
 /// What the daemon needs beyond the configuration.
@@ -250,106 +230,6 @@ impl Daemon {
         Some(report)
     }
 
-    /// Keeps a traffic scenario's pool up until shutdown or until a reload stops it
-    /// (retrying its set-up while Coder cannot be reached), then deletes it. A reload that
-    /// changes only the pool's size or its traffic settings reaches it through its
-    /// [`traffic::PoolControl`](crate::traffic::PoolControl).
-    async fn keep_traffic(self: &Arc<Self>, sc: Scenario) {
-        let stats = Arc::new(crate::traffic::TrafficStats::default());
-        self.traffic
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sc.name.clone(), stats.clone());
-        let (slice_tx, slice) = tokio::sync::watch::channel(self.shard.slice(sc.count));
-        let (settings_tx, settings) = tokio::sync::watch::channel(sc.traffic.clone());
-        let stop = self.stop.child_token();
-        self.pools.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            sc.name.clone(),
-            Pool {
-                identity: pool_identity(&sc),
-                slice: slice_tx,
-                settings: settings_tx,
-                stop: stop.clone(),
-            },
-        );
-        let mut attempt = 0;
-        let ctx = loop {
-            let cfg = self.config();
-            let started = crate::traffic::context(
-                &self.client(),
-                &sc,
-                crate::runner::Setup {
-                    organization: cfg.coder.organization.as_deref(),
-                    users: Some(&self.users),
-                    run_id: None,
-                },
-                self.metrics.clone(),
-                stop.clone(),
-                self.abort.child_token(),
-            )
-            .await;
-            match started {
-                Ok(ctx) => break ctx,
-                Err(e) => {
-                    tracing::warn!(scenario = %sc.name, reason = %e.reason, error = %e.message, "cannot start the traffic pool; retrying");
-                    attempt += 1;
-                    let wait = crate::coder::backoff(
-                        Duration::from_secs(1),
-                        Duration::from_secs(60),
-                        attempt,
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            }
-        };
-        let control = crate::traffic::PoolControl { slice, settings };
-        let reports = crate::traffic::run(ctx, control, self.metrics.clone(), stats).await;
-        tracing::info!(scenario = %sc.name, workspaces = reports.len(), "traffic pool deleted");
-    }
-
-    /// Brings the traffic pools in line with the configuration now in force: new scenarios
-    /// start, removed ones are deleted, a changed count or traffic setting reaches the running
-    /// pool, and any other change (template, parameters, prefix, phases, SSH settings)
-    /// deletes the pool and starts it again.
-    fn reload_traffic(self: &Arc<Self>) {
-        let cfg = self.config();
-        let wanted: std::collections::BTreeMap<&str, &Scenario> = cfg
-            .scenarios
-            .iter()
-            .filter(|s| s.kind == crate::config::ScenarioKind::Traffic)
-            .map(|s| (s.name.as_str(), s))
-            .collect();
-        let mut start = Vec::new();
-        {
-            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            pools.retain(|name, pool| match wanted.get(name.as_str()) {
-                Some(sc) if pool_identity(sc) == pool.identity => true,
-                changed => {
-                    tracing::info!(scenario = %name, "traffic pool {}: deleting it", if changed.is_some() { "changed beyond its size and traffic settings" } else { "removed from the configuration" });
-                    pool.stop.cancel();
-                    false
-                }
-            });
-            for (name, sc) in &wanted {
-                match pools.get(*name) {
-                    Some(pool) => {
-                        pool.slice.send_replace(self.shard.slice(sc.count));
-                        pool.settings.send_replace(sc.traffic.clone());
-                    }
-                    None => start.push((*sc).clone()),
-                }
-            }
-        }
-        for sc in start {
-            tracing::info!(scenario = %sc.name, "starting the traffic pool");
-            let d = self.clone();
-            self.runs.spawn(async move { d.keep_traffic(sc).await });
-        }
-    }
-
     /// Deletes the scenario's leftovers (of this shard) and sets the orphan gauge.
     pub async fn sweep(&self, sc: &Scenario) {
         let client = self.client();
@@ -363,155 +243,6 @@ impl Daemon {
             Err(e) => {
                 tracing::warn!(scenario = %sc.name, error = %e, "sweep failed; will try after the next run")
             }
-        }
-    }
-}
-
-impl crate::server::Served for Daemon {
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    fn api_token(&self) -> Option<crate::secret::Secret> {
-        self.config().server.api_token.clone()
-    }
-
-    fn start_run(
-        &self,
-        name: &str,
-        count: Option<u32>,
-    ) -> Result<String, crate::server::api::Refusal> {
-        use crate::server::api::Refusal;
-        let d = self.me.upgrade().ok_or(Refusal::Stopping)?;
-        if self.stop.is_cancelled() {
-            return Err(Refusal::Stopping);
-        }
-        let cfg = self.config();
-        let names = || {
-            cfg.scenarios
-                .iter()
-                .filter(|s| s.kind != crate::config::ScenarioKind::Traffic)
-                .map(|s| format!("{:?}", s.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut sc = match self.scenario(name) {
-            Some(sc) if sc.kind != crate::config::ScenarioKind::Traffic => sc,
-            Some(_) => {
-                return Err(Refusal::Unknown(format!(
-                    "scenario {name:?} is a traffic pool, which runs all the time; runs can start: {}",
-                    names()
-                )));
-            }
-            None => {
-                return Err(Refusal::Unknown(format!(
-                    "no scenario {name:?}; runs can start: {}",
-                    names()
-                )));
-            }
-        };
-        if let Some(n) = count {
-            sc = sc
-                .with_count(n)
-                .map_err(|e| Refusal::Invalid(format!("count {n}: {e}")))?;
-        }
-        if !self.claim(name) {
-            return Err(Refusal::Running);
-        }
-        let id = crate::naming::new_run_id();
-        {
-            let mut q = self.demanded.lock().unwrap_or_else(|p| p.into_inner());
-            q.push_back((id.clone(), name.to_string(), None));
-            while q.len() > DEMANDED_KEPT {
-                q.pop_front();
-            }
-        }
-        tracing::info!(scenario = %name, run.id = %id, "run started through the API");
-        let run_id = id.clone();
-        self.runs.spawn(async move {
-            let report = if d.wait_for_sweep(&sc.name).await {
-                d.run_scenario(&sc, Some(&run_id)).await
-            } else {
-                None
-            };
-            d.release(&sc.name);
-            let doc = match report {
-                Some(r) => {
-                    let mut doc = crate::report::to_json_value(&r);
-                    doc["state"] = "done".into();
-                    doc
-                }
-                None => serde_json::json!({ "state": "skipped", "message": "scaletestd stopped before the run started" }),
-            };
-            let mut q = d.demanded.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = q.iter_mut().find(|e| e.0 == run_id) {
-                e.2 = Some(doc);
-            }
-        });
-        Ok(id)
-    }
-
-    fn run_state(&self, id: &str) -> Option<serde_json::Value> {
-        let q = self.demanded.lock().unwrap_or_else(|p| p.into_inner());
-        let (id, scenario, doc) = q.iter().find(|e| e.0 == id)?;
-        Some(match doc {
-            Some(doc) => {
-                let mut doc = doc.clone();
-                doc["id"] = id.clone().into();
-                doc
-            }
-            None => serde_json::json!({ "id": id, "scenario": scenario, "state": "running" }),
-        })
-    }
-
-    fn status_page(&self) -> String {
-        let cfg = self.config();
-        crate::status::render(&self.history, &self.page_info(&cfg))
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        let cfg = self.config();
-        crate::status::json(&self.history, &self.page_info(&cfg))
-    }
-
-    fn find_trace(&self, trace_id: &str) -> Option<serde_json::Value> {
-        let (scenario, run, w) = self.history.find_trace(trace_id)?;
-        Some(serde_json::json!({
-            "trace_id": trace_id,
-            "scenario": scenario,
-            "run_id": run.run_id,
-            "run_summary": run.summary_line,
-            "workspace": w.name,
-            "phase": w.phase,
-            "reason": w.reason,
-            "error": w.error,
-            "coder_trace_id": w.coder_trace_id,
-        }))
-    }
-}
-
-impl Daemon {
-    /// What the status page and its JSON show besides the history.
-    fn page_info<'a>(&self, cfg: &'a Config) -> crate::status::PageInfo<'a> {
-        crate::status::PageInfo {
-            // Traffic pools have their own section: listed once, with their live numbers.
-            scenarios: cfg
-                .scenarios
-                .iter()
-                .filter(|s| s.kind != crate::config::ScenarioKind::Traffic)
-                .map(|s| (s.name.as_str(), s.schedule.as_deref()))
-                .collect(),
-            coder_url: cfg.coder.url.as_str(),
-            coder_up: self.metrics.coder_up.get() == 1,
-            coder_traces: self.metrics.coder_traces_seen(),
-            trace_link: cfg.telemetry.trace_link.as_deref(),
-            traffic: self
-                .traffic
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|(name, st)| (name.clone(), st.snapshot()))
-                .collect(),
         }
     }
 }
