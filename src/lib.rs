@@ -3,7 +3,7 @@
 //! Data flows one way: configuration → daemon (schedules) → runner (a run: the walk over the
 //! scenario's phases) → phases → the Coder client; observations flow out through one observer
 //! to the metrics, the traces and the status history. No module imports one above it
-//! (`tests/layers.rs` checks there is no cycle).
+//! (`tests/it/process/layers.rs` checks there is no cycle).
 //!
 //! At the bottom, shared vocabulary:
 //! - [`reason`]: the closed set of failure reasons and their one spelling.

@@ -1,6 +1,10 @@
 //! The `ssh` phase over both transports against the simulator's real SSH server, every
 //! failure class, and no proxy process or workspace left behind.
+//!
+//! A test binary of its own, not in `tests/it`: it makes this process the reaper of orphans
+//! and counts the process's descendants, which other tests' children would join there.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

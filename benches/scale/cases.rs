@@ -17,6 +17,7 @@ use scaletestd::runner::{self, Slice};
 
 use crate::report::{AccuracyRow, Table, pct};
 use crate::sim::SimProcess;
+use crate::toolkit::{ConfigText, ScenarioText};
 use crate::*;
 
 /// Counts API requests, and feeds the daemon's metrics as the daemon does.
@@ -78,48 +79,39 @@ async fn ours(mode: &str, n: u32, concurrency: u32, full: bool) -> Value {
         None,
     )
     .expect("telemetry starts");
-    let phases = if full {
-        r#"["create", "build", "agent", "ssh", "pty", "delete"]"#
+    let phases: &[&str] = if full {
+        &["create", "build", "agent", "ssh", "pty", "delete"]
     } else {
-        r#"["create", "build", "agent", "delete"]"#
+        &["create", "build", "agent", "delete"]
     };
+    let mut config = ConfigText::new(env("SCALE_BENCH_URL")).coder("request_timeout = \"120s\"");
     // A simulator behind TLS: trust its authority (and speak HTTP/2 to it).
-    let ca = match std::env::var("SCALE_BENCH_CA") {
-        Ok(path) if !path.is_empty() => format!("ca_file = {path:?}"),
-        _ => String::new(),
-    };
-    let text = format!(
-        r#"[coder]
-url = "{url}"
-request_timeout = "120s"
-{ca}
-
-[[scenario]]
-name = "bench"
-workspace_prefix = "b{prefix}"
-template = "docker"
-count = {n}
-concurrency = {concurrency}
-phases = {phases}
-wait = "{mode}"
-run_command = "echo bench-ok"
-expect_output = "bench-ok"
-
-[scenario.timeouts]
-create = "10m"
-build = "10m"
-agent = "10m"
-delete = "10m"
-
-[scenario.ssh]
-transport = "tcp"
-address = "{ssh}"
-user = "{{workspace}}"
-"#,
-        url = env("SCALE_BENCH_URL"),
-        ssh = env("SCALE_BENCH_SSH"),
-        prefix = &mode[..1],
-    );
+    if let Ok(path) = std::env::var("SCALE_BENCH_CA")
+        && !path.is_empty()
+    {
+        config = config.coder(&format!("ca_file = {path:?}"));
+    }
+    let text = config
+        .scenario(
+            ScenarioText::new("bench", n)
+                .prefix(&format!("b{}", &mode[..1]))
+                .key(&format!("concurrency = {concurrency}"))
+                .phases(phases)
+                .key(&format!("wait = \"{mode}\""))
+                .command("echo bench-ok", "bench-ok")
+                .timeout("create", "10m")
+                .timeout("build", "10m")
+                .timeout("agent", "10m")
+                .timeout("delete", "10m")
+                .table(
+                    "ssh",
+                    &format!(
+                        "transport = \"tcp\"\naddress = \"{}\"\nuser = \"{{workspace}}\"",
+                        env("SCALE_BENCH_SSH")
+                    ),
+                ),
+        )
+        .text();
     let envs = Env {
         coder_session_token: Some(TOKEN.into()),
         ..Default::default()
@@ -289,11 +281,21 @@ async fn deliveries() -> std::collections::HashMap<(uuid::Uuid, chrono::DateTime
 /// `tick_ms` for `seconds`: ticks a second, echo latency, errors, CPU.
 async fn traffic(tick_ms: u32, sessions: u32, seconds: u32) -> Value {
     let workspaces = sessions.div_ceil(10);
-    let text = format!(
-        "[coder]\nurl = \"{}\"\n[[scenario]]\nname = \"t\"\nkind = \"traffic\"\ntemplate = \"docker\"\ncount = {workspaces}\nconcurrency = {workspaces}\nphases = [\"create\", \"build\", \"agent\", \"delete\"]\nsessions_per_workspace = {}\nbytes_per_tick = 64\ntick_interval = \"{tick_ms}ms\"\n",
-        env("SCALE_BENCH_URL"),
-        sessions / workspaces
-    );
+    let text = ConfigText::new(env("SCALE_BENCH_URL"))
+        .scenario(
+            ScenarioText::new("t", workspaces)
+                .key("kind = \"traffic\"")
+                .key(&format!("concurrency = {workspaces}"))
+                .phases(&["create", "build", "agent", "delete"])
+                .table(
+                    "traffic",
+                    &format!(
+                        "sessions_per_workspace = {}\nbytes_per_tick = 64\ntick_interval = \"{tick_ms}ms\"",
+                        sessions / workspaces
+                    ),
+                ),
+        )
+        .text();
     let env = Env {
         coder_session_token: Some(TOKEN.into()),
         ..Default::default()

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "../../tests/common/real.rs"]
+#[path = "../../tests/it/common/real.rs"]
 mod real;
 
+use crate::toolkit::{ConfigText, ScenarioText};
 use real::RealCoder;
 
 /// One workload: `count` workspaces at `concurrency`; `agents`: coderd starts a real agent
@@ -252,46 +253,27 @@ fn measure(coder: &RealCoder, w: Workload, tool: Tool, i: u32) -> Figures {
 
 /// `scaletestd once` on the workload; its JSON report.
 fn ours(coder: &RealCoder, w: Workload, users: bool, dir: &Path, i: u32) -> (Command, PathBuf) {
-    let phases = if w.agents {
-        r#"["create", "build", "agent", "pty", "delete"]"#
+    let phases: &[&str] = if w.agents {
+        &["create", "build", "agent", "pty", "delete"]
     } else {
-        r#"["create", "build", "delete"]"#
+        &["create", "build", "delete"]
     };
-    let users = if users {
-        format!("\n[scenario.users]\ncount = {}\n", w.count)
-    } else {
-        String::new()
-    };
-    let cfg = dir.join("peer.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[coder]
-url = "{url}"
-
-[[scenario]]
-name = "peer"
-template = "{template}"
-workspace_prefix = "stp{i}"
-count = {count}
-concurrency = {concurrency}
-phases = {phases}
-run_command = "echo hello"
-expect_output = "hello"
-
-[scenario.timeouts]
-build = "10m"
-agent = "10m"
-pty = "2m"
-delete = "10m"
-{users}"#,
-            url = coder.get("CODER_URL"),
-            template = coder.get("CODER_TEMPLATE"),
-            count = w.count,
-            concurrency = w.concurrency,
-        ),
-    )
-    .expect("a scratch file");
+    let mut scenario = ScenarioText::new("peer", w.count)
+        .template(coder.get("CODER_TEMPLATE"))
+        .prefix(&format!("stp{i}"))
+        .key(&format!("concurrency = {}", w.concurrency))
+        .phases(phases)
+        .command("echo hello", "hello")
+        .timeout("build", "10m")
+        .timeout("agent", "10m")
+        .timeout("pty", "2m")
+        .timeout("delete", "10m");
+    if users {
+        scenario = scenario.table("users", &format!("count = {}", w.count));
+    }
+    let cfg = ConfigText::new(coder.get("CODER_URL"))
+        .scenario(scenario)
+        .write(dir, "peer.toml");
     let report = dir.join("report.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_scaletestd"));
     cmd.args(["once", "--config"])

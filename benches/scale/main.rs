@@ -18,6 +18,11 @@ mod instructions;
 mod raw;
 mod report;
 mod sim;
+/// The tests' configuration writer (`ConfigText`), so the benchmark's scenarios are written
+/// as the tests' are.
+#[allow(dead_code)]
+#[path = "../../tests/it/common/toolkit.rs"]
+mod toolkit;
 
 use std::time::Duration;
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::sim::SimProcess;
+use crate::toolkit::{ConfigText, ScenarioText};
 use crate::*;
 
 /// The `p`th percentile (nearest rank) of `v`; NaN when empty.
@@ -283,13 +284,15 @@ impl Table {
     pub fn scrape_time(&mut self) {
         use scaletestd::phases::{Phase, PhaseRecord, Reason};
         use scaletestd::runner::RunObserver;
-        let mut text = String::from("[coder]\nurl = \"http://127.0.0.1:1\"\n");
-        for i in 0..20 {
-            let _ = write!(
-                text,
-                "[[scenario]]\nname = \"s{i}\"\nworkspace_prefix = \"p{i}\"\ntemplate = \"t\"\ncount = 10\n"
-            );
-        }
+        let text = (0..20)
+            .fold(ConfigText::new("http://127.0.0.1:1"), |c, i| {
+                c.scenario(
+                    ScenarioText::new(&format!("s{i}"), 10)
+                        .template("t")
+                        .prefix(&format!("p{i}")),
+                )
+            })
+            .text();
         let env = scaletestd::config::Env {
             coder_session_token: Some(TOKEN.into()),
             ..Default::default()
@@ -493,35 +496,29 @@ impl Table {
         use chrono::Timelike;
         let _ = std::fs::write(
             &cfg,
-            format!(
-                r#"[coder]
-url = "{url}"
-
-[server]
-listen = "127.0.0.1:0"
-
-[[scenario]]
-name = "idle"
-workspace_prefix = "bidle"
-schedule = "{s} {m} {h} * * *"
-template = "docker"
-count = 50
-concurrency = 50
-phases = ["create", "build", "agent", "ssh", "pty", "delete"]
-run_command = "echo ok"
-expect_output = "ok"
-
-[scenario.ssh]
-transport = "tcp"
-address = "{ssh}"
-user = "{{workspace}}"
-"#,
-                url = sim.url,
-                ssh = sim.ssh,
-                s = at.second(),
-                m = at.minute(),
-                h = at.hour()
-            ),
+            ConfigText::new(&sim.url)
+                .server("listen = \"127.0.0.1:0\"")
+                .scenario(
+                    ScenarioText::new("idle", 50)
+                        .prefix("bidle")
+                        .schedule(&format!(
+                            "{} {} {} * * *",
+                            at.second(),
+                            at.minute(),
+                            at.hour()
+                        ))
+                        .key("concurrency = 50")
+                        .phases(&["create", "build", "agent", "ssh", "pty", "delete"])
+                        .command("echo ok", "ok")
+                        .table(
+                            "ssh",
+                            &format!(
+                                "transport = \"tcp\"\naddress = \"{}\"\nuser = \"{{workspace}}\"",
+                                sim.ssh
+                            ),
+                        ),
+                )
+                .text(),
         );
         let mut d = Command::new(env!("CARGO_BIN_EXE_scaletestd"))
             .args(["run", "--config", cfg.to_str().expect("UTF-8")])

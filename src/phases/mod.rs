@@ -12,7 +12,7 @@
 //! leaves, whose clock its interval is on, the transition of the build it waits for (whose
 //! stages are then reported under it) and whether it waits for agents. State a phase shares
 //! across a run's workspaces goes in [`RunState`]. The runner names no phase
-//! (`tests/layers.rs` fails if it does).
+//! (`tests/it/process/layers.rs` fails if it does).
 //!
 //! Adding a phase: its own file here, one line in the registry below, its config section if
 //! it has settings, its latency budget in `alerts/`, the simulator if Coder must do something

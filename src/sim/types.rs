@@ -111,7 +111,7 @@ pub struct Template {
 }
 
 /// Fields of `codersdk.Template` (v2.36.1) the simulator has no behaviour for, at a new
-/// template's values as a real coderd sends them (compared by tests/real_coder.rs).
+/// template's values as a real coderd sends them (compared by tests/it/external/coder/walk.rs).
 #[derive(Debug, Clone, Serialize)]
 pub struct InertTemplateFields {
     pub organization_display_name: String,

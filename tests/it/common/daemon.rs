@@ -5,26 +5,17 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openmetrics_parser::OpenMetricsValue;
 use openmetrics_parser::openmetrics::parse_openmetrics;
 
-pub use super::toolkit::BIN;
-
 pub struct DaemonProcess {
-    pub child: Child,
+    pub child: super::Kill,
     pub addr: String,
     pub stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A directory of the test's own, removed when dropped.
@@ -39,16 +30,14 @@ pub fn spawn(args: &[&str], token: &str) -> DaemonProcess {
 
 /// [`spawn`] with a log filter (`RUST_LOG`).
 pub fn spawn_logging(args: &[&str], token: &str, filter: &str) -> DaemonProcess {
-    let mut child = Command::new(BIN)
-        .args(args)
+    let mut child = super::Bin::new(args)
         .env("CODER_SESSION_TOKEN", token)
         .env("RUST_LOG", filter)
         // As the container image and the systemd unit run it (deploy/Dockerfile).
         .env("MALLOC_ARENA_MAX", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
+        .spawn();
     let stderr = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let pipe = child.stderr.take().unwrap();
@@ -67,7 +56,7 @@ pub fn spawn_logging(args: &[&str], token: &str, filter: &str) -> DaemonProcess 
         .recv_timeout(Duration::from_secs(20))
         .unwrap_or_else(|_| panic!("the daemon did not start: {}", stderr.lock().unwrap()));
     DaemonProcess {
-        child,
+        child: super::Kill(child),
         addr,
         stderr,
     }
@@ -227,14 +216,22 @@ impl Scrape {
     }
 }
 
-/// A daemon configuration against `sim_url`: listening on any port, a trace link for the
-/// status page, and `scenarios` as written.
-pub fn write_config(path: &Path, sim_url: &str, scenarios: &str) {
-    let text = super::ConfigText::new(sim_url)
+/// A daemon configuration against `sim_url`, written to `path`: listening on any port, a
+/// trace link for the status page, and `scenarios`.
+pub fn write_config(path: &Path, sim_url: &str, scenarios: &[super::ScenarioText]) {
+    let text = scenarios
+        .iter()
+        .fold(daemon_config(sim_url), |c, s| c.scenario(s.clone()))
+        .text();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The daemon's configuration against `sim_url` ([`write_config`]'s), for scenarios to be
+/// added to.
+pub fn daemon_config(sim_url: &str) -> super::ConfigText {
+    super::ConfigText::new(sim_url)
         .daemon()
         .telemetry("trace_link = \"https://grafana.example.com/explore?traceId={trace_id}\"")
-        .text();
-    std::fs::write(path, format!("{text}{scenarios}\n")).unwrap();
 }
 
 /// A cron expression firing at the given offsets (seconds) from now, within one minute.

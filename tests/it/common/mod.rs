@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod otlp;
 pub mod prom;
 pub mod real;
+pub mod shape;
 pub mod toolkit;
 
 pub use toolkit::*;

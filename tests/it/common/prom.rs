@@ -1,15 +1,81 @@
-//! A real Prometheus's HTTP API, for tests that check what it scraped: queries, the number
-//! of series a query returns, and the dashboards' variables filled in.
+//! A real Prometheus for tests that check what it scraped: one launcher, its HTTP API
+//! (queries, the number of series a query returns) and the dashboards' variables filled in.
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// A child process killed (and reaped) when dropped.
-pub struct Kill(pub Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+pub use super::toolkit::Kill;
+
+/// Debian's `prometheus`, started by the test on a free loopback port with its data and log
+/// in `dir`, scraping each `(job, address)` every second; killed when dropped.
+pub struct Prometheus {
+    /// `host:port` of its HTTP API.
+    pub addr: String,
+    log: PathBuf,
+    _child: Kill,
+}
+
+impl Prometheus {
+    /// Starts it and waits (bounded) until it says it is ready; `rules`: a rule file to
+    /// evaluate every second.
+    pub async fn start(dir: &Path, jobs: &[(&str, &str)], rules: Option<&Path>) -> Prometheus {
+        let mut config =
+            String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
+        if let Some(r) = rules {
+            config += &format!("rule_files:\n  - {}\n", r.display());
+        }
+        config += "scrape_configs:\n";
+        for (job, target) in jobs {
+            config += &format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            );
+        }
+        let file = dir.join("prometheus.yml");
+        std::fs::write(&file, config).unwrap();
+        let addr = format!("127.0.0.1:{}", super::free_port());
+        let log = dir.join("prometheus.log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--enable-feature=exemplar-storage")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect(
+                "prometheus is installed (the test command installs Debian's prometheus package)",
+            );
+        let p = Prometheus {
+            addr,
+            log,
+            _child: Kill(child),
+        };
+        let ready = tokio::time::timeout(
+            Duration::from_secs(31),
+            super::eventually_async(Duration::from_secs(30), || async {
+                let ok = reqwest::get(format!("http://{}/-/ready", p.addr))
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                ok.then_some(())
+            }),
+        )
+        .await;
+        assert!(
+            ready.is_ok(),
+            "prometheus did not become ready:\n{}",
+            p.log()
+        );
+        p
+    }
+
+    /// What it has logged so far (for a failure's message).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 

@@ -1,5 +1,6 @@
 //! A real coderd for a test: `scripts/real-coder` up in a network namespace of the test's
-//! own, the test's thread moved into it, and `down` when dropped (tests/real_coder*.rs).
+//! own, the test's thread moved into it, and `down` when dropped (`external::coder`, and
+//! the coder-peer bench).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -110,32 +111,6 @@ pub fn join_netns(name: &str) {
     // SAFETY: setns on a valid namespace fd affects only the calling thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
-/// One test at a time in this file: each starts a coderd of its own, and two at once on two
-/// cores would slow the walk's phases toward their timeouts.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A coderd of the test's own (`prefix-<pid>`), this thread moved into its namespace, and a
-/// runtime started there. Dropped in reverse: the runtime, then coderd, then the turn.
-pub fn real_coder_here(
-    prefix: &str,
-    otlp: Option<&str>,
-) -> (
-    std::sync::MutexGuard<'static, ()>,
-    RealCoder,
-    tokio::runtime::Runtime,
-) {
-    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let name = format!("{prefix}-{}", std::process::id());
-    let coder = RealCoder::up(&name, otlp);
-    join_netns(&name);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    (turn, coder, rt)
 }
 
 /// Coder's own answer: the workspaces whose name starts with `prefix`, deleted ones excluded.

@@ -133,6 +133,35 @@ impl ScenarioText {
         }
     }
 
+    /// The template to create from (`docker` unless set).
+    pub fn template(mut self, name: &str) -> Self {
+        self.keys.retain(|k| !k.starts_with("template = "));
+        self.keys.push(format!("template = \"{name}\""));
+        self
+    }
+
+    /// `workspace_prefix`.
+    pub fn prefix(self, prefix: &str) -> Self {
+        self.key(&format!("workspace_prefix = \"{prefix}\""))
+    }
+
+    /// `schedule`, a cron expression with seconds.
+    pub fn schedule(self, cron: &str) -> Self {
+        self.key(&format!("schedule = \"{cron}\""))
+    }
+
+    /// `phases`, in order.
+    pub fn phases(self, phases: &[&str]) -> Self {
+        let list: Vec<String> = phases.iter().map(|p| format!("\"{p}\"")).collect();
+        self.key(&format!("phases = [{}]", list.join(", ")))
+    }
+
+    /// `run_command` and the `expect_output` it must print.
+    pub fn command(self, run: &str, expect: &str) -> Self {
+        self.key(&format!("run_command = \"{run}\""))
+            .key(&format!("expect_output = \"{expect}\""))
+    }
+
     /// A line of the scenario table (`concurrency = 5`, `phases = [...]`, ...).
     pub fn key(mut self, line: &str) -> Self {
         self.keys.push(line.into());
@@ -167,7 +196,8 @@ impl ScenarioText {
 
 // --- The binary --------------------------------------------------------------------------
 
-/// `scaletestd` with arguments and environment; run it with [`Bin::run`].
+/// `scaletestd` with arguments and environment (the test token unless set): run to its end
+/// with [`Bin::run`], or started with [`Bin::spawn`]. Every test starts the binary this way.
 pub struct Bin {
     cmd: Command,
 }
@@ -195,6 +225,33 @@ impl Bin {
     pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(k, v);
         self
+    }
+
+    /// Without a session token in its environment (as a user who has none runs it).
+    pub fn no_token(mut self) -> Self {
+        self.cmd.env_remove("CODER_SESSION_TOKEN");
+        self
+    }
+
+    /// Where its standard output goes when spawned (inherited unless set).
+    pub fn stdout(mut self, to: std::process::Stdio) -> Self {
+        self.cmd.stdout(to);
+        self
+    }
+
+    /// Where its standard error goes when spawned (inherited unless set).
+    pub fn stderr(mut self, to: std::process::Stdio) -> Self {
+        self.cmd.stderr(to);
+        self
+    }
+
+    /// Started and not waited for: a server, or a run the test stops or reaps itself. Put it
+    /// in a [`Kill`] unless the test waits for it.
+    pub fn spawn(mut self) -> std::process::Child {
+        let command = format!("{:?}", self.cmd);
+        self.cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command}: {e}"))
     }
 
     pub fn run(mut self) -> Ran {
@@ -345,7 +402,48 @@ impl std::ops::Deref for TempDir {
     }
 }
 
+// --- Turns -------------------------------------------------------------------------------
+
+/// A turn of the cores: [`exclusive`] hands out one at a time, held for a test's length.
+pub struct Exclusive(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+/// Waits for, and holds until dropped, the one turn this test binary gives to tests that
+/// saturate the cores (thousands of workspaces, soaks, a real coderd) or measure
+/// milliseconds (latency within 5 ms, a herd started at its minute), so no two of them meet.
+/// Light tests still run beside them, as tests of one file always have. A guard held across
+/// `.await` is sound here: it is the test's own, for the whole test, and nothing it awaits
+/// takes it.
+pub fn exclusive() -> Exclusive {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it must not fail every test after it.
+    Exclusive(TURN.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 // --- Processes ---------------------------------------------------------------------------
+
+/// A child process of the test's own, killed and reaped when dropped: the one guard every
+/// server a test starts (the binary, sshd, Prometheus, nginx) lives in.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Kill {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kill {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
 
 /// Makes this test process the reaper of its orphaned descendants (Linux
 /// `PR_SET_CHILD_SUBREAPER`), so a process a child leaves behind stays among

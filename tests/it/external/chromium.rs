@@ -2,13 +2,11 @@
 //! command): it renders, its chart has one mark per run, every trace link resolves, a
 //! traffic pool is listed once; and `/api/v1/status` serves the same runs as JSON.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{cron_at, spawn, tmpdir};
-use common::*;
+use crate::common::daemon::{cron_at, spawn, tmpdir};
+use crate::common::*;
 
 /// `chromium --headless` on `url`: the DOM after rendering, and a screenshot's bytes.
 fn chromium(url: &str, dir: &std::path::Path) -> (String, Vec<u8>) {

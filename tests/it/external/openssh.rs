@@ -4,30 +4,20 @@
 //! workspaces come from the simulator; their SSH goes to this sshd, as to a template that
 //! runs its own.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use scaletestd::phases::{Phase, Reason};
 use scaletestd::report;
 
-/// An sshd of this test's own, killed (and its files removed) when dropped.
+/// An sshd of this test's own, killed (then its files removed) when dropped.
 struct Sshd {
-    child: Child,
+    child: Kill,
     port: u16,
-    dir: PathBuf,
+    dir: TempDir,
     user: String,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -65,12 +55,9 @@ fn start_sshd(test: &str) -> Sshd {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("sshd is installed (the test command installs Debian's openssh-server)");
-    let dir =
-        std::env::temp_dir().join(format!("scaletestd-openssh-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new(&format!("openssh-{test}"));
     for kind in ["rsa", "ecdsa", "ed25519"] {
-        keygen(&dir.join(format!("host_{kind}")), kind);
+        keygen(&dir.join(&format!("host_{kind}")), kind);
     }
     keygen(&dir.join("client"), "ed25519");
     keygen(&dir.join("stranger"), "ed25519");
@@ -106,7 +93,7 @@ fn start_sshd(test: &str) -> Sshd {
         .spawn()
         .expect("sshd starts");
     let mut d = Sshd {
-        child,
+        child: Kill(child),
         port,
         dir,
         user,

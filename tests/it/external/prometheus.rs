@@ -3,13 +3,13 @@
 //! rules loaded; then every PromQL expression of every dashboard panel and every rule is
 //! evaluated through Prometheus's HTTP API, and must neither error nor return no series.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::prom::{Kill, check_series, dashboards, get_json, query, series, substitute, targets};
-use common::{BIN, eventually_async, free_port};
+use crate::common::prom::{
+    Kill, Prometheus, check_series, dashboards, get_json, query, series, substitute, targets,
+};
+use crate::common::{Bin, TempDir, eventually_async, exclusive, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -28,83 +28,39 @@ fn condition_series(expr: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_and_rule_returns_series_from_a_real_prometheus() {
-    let (daemon_port, coderd_port, prom_port) = (free_port(), free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("scaletestd-prom-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let _turn = exclusive();
+    let (daemon_port, coderd_port) = (free_port(), free_port());
+    let dir = TempDir::new("prom");
     let _demo = Kill(
-        Command::new(BIN)
-            .args([
-                "demo",
-                "--schedule",
-                "*/3 * * * * *",
-                "--herd-schedule",
-                "*/20 * * * * *",
-                "--count",
-                "3",
-            ])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{daemon_port}"))
-            .arg("--sim-metrics-listen")
-            .arg(format!("127.0.0.1:{coderd_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        Bin::new(&[
+            "demo",
+            "--schedule",
+            "*/3 * * * * *",
+            "--herd-schedule",
+            "*/20 * * * * *",
+            "--count",
+            "3",
+        ])
+        .no_token()
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{daemon_port}"))
+        .arg("--sim-metrics-listen")
+        .arg(format!("127.0.0.1:{coderd_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn(),
     );
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files:
-  - {ROOT}/alerts/scaletestd.rules.yml
-scrape_configs:
-  - job_name: scaletestd
-    static_configs:
-      - targets: ["127.0.0.1:{daemon_port}"]
-  - job_name: coder
-    static_configs:
-      - targets: ["127.0.0.1:{coderd_port}"]
-"#
-        ),
-    )
-    .unwrap();
-    let prom = format!("127.0.0.1:{prom_port}");
-    let _prometheus = Kill(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom}"))
-            .arg("--enable-feature=exemplar-storage")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .expect(
-                "prometheus is installed (the test command installs Debian's prometheus package)",
-            ),
-    );
-
-    let ready = tokio::time::timeout(
-        Duration::from_secs(31),
-        eventually_async(Duration::from_secs(30), || async {
-            let ok = reqwest::get(format!("http://{prom}/-/ready"))
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            ok.then_some(())
-        }),
+    let rules = format!("{ROOT}/alerts/scaletestd.rules.yml");
+    let prometheus = Prometheus::start(
+        &dir,
+        &[
+            ("scaletestd", &format!("127.0.0.1:{daemon_port}")),
+            ("coder", &format!("127.0.0.1:{coderd_port}")),
+        ],
+        Some(rules.as_ref()),
     )
     .await;
-    assert!(
-        ready.is_ok(),
-        "prometheus did not become ready:\n{}",
-        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-    );
+    let prom = prometheus.addr.clone();
 
     // Two runs, one of them fully successful, seen by Prometheus (bounded wait).
     let n = |v: &serde_json::Value| {

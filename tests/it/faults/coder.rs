@@ -2,13 +2,11 @@
 //! back on the same port, streams and builds and terminals that stall, and answers that are
 //! malformed. Each must end in the right failure reason with nothing left behind.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::daemon::{spawn, tmpdir};
-use common::*;
+use crate::common::daemon::{spawn, tmpdir};
+use crate::common::*;
 use scaletestd::phases::{Phase, Reason};
 use scaletestd::report;
 use scaletestd::sim::config::WatchEndpoints;

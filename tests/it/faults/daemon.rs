@@ -1,12 +1,10 @@
 //! Faults, bounded in count and time, loopback only: 5xx and 429 storms (without and with a
 //! `Retry-After`), and the daemon SIGKILLed at random points ten times in a row.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::daemon::{spawn, tmpdir, write_config};
-use common::*;
+use crate::common::daemon::{spawn, tmpdir, write_config};
+use crate::common::*;
 use rand::Rng;
 use scaletestd::phases::Reason;
 use scaletestd::report;
@@ -85,9 +83,10 @@ async fn killed_ten_times_at_random_points_then_the_start_up_sweep_leaves_nothin
     let dir = tmpdir("crashes");
     let cfg = dir.join("run.toml");
     let scenario = |schedule: &str| {
-        format!(
-            "[[scenario]]\nname = \"k\"\nworkspace_prefix = \"stcrash\"\nschedule = \"{schedule}\"\ntemplate = \"docker\"\ncount = 8\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n"
-        )
+        [ScenarioText::new("k", 8)
+            .prefix("stcrash")
+            .schedule(schedule)
+            .command("echo hi", "hi")]
     };
     write_config(&cfg, sim.url().as_str(), &scenario("* * * * * *"));
     let mut most = 0;

@@ -4,14 +4,11 @@
 //! depend on one stream or one answer; `scaletestd once` stops within `shutdown_grace`.
 //! Loopback only, every wait bounded.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::tmpdir;
-use common::toolkit::BIN;
-use common::*;
+use crate::common::daemon::tmpdir;
+use crate::common::*;
 use scaletestd::config::HumanDuration;
 use scaletestd::phases::Phase;
 use scaletestd::report;
@@ -250,14 +247,11 @@ async fn a_stream_that_only_pings_does_not_hold_a_walk() {
 
 /// `scaletestd once` as a child process, its stderr collected.
 fn once(cfg: &std::path::Path) -> std::process::Child {
-    Command::new(BIN)
-        .args(["once", "--config", cfg.to_str().unwrap()])
-        .env("CODER_SESSION_TOKEN", TOKEN)
+    Bin::new(&["once", "--config", cfg.to_str().unwrap()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the binary runs")
 }
 
 fn sigterm(child: &std::process::Child) {

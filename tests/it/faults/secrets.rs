@@ -3,14 +3,12 @@
 //! when something in front of Coder echoes it back; nor do the tokens and passwords of test
 //! users.
 
-mod common;
-
-use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{BIN, cron_at, spawn_logging, tmpdir, write_config};
-use common::eventually;
-use common::otlp;
+use crate::common::daemon::{cron_at, daemon_config, spawn_logging, tmpdir};
+use crate::common::eventually;
+use crate::common::otlp;
+use crate::common::{BIN, Bin, ConfigText, ScenarioText};
 use scaletestd::sim::Sim;
 
 const CANARY: &str = "canary-SECRET-7d1f0e3b5a9c";
@@ -39,7 +37,7 @@ async fn echoing_proxy() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_canary_token_appears_nowhere() {
     let (endpoint, got) = otlp::grpc().await;
-    let mut sc = common::fast_sim();
+    let mut sc = crate::common::fast_sim();
     sc.failures.build = 0.3;
     sc.failures.pty_drop = 0.3;
     sc.tracing.otlp_endpoint = Some(endpoint.clone());
@@ -50,20 +48,23 @@ async fn the_canary_token_appears_nowhere() {
     let mut seen = String::new();
 
     // The daemon at every log level, in JSON, exporting spans.
-    let cfg = dir.join("run.toml");
-    write_config(
-        &cfg,
-        sim.url().as_str(),
-        &format!(
-            "[[scenario]]\nname = \"sec\"\nworkspace_prefix = \"stsec\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 6\nphases = [\"create\", \"build\", \"agent\", \"ssh\", \"pty\", \"delete\"]\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n[scenario.ssh]\ntransport = \"proxy-command\"\nproxy_command = \"{BIN} sim-coder ssh --stdio {{workspace}}\"\n[scenario.users]\ncount = 2\nprefix = \"stsec-user\"\n",
-            cron_at(&[4])
-        ),
-    );
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "[telemetry]\n",
-        &format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\n"),
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = daemon_config(sim.url().as_str())
+        .telemetry(&format!("otlp_endpoint = \"{endpoint}\""))
+        .scenario(
+            ScenarioText::new("sec", 6)
+                .prefix("stsec")
+                .schedule(&cron_at(&[4]))
+                .phases(&["create", "build", "agent", "ssh", "pty", "delete"])
+                .command("echo hi", "hi")
+                .table(
+                    "ssh",
+                    &format!(
+                        "transport = \"proxy-command\"\nproxy_command = \"{BIN} sim-coder ssh --stdio {{workspace}}\""
+                    ),
+                )
+                .table("users", "count = 2\nprefix = \"stsec-user\""),
+        )
+        .write(&dir, "run.toml");
     let mut daemon = spawn_logging(
         &[
             "run",
@@ -93,40 +94,33 @@ async fn the_canary_token_appears_nowhere() {
     );
 
     // once, with JSON output and a failing phase.
-    let once_cfg = dir.join("once.toml");
-    std::fs::write(&once_cfg, format!("[coder]\nurl = \"{}\"\n[[scenario]]\nname = \"o\"\ntemplate = \"docker\"\ncount = 4\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n", sim.url())).unwrap();
+    let once_cfg = ConfigText::new(sim.url())
+        .scenario(ScenarioText::new("o", 4).command("echo hi", "hi"))
+        .write(&dir, "once.toml");
     let json = dir.join("out.json");
-    let out = Command::new(BIN)
-        .args(["once", "--log", "trace", "--config"])
+    let out = Bin::new(&["once", "--log", "trace", "--config"])
         .arg(&once_cfg)
         .arg("--output")
         .arg(format!("json:{}", json.display()))
         .env("CODER_SESSION_TOKEN", CANARY)
-        .output()
-        .unwrap();
-    seen.push_str(&String::from_utf8_lossy(&out.stdout));
-    seen.push_str(&String::from_utf8_lossy(&out.stderr));
+        .run();
+    seen.push_str(&out.all());
     seen.push_str(&std::fs::read_to_string(&json).unwrap());
 
     // Through a proxy that echoes the token: the errors must not carry it.
     let proxy = echoing_proxy().await;
-    let proxy_cfg = dir.join("proxy.toml");
-    std::fs::write(&proxy_cfg, format!("[coder]\nurl = \"{proxy}\"\n[[scenario]]\nname = \"p\"\ntemplate = \"docker\"\ncount = 1\n")).unwrap();
+    let proxy_cfg = ConfigText::new(&proxy)
+        .scenario(ScenarioText::new("p", 1))
+        .write(&dir, "proxy.toml");
     for args in [
         vec!["once", "--log", "trace", "--config"],
         vec!["check", "--log", "trace", "--config"],
     ] {
-        let out = Command::new(BIN)
-            .args(&args)
+        let text = Bin::new(&args)
             .arg(&proxy_cfg)
             .env("CODER_SESSION_TOKEN", CANARY)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .run()
+            .all();
         assert!(
             text.contains("upstream refused token [redacted]"),
             "the proxy's message is kept, scrubbed: {text}"
@@ -176,5 +170,5 @@ async fn the_canary_token_appears_nowhere() {
         "canary checked across {} bytes of logs, metrics, pages, JSON, errors and spans: 0 leaks",
         seen.len()
     );
-    assert!(common::settle(&sim).await.is_empty());
+    assert!(crate::common::settle(&sim).await.is_empty());
 }

@@ -2,11 +2,9 @@
 //! line says, and `once` exiting 0 within budget and 1 beyond it; and every failure reason
 //! spelled the same in metrics, the JSON report and the JUnit report.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use scaletestd::phases::{Phase, PhaseRecord, Reason};
 use scaletestd::report::summary_line;
 use scaletestd::runner::{FailureBudget, RunReport, RunResult, WorkspaceReport};

@@ -2,12 +2,10 @@
 //! with an error each, leave the daemon's live heap where four runs left it, and the
 //! page lists at most 50 failed workspaces (the newest) with "and N more".
 
-mod common;
-
 use std::time::Duration;
 
-use common::daemon::{spawn, tmpdir, write_config};
-use common::*;
+use crate::common::daemon::{spawn, tmpdir, write_config};
+use crate::common::*;
 
 /// The live heap (malloc's count of allocated bytes, exported as
 /// `scaletest_heap_allocated_bytes`) may move this much from the fourth run (warmed up) to
@@ -25,6 +23,7 @@ const RSS_BOUND_MIB: f64 = 24.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_runs_of_two_thousand_workspaces_hold_memory_flat() {
+    let _turn = exclusive();
     let mut sc = fast_sim();
     sc.provisioners = 400;
     sc.rate_limit = 0;
@@ -40,7 +39,11 @@ async fn ten_runs_of_two_thousand_workspaces_hold_memory_flat() {
     write_config(
         &cfg,
         sim.url().as_str(),
-        "[[scenario]]\nname = \"big\"\nworkspace_prefix = \"sthist\"\nschedule = \"* * * * * *\"\ntemplate = \"docker\"\ncount = 2000\nconcurrency = 400\nphases = [\"create\", \"build\", \"delete\"]\n",
+        &[ScenarioText::new("big", 2000)
+            .prefix("sthist")
+            .schedule("* * * * * *")
+            .key("concurrency = 400")
+            .phases(&["create", "build", "delete"])],
     );
     let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
     let rss_after = |runs: f64| {

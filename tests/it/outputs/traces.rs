@@ -1,15 +1,12 @@
 //! Traces that join Coder's: the real binary exports to an OTLP receiver built on the
 //! official protobufs, and so does the simulator (as `coderd`).
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{BIN, cron_at, spawn, tmpdir, write_config};
-use common::otlp::{self, Got, Received};
-use common::*;
+use crate::common::daemon::{cron_at, daemon_config, spawn, tmpdir};
+use crate::common::otlp::{self, Got, Received};
+use crate::common::*;
 
 const CLIENT: i32 = 3;
 
@@ -31,25 +28,20 @@ fn once_text(sim_url: &str, otlp: &str, count: u32, propagate: bool, extra: &str
         .scenario(
             ScenarioText::new("tr", count)
                 .key(&format!("concurrency = {count}"))
-                .key("run_command = \"echo hello\"")
-                .key("expect_output = \"hello\"")
+                .command("echo hello", "hello")
                 .keys(extra),
         )
 }
 
 fn once(cfg: &std::path::Path, env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(["once", "--log-format", "json", "--config"])
-        .arg(cfg)
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = env
+        .iter()
+        .fold(
+            Bin::new(&["once", "--log-format", "json", "--config"]).arg(cfg),
+            |b, (k, v)| b.env(k, v),
+        )
+        .run();
+    (out.code.unwrap_or(-1), out.stdout, out.stderr)
 }
 
 /// Waits (bounded) until the receiver holds spans satisfying `enough`.
@@ -306,15 +298,13 @@ async fn without_propagation_client_spans_link_to_coders_trace() {
     let dir = tmpdir("traces-nopropagate");
     let cfg = once_config(&dir, sim.url().as_str(), &endpoint, 16, false);
     let json = dir.join("out.json");
-    let out = Command::new(BIN)
-        .args(["once", "--config"])
+    // Some builds fail.
+    Bin::new(&["once", "--config"])
         .arg(&cfg)
         .arg("--output")
         .arg(format!("json:{}", json.display()))
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "some builds fail");
+        .run()
+        .expect_code(1);
     // The JSON output names Coder's trace beside ours for every failure.
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -424,7 +414,9 @@ async fn check_says_whether_coders_spans_join_ours() {
     assert_eq!(client.probe_tracing(true).await.unwrap(), Some(true));
     assert_eq!(client.probe_tracing(false).await.unwrap(), Some(true));
     let cfg = once_text(sim.url().as_str(), "none", 1, true, "").write(&dir, "on.toml");
-    let check = common::Bin::new(&["check", "--config"]).arg(&cfg).run();
+    let check = crate::common::Bin::new(&["check", "--config"])
+        .arg(&cfg)
+        .run();
     assert!(
         check.stdout.contains(
             "ok   Coder records server spans for our requests (its X-Span-ID is its own): they join our traces"
@@ -432,7 +424,9 @@ async fn check_says_whether_coders_spans_join_ours() {
         "{check}"
     );
     let cfg = once_text(sim.url().as_str(), "none", 1, false, "").write(&dir, "nopropagate.toml");
-    let check = common::Bin::new(&["check", "--config"]).arg(&cfg).run();
+    let check = crate::common::Bin::new(&["check", "--config"])
+        .arg(&cfg)
+        .run();
     assert!(
         check
             .stdout
@@ -444,7 +438,9 @@ async fn check_says_whether_coders_spans_join_ours() {
     sc.tracing.enabled = false;
     let off = start(sc).await;
     let cfg = once_text(off.url().as_str(), "none", 1, false, "").write(&dir, "off.toml");
-    let check = common::Bin::new(&["check", "--config"]).arg(&cfg).run();
+    let check = crate::common::Bin::new(&["check", "--config"])
+        .arg(&cfg)
+        .run();
     assert!(
         check.stdout.contains("warn Coder does not trace requests (no X-Trace-ID); set CODER_TRACE_ENABLE=true on coderd"),
         "{check}"
@@ -467,7 +463,9 @@ async fn a_coder_that_does_not_trace_breaks_nothing() {
     assert_eq!(client.probe_tracing(false).await.unwrap(), Some(false));
     let dir = tmpdir("traces-off");
     let cfg = once_config(&dir, sim.url().as_str(), &endpoint, 3, true);
-    let check = common::Bin::new(&["check", "--config"]).arg(&cfg).run();
+    let check = crate::common::Bin::new(&["check", "--config"])
+        .arg(&cfg)
+        .run();
     assert!(
         check
             .stdout
@@ -479,16 +477,12 @@ async fn a_coder_that_does_not_trace_breaks_nothing() {
     );
     assert!(!check.stdout.contains("join our traces"), "{check}");
     let report = dir.join("off.json");
-    let out = Command::new(BIN)
-        .args(["once", "--config"])
+    Bin::new(&["once", "--config"])
         .arg(&cfg)
         .arg("--output")
         .arg(format!("json:{}", report.display()))
-        .env("CODER_SESSION_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+        .run()
+        .expect_code(0);
     // No output claims a Coder trace: no phase carries coder_trace_id.
     let json = std::fs::read_to_string(&report).unwrap();
     assert!(!json.contains("coder_trace_id"), "{json}");
@@ -543,20 +537,15 @@ async fn a_dead_collector_changes_no_result_and_exemplars_name_exported_traces()
 
     // The daemon with a live receiver: every exemplar's trace id is a trace it got.
     let (endpoint, got) = otlp::grpc().await;
-    let cfgd = dir.join("run.toml");
-    write_config(
-        &cfgd,
-        sim.url().as_str(),
-        &format!(
-            "[[scenario]]\nname = \"ex\"\nworkspace_prefix = \"stx\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 3\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n",
-            cron_at(&[4, 8])
-        ),
-    );
-    let text = std::fs::read_to_string(&cfgd).unwrap().replace(
-        "[telemetry]\n",
-        &format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\n"),
-    );
-    std::fs::write(&cfgd, text).unwrap();
+    let cfgd = daemon_config(sim.url().as_str())
+        .telemetry(&format!("otlp_endpoint = \"{endpoint}\""))
+        .scenario(
+            ScenarioText::new("ex", 3)
+                .prefix("stx")
+                .schedule(&cron_at(&[4, 8]))
+                .command("echo hi", "hi"),
+        )
+        .write(&dir, "run.toml");
     let mut d = spawn(&["run", "--config", cfgd.to_str().unwrap()], TOKEN);
     let s = d
         .wait_for(Duration::from_secs(30), |s| {
@@ -582,20 +571,15 @@ async fn a_dead_collector_changes_no_result_and_exemplars_name_exported_traces()
 async fn spans_the_collector_never_got_are_counted() {
     let sim = start(fast_sim()).await;
     let dir = tmpdir("traces-dropped");
-    let cfgd = dir.join("run.toml");
-    write_config(
-        &cfgd,
-        sim.url().as_str(),
-        &format!(
-            "[[scenario]]\nname = \"dr\"\nworkspace_prefix = \"std\"\nschedule = \"{}\"\ntemplate = \"docker\"\ncount = 2\nrun_command = \"echo hi\"\nexpect_output = \"hi\"\n",
-            cron_at(&[4])
-        ),
-    );
-    let text = std::fs::read_to_string(&cfgd).unwrap().replace(
-        "[telemetry]\n",
-        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:9\"\n",
-    );
-    std::fs::write(&cfgd, text).unwrap();
+    let cfgd = daemon_config(sim.url().as_str())
+        .telemetry("otlp_endpoint = \"http://127.0.0.1:9\"")
+        .scenario(
+            ScenarioText::new("dr", 2)
+                .prefix("std")
+                .schedule(&cron_at(&[4]))
+                .command("echo hi", "hi"),
+        )
+        .write(&dir, "run.toml");
     let d = spawn(&["run", "--config", cfgd.to_str().unwrap()], TOKEN);
     let s = d
         .wait_for(Duration::from_secs(30), |s| {

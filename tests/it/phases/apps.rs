@@ -2,11 +2,9 @@
 //! restart; every app failure knob classified as injected; and the simulator's app proxy
 //! answering as Coder's does (redirects, cookies, error pages).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use scaletestd::coder::WorkspaceAppHealth;
 use scaletestd::phases::{Phase, Reason};
 use scaletestd::report;

@@ -4,11 +4,9 @@
 //! skips fail `autostart.created` with `timeout`; schedules cleared, nothing left. Waits for
 //! a real minute boundary, so this is the only such test.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use scaletestd::config::HumanDuration;
 use scaletestd::config::scenario::AUTOSTART_WALK;
 use scaletestd::phases::Phase;
@@ -21,6 +19,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_herd_of_fifty_autostarts_at_one_minute_measured_from_it() {
+    let _turn = exclusive();
     let mut sc = fast_sim();
     sc.autostart_tick = HumanDuration(Duration::from_secs(1));
     // Fifty start builds in the same second queue for provisioners, as at 9:00 on Monday.

@@ -1,9 +1,7 @@
 //! Speaking Coder as it is: deleted workspaces answer 410 Gone, and every caller that asks
 //! "is it gone?" takes 404 and 410 alike.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use scaletestd::report;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

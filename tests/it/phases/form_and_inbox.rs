@@ -2,11 +2,9 @@
 //! `create` as each owner, a bad value failing there in Coder's words, a form load that
 //! creates nothing, and `notify` timing "Workspace Created" to the watcher's inbox.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use scaletestd::config::Config;
 use scaletestd::phases::{Phase, Reason};
 use scaletestd::report;

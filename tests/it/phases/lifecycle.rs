@@ -1,11 +1,9 @@
 //! One scale test end to end against the simulator over real sockets: the full lifecycle,
 //! injected failures, timing accuracy, auth and rate-limit handling.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use scaletestd::phases::{Phase, Reason};
 use scaletestd::report;
 
@@ -153,6 +151,7 @@ async fn injected_failures_are_counted_per_phase_and_reason_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measured_phase_times_match_injected_latencies() {
+    let _turn = exclusive();
     let sim = start(fast_sim()).await;
     let cfg = config(&sim, 40, 20, "");
     let r = run(&cfg).await;

@@ -1,9 +1,7 @@
 //! Restarts: `stop` and `start` phases in the order a scenario writes them, a stop build that
 //! fails as injected, and the stages of every build reported with its transition.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use scaletestd::phases::{Phase, Reason};
 use scaletestd::report;
 

@@ -5,9 +5,7 @@
 //! self-signed certificate that is its own authority is trusted when `ca_file` holds exactly
 //! it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use scaletestd::report;
 
 fn tls_sim(dir: &TempDir) -> scaletestd::sim::SimConfig {

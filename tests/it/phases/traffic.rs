@@ -1,19 +1,14 @@
 //! Sustained traffic against the simulator: 20 workspaces × 2 sessions × 2 transports at a
 //! 100 ms tick, echo accounting, injected latency, faults and recovery, and shutdown.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use scaletestd::metrics::Metrics;
 use scaletestd::phases::Reason;
 use scaletestd::traffic::{self, TrafficStats};
 use tokio_util::sync::CancellationToken;
-
-/// The tests of this file measure latency: they run one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn traffic_config(sim: &scaletestd::sim::Sim, count: u32) -> scaletestd::config::Config {
     traffic_config_with(sim, count, 2)
@@ -31,6 +26,7 @@ fn traffic_config_with(
         &format!(
             r#"kind = "traffic"
 phases = ["create", "build", "agent", "delete"]
+[scenario.traffic]
 sessions_per_workspace = {sessions}
 transports = ["pty", "ssh"]
 bytes_per_tick = 256
@@ -86,6 +82,16 @@ async fn wait_open(stats: &TrafficStats, n: i64, within_secs: u64) {
     eventually(Duration::from_secs(within_secs), || open_now(stats) >= n).await;
 }
 
+/// Waits (bounded) until each of the two transports has echoed `ticks` (at 10 a second a
+/// session, the window a test measures over).
+async fn wait_ticks(stats: &TrafficStats, ticks: u64) {
+    eventually(Duration::from_secs(30), || {
+        let snap = stats.snapshot();
+        snap.len() == 2 && snap.values().all(|s| s.ticks >= ticks)
+    })
+    .await;
+}
+
 fn open_now(stats: &TrafficStats) -> i64 {
     stats.snapshot().values().map(|s| s.open_now).sum()
 }
@@ -101,14 +107,15 @@ fn sample(text: &str, prefix: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eighty_sessions_echo_every_byte_with_the_injected_latency() {
-    let _one = SERIAL.lock().await;
+    let _turn = exclusive();
     let mut sc = fast_sim();
     sc.sessions.latency = ms(20);
     let sim = start(sc).await;
     let cfg = traffic_config(&sim, 20);
     let pool = start_pool(&cfg).await;
     wait_open(&pool.stats, 80, 60).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Each transport's 40 sessions, 30 ticks each.
+    wait_ticks(&pool.stats, 40 * 30).await;
     pool.stop.cancel();
     let reports = tokio::time::timeout(Duration::from_secs(60), pool.task)
         .await
@@ -130,7 +137,7 @@ async fn eighty_sessions_echo_every_byte_with_the_injected_latency() {
         assert!(s.errors.is_empty(), "{name}: {:?}", s.errors);
         assert!(
             s.ticks >= 40 * 30,
-            "{name}: {} ticks in ~4 s at 10/s per session",
+            "{name}: {} ticks, 30 a session at least",
             s.ticks
         );
         assert_eq!(
@@ -189,7 +196,7 @@ async fn eighty_sessions_echo_every_byte_with_the_injected_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalls_and_disconnects_are_counted_by_reason_and_recover() {
-    let _one = SERIAL.lock().await;
+    let _turn = exclusive();
     let mut sc = fast_sim();
     sc.sessions.disconnect_rate = 0.3;
     sc.sessions.stall_rate = 0.15;
@@ -209,13 +216,10 @@ async fn stalls_and_disconnects_are_counted_by_reason_and_recover() {
         errors(Reason::ConnectError) > 0 && errors(Reason::Timeout) > 0 && reopened
     })
     .await;
-    let ticks_before: u64 = pool.stats.snapshot().values().map(|s| s.ticks).sum();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ticks_after: u64 = pool.stats.snapshot().values().map(|s| s.ticks).sum();
-    assert!(
-        ticks_after > ticks_before,
-        "traffic goes on after the faults"
-    );
+    // Traffic goes on after the faults.
+    let ticks = || pool.stats.snapshot().values().map(|s| s.ticks).sum::<u64>();
+    let ticks_before = ticks();
+    eventually(Duration::from_secs(20), || ticks() > ticks_before).await;
     let injected = &sim.app.state.injected;
     let disconnects = injected
         .disconnects
@@ -249,7 +253,8 @@ async fn light_pool_p50(injected: u64) -> std::collections::BTreeMap<&'static st
     let cfg = traffic_config_with(&sim, 4, 1);
     let pool = start_pool(&cfg).await;
     wait_open(&pool.stats, 8, 30).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each transport's 4 sessions, 30 ticks each.
+    wait_ticks(&pool.stats, 4 * 30).await;
     pool.stop.cancel();
     tokio::time::timeout(Duration::from_secs(60), pool.task)
         .await
@@ -265,7 +270,8 @@ async fn light_pool_p50(injected: u64) -> std::collections::BTreeMap<&'static st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_latency_shows_within_5ms_at_p50() {
-    let _one = SERIAL.lock().await;
+    // These tests measure latency: one at a time, with no heavy test beside them.
+    let _turn = exclusive();
     // The machine's own round trip, then the same with 20 ms injected: the difference is
     // what the histogram attributes to the injection.
     let base = light_pool_p50(0).await;
@@ -288,7 +294,7 @@ async fn injected_latency_shows_within_5ms_at_p50() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_whose_agent_disconnects_is_replaced() {
-    let _one = SERIAL.lock().await;
+    let _turn = exclusive();
     let sim = start(fast_sim()).await;
     let cfg = traffic_config_with(&sim, 2, 1);
     let pool = start_pool(&cfg).await;
@@ -311,12 +317,12 @@ async fn a_workspace_whose_agent_disconnects_is_replaced() {
             .any(|s| s.errors.contains_key(&Reason::ConnectError)),
         "{snap:?}"
     );
+    // Traffic flows on the replacement.
     let ticks: u64 = snap.values().map(|s| s.ticks).sum();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        pool.stats.snapshot().values().map(|s| s.ticks).sum::<u64>() > ticks,
-        "traffic flows on the replacement"
-    );
+    eventually(Duration::from_secs(20), || {
+        pool.stats.snapshot().values().map(|s| s.ticks).sum::<u64>() > ticks
+    })
+    .await;
     pool.stop.cancel();
     tokio::time::timeout(Duration::from_secs(60), pool.task)
         .await

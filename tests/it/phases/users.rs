@@ -3,13 +3,11 @@
 //! and by a new process, removed by `cleanup --users` except a user that still owns a
 //! workspace, and Coder's per-user rate limit met and waited out.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use scaletestd::config::Config;
 use scaletestd::report;
 use scaletestd::runner::{self, NoObserver, RunReport, Setup, Slice};

@@ -1,24 +1,15 @@
 //! The real `scaletestd` binary: `sim` in one process, `once`/`check` in another, exit codes.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// A `scaletestd sim` child, killed when dropped.
 struct SimProcess {
-    child: Child,
+    _child: Kill,
     url: String,
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_sim() -> SimProcess {
@@ -34,13 +25,10 @@ fn start_sim_with(knobs_extra: &str) -> SimProcess {
         knobs_extra.to_string() + "provisioners = 10\n[latency]\ninit = \"10ms\"\nplan = \"20ms\"\ngraph = \"5ms\"\napply = { min = \"30ms\", max = \"60ms\" }\ndestroy = \"30ms\"\nagent_connect = \"30ms\"\nagent_startup = \"30ms\"\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["sim", "--listen", "127.0.0.1:0", "--config"])
+    let mut child = Bin::new(&["sim", "--listen", "127.0.0.1:0", "--config"])
         .arg(&knobs)
-        .env("CODER_SESSION_TOKEN", TOKEN)
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
+        .spawn();
     let mut line = String::new();
     BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut line)
@@ -51,7 +39,10 @@ fn start_sim_with(knobs_extra: &str) -> SimProcess {
         .unwrap_or_else(|| panic!("the simulator says where it listens: {line:?}"))
         .trim_end_matches('/')
         .to_string();
-    SimProcess { child, url }
+    SimProcess {
+        _child: Kill(child),
+        url,
+    }
 }
 
 /// The CLI tests' scenario: 30 workspaces, 10 at a time, every phase but ssh, in a file.
@@ -204,8 +195,9 @@ fn once_exits_one_when_a_workspace_fails_and_two_on_bad_config() {
         "colour codes in piped logs: {out}"
     );
 
-    let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "[coder]\nurl = \"http://127.0.0.1:1\"\n\n[[scenario]]\nname = \"x\"\ntemplate = \"docker\"\ncount = 0\n").unwrap();
+    let bad = ConfigText::new("http://127.0.0.1:1")
+        .scenario(ScenarioText::new("x", 0))
+        .write(&dir, "bad.toml");
     let out = Bin::new(&["once", "--config"]).arg(&bad).run();
     let stderr = out.stderr.clone();
     assert_eq!(out.code, Some(2), "{stderr}");
@@ -415,20 +407,19 @@ fn check_shows_the_ssh_command_and_how_coder_reads_it() {
 
 #[test]
 fn demo_runs_the_sample_scenario_and_serves_metrics() {
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--schedule",
-            "*/2 * * * * *",
-            "--count",
-            "3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Bin::new(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--schedule",
+        "*/2 * * * * *",
+        "--count",
+        "3",
+    ])
+    .no_token()
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let (token_tx, token_rx) = std::sync::mpsc::channel();

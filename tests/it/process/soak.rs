@@ -3,12 +3,10 @@
 //!
 //! 40 runs here; `SCALETESTD_FULL=1` (or `SCALETESTD_SOAK_RUNS=N`) for the full 300.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::daemon::{spawn, tmpdir, write_config};
-use common::*;
+use crate::common::daemon::{spawn, tmpdir, write_config};
+use crate::common::*;
 
 /// One sample, taken when no workspace is in flight.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +33,7 @@ fn runs_wanted() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_runs_back_to_back_do_not_grow() {
+    let _turn = exclusive();
     let runs = runs_wanted();
     let warm_up = (runs / 5).max(10);
     let sim = start(fast_sim()).await;
@@ -44,23 +43,15 @@ async fn scheduled_runs_back_to_back_do_not_grow() {
     write_config(
         &cfg,
         sim.url().as_str(),
-        &format!(
-            r#"[[scenario]]
-name = "soak"
-workspace_prefix = "stsoak"
-schedule = "* * * * * *"
-template = "docker"
-count = 4
-phases = ["create", "build", "agent", "ssh", "pty", "delete"]
-run_command = "echo soak"
-expect_output = "soak"
-
-[scenario.ssh]
-transport = "tcp"
-address = "{ssh}"
-user = "{{workspace}}"
-"#
-        ),
+        &[ScenarioText::new("soak", 4)
+            .prefix("stsoak")
+            .schedule("* * * * * *")
+            .phases(&["create", "build", "agent", "ssh", "pty", "delete"])
+            .command("echo soak", "soak")
+            .table(
+                "ssh",
+                &format!("transport = \"tcp\"\naddress = \"{ssh}\"\nuser = \"{{workspace}}\""),
+            )],
     );
     let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
     let deadline = Duration::from_secs(runs as u64 * 3 + 60);

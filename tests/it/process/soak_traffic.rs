@@ -5,12 +5,10 @@
 //! 60,000 echoed ticks here; `SCALETESTD_FULL=1` (or `SCALETESTD_TRAFFIC_TICKS=N`) for
 //! 500,000.
 
-mod common;
-
 use std::time::Duration;
 
-use common::daemon::{spawn, tmpdir, write_config};
-use common::*;
+use crate::common::daemon::{spawn, tmpdir, write_config};
+use crate::common::*;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -36,6 +34,7 @@ fn ticks_wanted() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_traffic_pool_holds_memory_flat() {
+    let _turn = exclusive();
     let wanted = ticks_wanted();
     let warm_up = wanted / 5.0;
     let sim = start(fast_sim()).await;
@@ -44,21 +43,17 @@ async fn a_fast_traffic_pool_holds_memory_flat() {
     write_config(
         &cfg,
         sim.url().as_str(),
-        r#"[[scenario]]
-name = "tsoak"
-kind = "traffic"
-workspace_prefix = "sttsoak"
-template = "docker"
-count = 2
-phases = ["create", "build", "agent", "delete"]
-sessions_per_workspace = 2
-transports = ["pty"]
-bytes_per_tick = 16
-tick_interval = "2ms"
-"#,
+        &[ScenarioText::new("tsoak", 2)
+            .key("kind = \"traffic\"")
+            .prefix("sttsoak")
+            .phases(&["create", "build", "agent", "delete"])
+            .table(
+                "traffic",
+                "sessions_per_workspace = 2\ntransports = [\"pty\"]\nbytes_per_tick = 16\ntick_interval = \"2ms\"",
+            )],
     );
     let d = spawn(&["run", "--config", cfg.to_str().unwrap()], TOKEN);
-    let echoed = |s: &common::daemon::Scrape| {
+    let echoed = |s: &crate::common::daemon::Scrape| {
         s.sum(
             "scaletest_traffic_latency_seconds",
             &[("scenario", "tsoak")],

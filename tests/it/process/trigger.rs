@@ -3,12 +3,10 @@
 //! counted as skipped), the finished run's JSON, bad requests, the API off without a token
 //! file, and `scaletestd trigger --wait` as a deploy pipeline would call it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::daemon::{spawn, tmpdir};
-use common::*;
+use crate::common::daemon::{spawn, tmpdir};
+use crate::common::*;
 
 const API_TOKEN: &str = "3f1c2a9be0d84f6aa1c07e55d2b9c4e1";
 

@@ -6,16 +6,15 @@
 //!
 //! If Coder cannot be built or started, the test fails with the reason: nothing is skipped.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{cron_at, spawn, tmpdir};
-use common::prom::Kill;
-use common::real::{RealCoder, listed, real_coder_here};
-use common::{Bin, Ran, eventually_async};
+use super::real_coder_here;
+use crate::common::daemon::{cron_at, spawn, tmpdir};
+use crate::common::prom::Kill;
+use crate::common::real::{RealCoder, listed};
+use crate::common::{Bin, ConfigText, Ran, ScenarioText, eventually_async};
 
 const ECHO: &str = "echo hello-$((40+2))";
 /// Our own spans go here (coderd exports none: it does not trace).
@@ -52,8 +51,33 @@ async fn bin_async(coder: &RealCoder, args: &[&str]) -> Ran {
 
 /// Timeouts for a real build: coderd runs Terraform and pulls nothing, but a loaded
 /// machine makes a minute possible.
-const SLOW_TIMEOUTS: &str =
-    "[scenario.timeouts]\nbuild = \"90s\"\nagent = \"90s\"\ndelete = \"90s\"";
+fn slow(s: ScenarioText) -> ScenarioText {
+    s.timeout("build", "90s")
+        .timeout("agent", "90s")
+        .timeout("delete", "90s")
+}
+
+/// A scenario of `count` from this coderd's template `template` (an env key of
+/// `scripts/real-coder`), its workspaces named `prefix-…`.
+fn scenario(
+    coder: &RealCoder,
+    template: &str,
+    name: &str,
+    prefix: &str,
+    count: u32,
+) -> ScenarioText {
+    ScenarioText::new(name, count)
+        .template(coder.get(template))
+        .prefix(prefix)
+}
+
+/// `[scenario.ssh]` through Coder's own CLI, over DERP (direct connections off).
+fn coder_ssh(coder: &RealCoder) -> String {
+    format!(
+        "proxy_command = \"{} --disable-direct-connections ssh --stdio {{workspace}}\"",
+        coder.get("CODER_BIN")
+    )
+}
 
 /// `once` with `args` after the configuration, which must end `n/n`; what it printed.
 async fn once_all(coder: &RealCoder, cfg: &str, n: u32, args: &[&str]) -> Ran {
@@ -69,23 +93,16 @@ async fn once_all(coder: &RealCoder, cfg: &str, n: u32, args: &[&str]) -> Ran {
     out
 }
 
-/// A configuration file: `[coder]` at this coderd, a `[server]` on any port, and `rest`.
-fn write(coder: &RealCoder, dir: &Path, name: &str, rest: &str) -> String {
-    write_with(coder, dir, name, "", rest)
+/// A configuration: `[coder]` at this coderd, a `[server]` on any port.
+fn here(coder: &RealCoder) -> ConfigText {
+    ConfigText::new(coder.get("CODER_URL"))
+        .server("listen = \"127.0.0.1:0\"")
+        .server("shutdown_grace = \"60s\"")
 }
 
-/// [`write`] with more `[server]` lines.
-fn write_with(coder: &RealCoder, dir: &Path, name: &str, server: &str, rest: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "[coder]\nurl = \"{}\"\n\n[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"60s\"\n{server}\n{rest}",
-            coder.get("CODER_URL")
-        ),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_string()
+/// `text` written to `dir/name`; its path.
+fn write(dir: &Path, name: &str, text: ConfigText) -> String {
+    text.write(dir, name).to_str().unwrap().to_string()
 }
 
 /// coderd's answer to `GET path` as the admin (the rate-limit bypass: the test's own
@@ -109,16 +126,14 @@ async fn coder_get(coder: &RealCoder, path_and_query: &str) -> serde_json::Value
 }
 
 /// This coderd runs with `CODER_TRACE_ENABLE=false`: it echoes our span id, and `check`
-/// says its spans will not be in our traces (issue 32; tests/real_coder.rs has the traced
+/// says its spans will not be in our traces (issue 32; tests/it/external/coder/walk.rs has the traced
 /// case).
 async fn check_says_coder_does_not_trace(coder: &RealCoder, dir: &Path) {
     let cfg = write(
-        coder,
         dir,
         "check.toml",
-        &format!(
-            "[[scenario]]\nname = \"c\"\ntemplate = \"{}\"\ncount = 1\nphases = [\"create\", \"build\", \"delete\"]\n",
-            coder.get("CODER_TEMPLATE")
+        here(coder).scenario(
+            scenario(coder, "CODER_TEMPLATE", "c", "stc", 1).phases(&["create", "build", "delete"]),
         ),
     );
     let check = bin_async(coder, &["check", "--config", &cfg]).await;
@@ -140,7 +155,7 @@ async fn check_says_coder_does_not_trace(coder: &RealCoder, dir: &Path) {
     // when we send a traceparent, no X-Trace-ID when we do not.
     let mut sc = scaletestd::sim::SimConfig::default();
     sc.tracing.enabled = false;
-    let sim = scaletestd::sim::Sim::start(sc, common::TOKEN, "127.0.0.1:0".parse().unwrap())
+    let sim = scaletestd::sim::Sim::start(sc, crate::common::TOKEN, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let client = |url: &str, token: &str| {
@@ -151,7 +166,7 @@ async fn check_says_coder_does_not_trace(coder: &RealCoder, dir: &Path) {
         )
     };
     let real = client(coder.get("CODER_URL"), coder.get("CODER_SESSION_TOKEN"));
-    let ours = client(sim.url().as_str(), common::TOKEN);
+    let ours = client(sim.url().as_str(), crate::common::TOKEN);
     for propagate in [true, false] {
         let (r, o) = (
             real.probe_tracing(propagate).await.unwrap(),
@@ -173,34 +188,22 @@ async fn check_says_coder_does_not_trace(coder: &RealCoder, dir: &Path) {
 /// owner's token; `cleanup --users` then leaves only the admin.
 async fn test_users(coder: &RealCoder, dir: &Path) {
     let cfg = write(
-        coder,
         dir,
         "users.toml",
-        &format!(
-            r#"[[scenario]]
-name = "users"
-template = "{template}"
-workspace_prefix = "stu"
-count = 12
-concurrency = 6
-phases = ["create", "build", "agent", "ssh", "pty", "app", "delete"]
-run_command = "{ECHO}"
-expect_output = "hello-42"
-app = "{app}"
-app_expect = "hello from the real-coder app"
-
-{SLOW_TIMEOUTS}
-
-[scenario.ssh]
-proxy_command = "{bin} --disable-direct-connections ssh --stdio {{workspace}}"
-
-[scenario.users]
-count = 4
-prefix = "rc-user"
-"#,
-            template = coder.get("CODER_TEMPLATE"),
-            app = coder.get("CODER_APP"),
-            bin = coder.get("CODER_BIN"),
+        here(coder).scenario(
+            slow(scenario(coder, "CODER_TEMPLATE", "users", "stu", 12))
+                .key("concurrency = 6")
+                .phases(&["create", "build", "agent", "ssh", "pty", "app", "delete"])
+                .command(ECHO, "hello-42")
+                .table("ssh", &coder_ssh(coder))
+                .table(
+                    "app",
+                    &format!(
+                        "slug = \"{}\"\nexpect = \"hello from the real-coder app\"",
+                        coder.get("CODER_APP")
+                    ),
+                )
+                .table("users", "count = 4\nprefix = \"rc-user\""),
         ),
     );
     once_all(coder, &cfg, 12, &[]).await;
@@ -249,17 +252,12 @@ prefix = "rc-user"
 /// with. Good values run.
 async fn parameters(coder: &RealCoder, dir: &Path) {
     let template = coder.get("CODER_PARAMS_TEMPLATE");
-    let scenario = |values: &str, count: u32| {
-        format!(
-            r#"[[scenario]]
-name = "params"
-template = "{template}"
-workspace_prefix = "stp"
-count = {count}
-concurrency = 6
-parameters = {{ {values} }}
-phases = ["create", "build", "agent", "delete"]
-"#
+    let params = |values: &str, count: u32| {
+        here(coder).scenario(
+            scenario(coder, "CODER_PARAMS_TEMPLATE", "params", "stp", count)
+                .key("concurrency = 6")
+                .key(&format!("parameters = {{ {values} }}"))
+                .phases(&["create", "build", "agent", "delete"]),
         )
     };
     let bad = [
@@ -279,10 +277,9 @@ phases = ["create", "build", "agent", "delete"]
     assert_eq!(tpl["use_classic_parameter_flow"], true, "{tpl}");
     for (i, (name, value)) in bad.iter().enumerate() {
         let cfg = write(
-            coder,
             dir,
             &format!("bad{i}.toml"),
-            &scenario(&format!("{name} = \"{value}\""), 6),
+            params(&format!("{name} = \"{value}\""), 6),
         );
         let check = bin_async(coder, &["check", "--config", &cfg]).await;
         assert_eq!(check.code, Some(1), "{check}");
@@ -328,10 +325,9 @@ phases = ["create", "build", "agent", "delete"]
     // "cpu" has bounds but no error message: coderd enforces neither (it drops such a
     // validation block), so neither does check, and the run goes through with it.
     let cfg = write(
-        coder,
         dir,
         "good.toml",
-        &scenario(
+        params(
             "image = \"ubuntu:24.04\", region = \"us\", memory = \"8\", cpu = \"99\"",
             6,
         ),
@@ -350,32 +346,24 @@ phases = ["create", "build", "agent", "delete"]
 /// coderd's words (and refused by `check`, which asks coderd to evaluate them), a form load
 /// of 50 at concurrency 25, and `notify` on 8 workspaces over 4 test users.
 async fn form_and_inbox(coder: &RealCoder, dir: &Path) {
-    let template = coder.get("CODER_DYNAMIC_TEMPLATE");
-    let scenario = |name: &str, values: &str, count: u32, concurrency: u32, phases: &str| {
-        format!(
-            r#"[[scenario]]
-name = "{name}"
-template = "{template}"
-workspace_prefix = "st{name}"
-count = {count}
-concurrency = {concurrency}
-parameters = {{ {values} }}
-phases = {phases}
-run_command = "{ECHO}"
-expect_output = "hello-42"
-
-{SLOW_TIMEOUTS}
-"#
+    let form = |name: &str, values: &str, count: u32, concurrency: u32, phases: &[&str]| {
+        here(coder).scenario(
+            slow(scenario(
+                coder,
+                "CODER_DYNAMIC_TEMPLATE",
+                name,
+                &format!("st{name}"),
+                count,
+            ))
+            .key(&format!("concurrency = {concurrency}"))
+            .key(&format!("parameters = {{ {values} }}"))
+            .phases(phases)
+            .command(ECHO, "hello-42"),
         )
     };
-    let walk = r#"["parameters", "create", "build", "agent", "pty", "delete"]"#;
+    let walk = &["parameters", "create", "build", "agent", "pty", "delete"];
     let good = "region = \"us\", zone = \"us-west\", cpu = \"4\"";
-    let cfg = write(
-        coder,
-        dir,
-        "form.toml",
-        &scenario("form", good, 10, 10, walk),
-    );
+    let cfg = write(dir, "form.toml", form("form", good, 10, 10, walk));
     let report = dir.join("form.json");
     let out = once_all(
         coder,
@@ -407,10 +395,9 @@ expect_output = "hello-42"
     .enumerate()
     {
         let cfg = write(
-            coder,
             dir,
             &format!("form-bad{i}.toml"),
-            &scenario("formbad", values, 2, 2, walk),
+            form("formbad", values, 2, 2, walk),
         );
         let out = bin_async(coder, &["once", "--config", &cfg]).await;
         assert_eq!(out.code, Some(1), "{out}");
@@ -425,10 +412,9 @@ expect_output = "hello-42"
         );
         // check asks coderd to evaluate the same values, and refuses them too.
         let plain = write(
-            coder,
             dir,
             &format!("form-check{i}.toml"),
-            &scenario("formchk", values, 2, 2, r#"["create", "build", "delete"]"#),
+            form("formchk", values, 2, 2, &["create", "build", "delete"]),
         );
         let check = bin_async(coder, &["check", "--config", &plain]).await;
         assert_eq!(check.code, Some(1), "{check}");
@@ -446,10 +432,9 @@ expect_output = "hello-42"
 
     // A form load: 50 evaluations at concurrency 25, nothing created.
     let cfg = write(
-        coder,
         dir,
         "formload.toml",
-        &scenario("formload", good, 50, 25, r#"["parameters"]"#),
+        form("formload", good, 50, 25, &["parameters"]),
     );
     let out = once_all(coder, &cfg, 50, &[]).await;
     assert!(listed(coder, "stformload-").await.is_empty());
@@ -464,27 +449,15 @@ expect_output = "hello-42"
 
     // notify: 8 workspaces over 4 test users, the admin watching its inbox.
     let cfg = write(
-        coder,
         dir,
         "notify.toml",
-        &format!(
-            r#"[[scenario]]
-name = "notify"
-template = "{}"
-workspace_prefix = "stn"
-count = 8
-concurrency = 8
-phases = ["create", "notify", "build", "delete"]
-
-[scenario.timeouts]
-build = "90s"
-delete = "90s"
-
-[scenario.users]
-count = 4
-prefix = "rc-notify"
-"#,
-            coder.get("CODER_TEMPLATE")
+        here(coder).scenario(
+            scenario(coder, "CODER_TEMPLATE", "notify", "stn", 8)
+                .key("concurrency = 8")
+                .phases(&["create", "notify", "build", "delete"])
+                .timeout("build", "90s")
+                .timeout("delete", "90s")
+                .table("users", "count = 4\nprefix = \"rc-notify\""),
         ),
     );
     let out = once_all(coder, &cfg, 8, &[]).await;
@@ -534,27 +507,17 @@ async fn coder_create(
 /// lifecycle executor; each autostart phase's record and span are one interval from that
 /// minute.
 async fn autostart(coder: &RealCoder, dir: &Path) {
-    let (_, spans) = common::otlp::grpc_at(OUR_OTLP).await;
+    let (_, spans) = crate::common::otlp::grpc_at(OUR_OTLP).await;
     let cfg = write(
-        coder,
         dir,
         "autostart.toml",
-        &format!(
-            r#"[telemetry]
-otlp_endpoint = "http://{OUR_OTLP}"
-
-[[scenario]]
-name = "herd"
-kind = "autostart"
-template = "{template}"
-workspace_prefix = "sta"
-count = 8
-concurrency = 8
-
-{SLOW_TIMEOUTS}
-"#,
-            template = coder.get("CODER_TEMPLATE"),
-        ),
+        here(coder)
+            .telemetry(&format!("otlp_endpoint = \"http://{OUR_OTLP}\""))
+            .scenario(
+                slow(scenario(coder, "CODER_TEMPLATE", "herd", "sta", 8))
+                    .key("kind = \"autostart\"")
+                    .key("concurrency = 8"),
+            ),
     );
     let report = dir.join("autostart.json");
     once_all(
@@ -612,48 +575,29 @@ concurrency = 8
 async fn daemon_with_traffic_and_a_schedule(coder: &RealCoder, dir: &Path) {
     let token_file = dir.join("api-token");
     std::fs::write(&token_file, "real-coder-api-token-0123456789abcdef\n").unwrap();
+    let schedule = cron_at(&[10]);
     let text = |pool: u32| {
-        format!(
-            r#"[[scenario]]
-name = "pool"
-kind = "traffic"
-template = "{template}"
-workspace_prefix = "stt"
-count = {pool}
-phases = ["create", "build", "agent", "delete"]
-sessions_per_workspace = 1
-transports = ["pty", "ssh"]
-bytes_per_tick = 64
-tick_interval = "500ms"
-
-{SLOW_TIMEOUTS}
-
-[scenario.ssh]
-proxy_command = "{bin} --disable-direct-connections ssh --stdio {{workspace}}"
-
-[[scenario]]
-name = "sched"
-template = "{template}"
-workspace_prefix = "sts"
-schedule = "{schedule}"
-count = 4
-concurrency = 4
-phases = ["create", "build", "agent", "pty", "delete"]
-run_command = "{ECHO}"
-expect_output = "hello-42"
-"#,
-            template = coder.get("CODER_TEMPLATE"),
-            bin = coder.get("CODER_BIN"),
-            schedule = cron_at(&[10]),
-        )
+        here(coder)
+            .server(&format!("api_token_file = \"{}\"", token_file.display()))
+            .scenario(
+                slow(scenario(coder, "CODER_TEMPLATE", "pool", "stt", pool))
+                    .key("kind = \"traffic\"")
+                    .phases(&["create", "build", "agent", "delete"])
+                    .table(
+                        "traffic",
+                        "sessions_per_workspace = 1\ntransports = [\"pty\", \"ssh\"]\nbytes_per_tick = 64\ntick_interval = \"500ms\"",
+                    )
+                    .table("ssh", &coder_ssh(coder)),
+            )
+            .scenario(
+                scenario(coder, "CODER_TEMPLATE", "sched", "sts", 4)
+                    .schedule(&schedule)
+                    .key("concurrency = 4")
+                    .phases(&["create", "build", "agent", "pty", "delete"])
+                    .command(ECHO, "hello-42"),
+            )
     };
-    let cfg = write_with(
-        coder,
-        dir,
-        "daemon.toml",
-        &format!("api_token_file = \"{}\"\n", token_file.display()),
-        &text(3),
-    );
+    let cfg = write(dir, "daemon.toml", text(3));
     let mut d = spawn(&["run", "--config", &cfg], coder.get("CODER_SESSION_TOKEN"));
     // The schedule fires once; the pool comes up beside it.
     let s = d
@@ -713,10 +657,7 @@ expect_output = "hello-42"
         s.text
     );
     // SIGHUP with a pool of one: two of three workspaces deleted, two sessions left.
-    let shrunk = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replacen("count = 3", "count = 1", 1);
-    std::fs::write(&cfg, shrunk).unwrap();
+    write(dir, "daemon.toml", text(1));
     d.signal("HUP");
     d.wait_for(Duration::from_secs(120), |s| {
         s.sum("scaletest_traffic_sessions", &[("scenario", "pool")]) == 2.0
@@ -833,31 +774,15 @@ http {{
         tokio::net::TcpStream::connect(front).await.ok().map(|_| ())
     })
     .await;
-    let path = dir.join("tls.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[coder]
-url = "https://{front}"
-ca_file = "{cert}"
-
-[[scenario]]
-name = "tls"
-template = "{template}"
-workspace_prefix = "stl"
-count = 10
-concurrency = 10
-phases = ["create", "build", "agent", "pty", "delete"]
-run_command = "{ECHO}"
-expect_output = "hello-42"
-
-{SLOW_TIMEOUTS}
-"#,
-            cert = cert.display(),
-            template = coder.get("CODER_TEMPLATE"),
-        ),
-    )
-    .unwrap();
+    let path = ConfigText::new(format!("https://{front}"))
+        .coder(&format!("ca_file = \"{}\"", cert.display()))
+        .scenario(
+            slow(scenario(coder, "CODER_TEMPLATE", "tls", "stl", 10))
+                .key("concurrency = 10")
+                .phases(&["create", "build", "agent", "pty", "delete"])
+                .command(ECHO, "hello-42"),
+        )
+        .write(dir, "tls.toml");
     once_all(coder, path.to_str().unwrap(), 10, &[]).await;
     assert!(listed(coder, "stl-").await.is_empty());
     println!(

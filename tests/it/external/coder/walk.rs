@@ -6,19 +6,20 @@
 //!
 //! If Coder cannot be built or started, the test fails with the reason: nothing is skipped.
 
-mod common;
-#[path = "common/shape.rs"]
-mod shape;
+use crate::common::shape;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::daemon::{cron_at, spawn, tmpdir};
-use common::prom::{Kill, check_series, dashboards, query, series, substitute, targets};
-use common::real::{OTLP, RealCoder, listed, real_coder_here};
-use common::{BIN, eventually_async};
+use super::real_coder_here;
+use crate::common::daemon::{cron_at, spawn, tmpdir};
+use crate::common::prom::{
+    Prometheus, check_series, dashboards, query, series, substitute, targets,
+};
+use crate::common::real::{OTLP, RealCoder, listed};
+use crate::common::{Bin, ConfigText, ScenarioText, eventually_async};
 use scaletestd::phases::Reason;
 
 /// The command both transports run; its output is matched on `hello-42`, which the
@@ -33,7 +34,7 @@ fn scaletestd_walks_a_real_coder() {
     rt.block_on(walk(&coder));
 }
 
-/// The configuration for a run of `count` at `concurrency` through `phases`.
+/// The configuration for a run of `count` at concurrency 10 through `phases`.
 fn config(
     coder: &RealCoder,
     prefix: &str,
@@ -42,89 +43,46 @@ fn config(
     phases: &str,
     command: &str,
 ) -> String {
-    let schedule = schedule
-        .map(|s| format!("schedule = \"{s}\"\n"))
-        .unwrap_or_default();
-    format!(
-        r#"[coder]
-url = "{url}"
-
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "60s"
-
-[telemetry]
-otlp_endpoint = "http://{OTLP}"
-
-[[scenario]]
-name = "real"
-template = "{template}"
-workspace_prefix = "{prefix}"
-count = {count}
-concurrency = 10
-{schedule}phases = {phases}
-run_command = "{command}"
-expect_output = "hello-42"
-{app}
-[scenario.timeouts]
-build = "90s"
-agent = "90s"
-pty = "60s"
-delete = "90s"
-
-[scenario.ssh]
-proxy_command = "{bin} --disable-direct-connections ssh --stdio {{workspace}}"
-"#,
-        url = coder.get("CODER_URL"),
-        template = coder.get("CODER_TEMPLATE"),
-        // The app's keys are refused on a scenario without the phase.
-        app = if phases.contains("\"app\"") {
-            format!(
-                "app = \"{}\"\napp_expect = \"hello from the real-coder app\"\n",
+    let mut scenario = ScenarioText::new("real", count)
+        .template(coder.get("CODER_TEMPLATE"))
+        .prefix(prefix)
+        .key("concurrency = 10")
+        .key(&format!("phases = {phases}"))
+        .command(command, "hello-42")
+        .timeout("build", "90s")
+        .timeout("agent", "90s")
+        .timeout("pty", "60s")
+        .timeout("delete", "90s")
+        .table(
+            "ssh",
+            &format!(
+                "proxy_command = \"{} --disable-direct-connections ssh --stdio {{workspace}}\"",
+                coder.get("CODER_BIN")
+            ),
+        );
+    if let Some(s) = schedule {
+        scenario = scenario.schedule(s);
+    }
+    // The app's keys are refused on a scenario without the phase.
+    if phases.contains("\"app\"") {
+        scenario = scenario.table(
+            "app",
+            &format!(
+                "slug = \"{}\"\nexpect = \"hello from the real-coder app\"",
                 coder.get("CODER_APP")
-            )
-        } else {
-            String::new()
-        },
-        bin = coder.get("CODER_BIN"),
-    )
-}
-
-fn start_prometheus(dir: &std::path::Path, daemon: &str) -> (Kill, String) {
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: scaletestd
-    static_configs:
-      - targets: ["{daemon}"]
-  - job_name: coder
-    static_configs:
-      - targets: ["127.0.0.1:2112"]
-"#
-        ),
-    )
-    .unwrap();
-    let addr = "127.0.0.1:9090".to_string();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus is installed (the test command installs Debian's prometheus package)");
-    (Kill(child), addr)
+            ),
+        );
+    }
+    ConfigText::new(coder.get("CODER_URL"))
+        .server("listen = \"127.0.0.1:0\"")
+        .server("shutdown_grace = \"60s\"")
+        .telemetry(&format!("otlp_endpoint = \"http://{OTLP}\""))
+        .scenario(scenario)
+        .text()
 }
 
 async fn walk(coder: &RealCoder) {
-    let (_, spans) = common::otlp::grpc_at(OTLP).await;
+    let (_, spans) = crate::common::otlp::grpc_at(OTLP).await;
     let dir = tmpdir("real-coder");
 
     // 1. The whole walk, 20 workspaces at concurrency 10, by the daemon on a schedule that
@@ -140,7 +98,13 @@ async fn walk(coder: &RealCoder) {
         &["run", "--config", cfg_path.to_str().unwrap()],
         coder.get("CODER_SESSION_TOKEN"),
     );
-    let (_prom, prom) = start_prometheus(dir.path(), &d.addr);
+    let prometheus = Prometheus::start(
+        &dir,
+        &[("scaletestd", &d.addr), ("coder", "127.0.0.1:2112")],
+        None,
+    )
+    .await;
+    let prom = prometheus.addr.clone();
     let s = d
         .wait_for(Duration::from_secs(600), |s| {
             s.sum("scaletest_runs", &[]) >= 1.0
@@ -171,7 +135,7 @@ async fn walk(coder: &RealCoder) {
     // This coderd traces (CODER_TRACE_ENABLE with --otlp): the gauge and check say so.
     assert_eq!(s.sum("scaletest_coder_tracing", &[]), 1.0, "{}", s.text);
     let check = tokio::task::block_in_place(|| {
-        common::Bin::new(&["check", "--config", cfg_path.to_str().unwrap()])
+        crate::common::Bin::new(&["check", "--config", cfg_path.to_str().unwrap()])
             .env("CODER_SESSION_TOKEN", coder.get("CODER_SESSION_TOKEN"))
             .run()
     });
@@ -253,15 +217,13 @@ async fn walk(coder: &RealCoder) {
     )
     .unwrap();
     let report = dir.join("crash.json");
-    let mut once = Command::new(BIN)
-        .args(["once", "--config", cfg_path.to_str().unwrap(), "--output"])
+    let mut once = Bin::new(&["once", "--config", cfg_path.to_str().unwrap(), "--output"])
         .arg(format!("json:{}", report.display()))
         .env("CODER_SESSION_TOKEN", coder.get("CODER_SESSION_TOKEN"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     // Once every build is done (a provisioner job in flight would stay "running" until
     // coderd's hung-job reaper, minutes later), coderd goes away without a word.
     let once_pid = once.id();
@@ -306,17 +268,10 @@ async fn walk(coder: &RealCoder) {
         serde_json::from_value::<Reason>(serde_json::Value::String(r.clone()))
             .unwrap_or_else(|e| panic!("{r:?} is not one of our reasons: {e}"));
     }
-    let sweep = Command::new(BIN)
-        .args(["cleanup", "--config", cfg_path.to_str().unwrap()])
+    Bin::new(&["cleanup", "--config", cfg_path.to_str().unwrap()])
         .env("CODER_SESSION_TOKEN", coder.get("CODER_SESSION_TOKEN"))
-        .output()
-        .unwrap();
-    assert!(
-        sweep.status.success(),
-        "cleanup: {}{}",
-        String::from_utf8_lossy(&sweep.stdout),
-        String::from_utf8_lossy(&sweep.stderr)
-    );
+        .run()
+        .expect_code(0);
     let left = eventually_async(Duration::from_secs(120), || async {
         let ws = listed(coder, prefix).await;
         ws.is_empty().then_some(ws)
@@ -870,7 +825,7 @@ fn reduce(w: &serde_json::Value) -> String {
 async fn conformance(coder: &RealCoder) {
     let sim = scaletestd::sim::Sim::start(
         scaletestd::sim::SimConfig::default(),
-        common::TOKEN,
+        crate::common::TOKEN,
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
@@ -881,7 +836,12 @@ async fn conformance(coder: &RealCoder) {
         coder.get("CODER_SESSION_TOKEN"),
         coder.get("CODER_TEMPLATE"),
     );
-    let mut ours = Side::new("simulator", sim.url().as_str(), common::TOKEN, "docker");
+    let mut ours = Side::new(
+        "simulator",
+        sim.url().as_str(),
+        crate::common::TOKEN,
+        "docker",
+    );
     ours.parameters =
         serde_json::json!([{"name": "image", "value": "codercom/enterprise-base:ubuntu"}]);
     real.walk().await;
@@ -895,7 +855,7 @@ async fn conformance(coder: &RealCoder) {
     ours.form("docker", r#"{"region": "us", "cpu": "99"}"#)
         .await;
     // Both trace (coderd with --otlp): neither echoes our span id; without a traceparent
-    // both answer an X-Trace-ID of their own (tests/real_coder_features.rs: both off).
+    // both answer an X-Trace-ID of their own (tests/it/external/coder/features.rs: both off).
     for propagate in [true, false] {
         let probe = |url: &str, token: &str| {
             scaletestd::coder::Client::new(
@@ -908,7 +868,7 @@ async fn conformance(coder: &RealCoder) {
             .probe_tracing(propagate)
             .await
             .unwrap();
-        let o = probe(sim.url().as_str(), common::TOKEN)
+        let o = probe(sim.url().as_str(), crate::common::TOKEN)
             .probe_tracing(propagate)
             .await
             .unwrap();
