@@ -558,10 +558,10 @@ pub async fn run_all(quick: bool) -> String {
             t.instructions(&crate::instructions::count(&otlp.url));
         }
         if has("idle") {
-            t.idle(&sim).await;
+            t.section(&crate::footprint::idle(&sim).await);
         }
         if has("page") {
-            t.status_page();
+            t.section(&crate::footprint::status_page());
         }
         return t.render();
     }
@@ -610,8 +610,8 @@ pub async fn run_all(quick: bool) -> String {
     t.capacity(&capacity, &accuracy);
     t.instructions(&crate::instructions::count(&otlp.url));
     traffic_section(&mut t, quick, &sim, &otlp.url);
-    t.scrape_time();
-    t.status_page();
-    t.idle(&sim).await;
+    t.section(&crate::footprint::scrape_time());
+    t.section(&crate::footprint::status_page());
+    t.section(&crate::footprint::idle(&sim).await);
     t.render()
 }

@@ -14,6 +14,7 @@
 
 mod cases;
 mod coder_peer;
+mod footprint;
 mod instructions;
 mod raw;
 mod report;

@@ -77,6 +77,26 @@ async fn start_pool(cfg: &scaletestd::config::Config) -> Running {
     }
 }
 
+impl Running {
+    /// Stops the pool and waits (bounded) for it: what each workspace's deletion reported.
+    async fn finish_reports(&mut self) -> Vec<scaletestd::runner::WorkspaceReport> {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the pool stops")
+            .unwrap()
+    }
+
+    /// [`Running::finish_reports`], and nothing left in the simulator.
+    async fn finish(&mut self, sim: &scaletestd::sim::Sim) {
+        self.finish_reports().await;
+        assert!(
+            settle(sim).await.is_empty(),
+            "nothing left in the simulator"
+        );
+    }
+}
+
 /// Waits (bounded) until `n` sessions are open.
 async fn wait_open(stats: &TrafficStats, n: i64, within_secs: u64) {
     eventually(Duration::from_secs(within_secs), || open_now(stats) >= n).await;
@@ -112,15 +132,11 @@ async fn eighty_sessions_echo_every_byte_with_the_injected_latency() {
     sc.sessions.latency = ms(20);
     let sim = start(sc).await;
     let cfg = traffic_config(&sim, 20);
-    let pool = start_pool(&cfg).await;
+    let mut pool = start_pool(&cfg).await;
     wait_open(&pool.stats, 80, 60).await;
     // Each transport's 40 sessions, 30 ticks each.
     wait_ticks(&pool.stats, 40 * 30).await;
-    pool.stop.cancel();
-    let reports = tokio::time::timeout(Duration::from_secs(60), pool.task)
-        .await
-        .expect("the pool stops")
-        .unwrap();
+    let reports = pool.finish_reports().await;
     assert_eq!(reports.len(), 20);
     assert!(
         reports.iter().all(|r| r.ok),
@@ -203,7 +219,7 @@ async fn stalls_and_disconnects_are_counted_by_reason_and_recover() {
     sc.sessions.stall_for = scaletestd::config::HumanDuration(Duration::from_secs(7));
     let sim = start(sc).await;
     let cfg = traffic_config(&sim, 5);
-    let pool = start_pool(&cfg).await;
+    let mut pool = start_pool(&cfg).await;
     // Until both kinds of fault were seen and sessions were reopened after them (bounded).
     eventually(Duration::from_secs(60), || {
         let snap = pool.stats.snapshot();
@@ -237,12 +253,7 @@ async fn stalls_and_disconnects_are_counted_by_reason_and_recover() {
     };
     assert!(errs("pty", "connect_error") + errs("ssh", "connect_error") > 0.0);
     assert!(errs("pty", "timeout") + errs("ssh", "timeout") > 0.0);
-    pool.stop.cancel();
-    tokio::time::timeout(Duration::from_secs(60), pool.task)
-        .await
-        .expect("the pool stops")
-        .unwrap();
-    assert!(settle(&sim).await.is_empty());
+    pool.finish(&sim).await;
 }
 
 /// p50 echo latency per transport of a light pool (4 workspaces, 8 sessions) with `injected`.
@@ -251,16 +262,11 @@ async fn light_pool_p50(injected: u64) -> std::collections::BTreeMap<&'static st
     sc.sessions.latency = ms(injected);
     let sim = start(sc).await;
     let cfg = traffic_config_with(&sim, 4, 1);
-    let pool = start_pool(&cfg).await;
+    let mut pool = start_pool(&cfg).await;
     wait_open(&pool.stats, 8, 30).await;
     // Each transport's 4 sessions, 30 ticks each.
     wait_ticks(&pool.stats, 4 * 30).await;
-    pool.stop.cancel();
-    tokio::time::timeout(Duration::from_secs(60), pool.task)
-        .await
-        .expect("the pool stops")
-        .unwrap();
-    assert!(settle(&sim).await.is_empty());
+    pool.finish(&sim).await;
     pool.stats
         .snapshot()
         .into_iter()
@@ -297,7 +303,7 @@ async fn a_workspace_whose_agent_disconnects_is_replaced() {
     let _turn = exclusive();
     let sim = start(fast_sim()).await;
     let cfg = traffic_config_with(&sim, 2, 1);
-    let pool = start_pool(&cfg).await;
+    let mut pool = start_pool(&cfg).await;
     wait_open(&pool.stats, 4, 30).await;
     let victim = sim.live_workspaces()[0].clone();
     assert!(sim.app.state.disconnect_agents(&victim));
@@ -323,10 +329,5 @@ async fn a_workspace_whose_agent_disconnects_is_replaced() {
         pool.stats.snapshot().values().map(|s| s.ticks).sum::<u64>() > ticks
     })
     .await;
-    pool.stop.cancel();
-    tokio::time::timeout(Duration::from_secs(60), pool.task)
-        .await
-        .expect("the pool stops")
-        .unwrap();
-    assert!(settle(&sim).await.is_empty());
+    pool.finish(&sim).await;
 }

@@ -8,17 +8,15 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::real_coder_here;
-use crate::common::daemon::{cron_at, spawn, tmpdir};
+use super::{
+    ECHO, bin_async, coder_get, coder_ssh, here, once_all, real_coder_here, scenario, slow, write,
+};
+use crate::common::daemon::tmpdir;
 use crate::common::prom::Kill;
 use crate::common::real::{RealCoder, listed};
-use crate::common::{Bin, ConfigText, Ran, ScenarioText, eventually_async};
-
-const ECHO: &str = "echo hello-$((40+2))";
-/// Our own spans go here (coderd exports none: it does not trace).
-const OUR_OTLP: &str = "127.0.0.1:4318";
+use crate::common::{ConfigText, eventually_async};
 
 #[test]
 fn every_feature_against_a_real_coder() {
@@ -32,97 +30,9 @@ async fn features(coder: &RealCoder) {
     test_users(coder, dir.path()).await;
     parameters(coder, dir.path()).await;
     form_and_inbox(coder, dir.path()).await;
-    autostart(coder, dir.path()).await;
-    daemon_with_traffic_and_a_schedule(coder, dir.path()).await;
+    super::daemon::autostart(coder, dir.path()).await;
+    super::daemon::daemon_with_traffic_and_a_schedule(coder, dir.path()).await;
     tls_front(coder, dir.path()).await;
-}
-
-/// `scaletestd <args>` as the deployment's admin, in this namespace.
-fn bin(coder: &RealCoder, args: &[&str]) -> Ran {
-    Bin::new(args)
-        .env("CODER_SESSION_TOKEN", coder.get("CODER_SESSION_TOKEN"))
-        .env("RUST_LOG", "warn")
-        .run()
-}
-
-async fn bin_async(coder: &RealCoder, args: &[&str]) -> Ran {
-    tokio::task::block_in_place(|| bin(coder, args))
-}
-
-/// Timeouts for a real build: coderd runs Terraform and pulls nothing, but a loaded
-/// machine makes a minute possible.
-fn slow(s: ScenarioText) -> ScenarioText {
-    s.timeout("build", "90s")
-        .timeout("agent", "90s")
-        .timeout("delete", "90s")
-}
-
-/// A scenario of `count` from this coderd's template `template` (an env key of
-/// `scripts/real-coder`), its workspaces named `prefix-…`.
-fn scenario(
-    coder: &RealCoder,
-    template: &str,
-    name: &str,
-    prefix: &str,
-    count: u32,
-) -> ScenarioText {
-    ScenarioText::new(name, count)
-        .template(coder.get(template))
-        .prefix(prefix)
-}
-
-/// `[scenario.ssh]` through Coder's own CLI, over DERP (direct connections off).
-fn coder_ssh(coder: &RealCoder) -> String {
-    format!(
-        "proxy_command = \"{} --disable-direct-connections ssh --stdio {{workspace}}\"",
-        coder.get("CODER_BIN")
-    )
-}
-
-/// `once` with `args` after the configuration, which must end `n/n`; what it printed.
-async fn once_all(coder: &RealCoder, cfg: &str, n: u32, args: &[&str]) -> Ran {
-    let mut all = vec!["once", "--config", cfg];
-    all.extend_from_slice(args);
-    let out = bin_async(coder, &all).await;
-    assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout
-            .contains(&format!("{n} workspaces: {n} succeeded, 0 failed")),
-        "{out}"
-    );
-    out
-}
-
-/// A configuration: `[coder]` at this coderd, a `[server]` on any port.
-fn here(coder: &RealCoder) -> ConfigText {
-    ConfigText::new(coder.get("CODER_URL"))
-        .server("listen = \"127.0.0.1:0\"")
-        .server("shutdown_grace = \"60s\"")
-}
-
-/// `text` written to `dir/name`; its path.
-fn write(dir: &Path, name: &str, text: ConfigText) -> String {
-    text.write(dir, name).to_str().unwrap().to_string()
-}
-
-/// coderd's answer to `GET path` as the admin (the rate-limit bypass: the test's own
-/// polling must not eat the runs' windows).
-async fn coder_get(coder: &RealCoder, path_and_query: &str) -> serde_json::Value {
-    let mut url = url::Url::parse(coder.get("CODER_URL")).unwrap();
-    let (p, q) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    url.set_path(p);
-    url.set_query((!q.is_empty()).then_some(q));
-    let resp = reqwest::Client::new()
-        .get(url)
-        .header("Coder-Session-Token", coder.get("CODER_SESSION_TOKEN"))
-        .header("X-Coder-Bypass-Ratelimit", "true")
-        .send()
-        .await
-        .expect("coderd answers");
-    assert_eq!(resp.status(), 200, "GET {path_and_query}");
-    serde_json::from_str(&resp.text().await.unwrap()).unwrap()
 }
 
 /// This coderd runs with `CODER_TRACE_ENABLE=false`: it echoes our span id, and `check`
@@ -501,183 +411,6 @@ async fn coder_create(
         status,
         serde_json::from_str(&resp.text().await.unwrap()).unwrap_or_default(),
     )
-}
-
-/// The autostart herd: 8 stopped workspaces scheduled for one minute, started by coderd's
-/// lifecycle executor; each autostart phase's record and span are one interval from that
-/// minute.
-async fn autostart(coder: &RealCoder, dir: &Path) {
-    let (_, spans) = crate::common::otlp::grpc_at(OUR_OTLP).await;
-    let cfg = write(
-        dir,
-        "autostart.toml",
-        here(coder)
-            .telemetry(&format!("otlp_endpoint = \"http://{OUR_OTLP}\""))
-            .scenario(
-                slow(scenario(coder, "CODER_TEMPLATE", "herd", "sta", 8))
-                    .key("kind = \"autostart\"")
-                    .key("concurrency = 8"),
-            ),
-    );
-    let report = dir.join("autostart.json");
-    once_all(
-        coder,
-        &cfg,
-        8,
-        &["--output", &format!("json:{}", report.display())],
-    )
-    .await;
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let mut due = None;
-    for w in json["workspaces"].as_array().unwrap() {
-        for p in w["phases"].as_array().unwrap() {
-            let phase = p["phase"].as_str().unwrap();
-            if !phase.starts_with("autostart.") {
-                continue;
-            }
-            let started: chrono::DateTime<chrono::Utc> =
-                p["started_at"].as_str().unwrap().parse().unwrap();
-            assert_eq!(started.timestamp() % 60, 0, "{phase} starts at a minute");
-            assert_eq!(*due.get_or_insert(started), started, "one minute for all");
-        }
-    }
-    let due = due.expect("autostart phases");
-    assert!(
-        !json.to_string().contains("coder_trace_id"),
-        "no Coder trace is claimed where Coder does not trace"
-    );
-    // Our phase spans: each from the minute, for the phase's duration.
-    let phase_spans = eventually_async(Duration::from_secs(30), || async {
-        let got: Vec<_> = spans
-            .of("scaletestd")
-            .into_iter()
-            .filter(|g| g.name() == "phase.autostart.built")
-            .collect();
-        (got.len() == 8).then_some(got)
-    })
-    .await;
-    for g in &phase_spans {
-        let start = g.span.start_time_unix_nano as i64;
-        assert_eq!(
-            start,
-            due.timestamp_nanos_opt().unwrap(),
-            "phase.autostart.built starts at the scheduled minute"
-        );
-    }
-    assert!(listed(coder, "sta-").await.is_empty());
-    println!("real coder, autostart: 8/8 at {due}, records and spans from that minute");
-}
-
-/// The daemon with a traffic pool (pty and SSH sessions) and a scheduled lifecycle scenario
-/// with the run API: the schedule fires, `trigger --wait` runs it again, the pool carries
-/// traffic for 30 s without an error, shrinks on SIGHUP, and SIGTERM leaves nothing.
-async fn daemon_with_traffic_and_a_schedule(coder: &RealCoder, dir: &Path) {
-    let token_file = dir.join("api-token");
-    std::fs::write(&token_file, "real-coder-api-token-0123456789abcdef\n").unwrap();
-    let schedule = cron_at(&[10]);
-    let text = |pool: u32| {
-        here(coder)
-            .server(&format!("api_token_file = \"{}\"", token_file.display()))
-            .scenario(
-                slow(scenario(coder, "CODER_TEMPLATE", "pool", "stt", pool))
-                    .key("kind = \"traffic\"")
-                    .phases(&["create", "build", "agent", "delete"])
-                    .table(
-                        "traffic",
-                        "sessions_per_workspace = 1\ntransports = [\"pty\", \"ssh\"]\nbytes_per_tick = 64\ntick_interval = \"500ms\"",
-                    )
-                    .table("ssh", &coder_ssh(coder)),
-            )
-            .scenario(
-                scenario(coder, "CODER_TEMPLATE", "sched", "sts", 4)
-                    .schedule(&schedule)
-                    .key("concurrency = 4")
-                    .phases(&["create", "build", "agent", "pty", "delete"])
-                    .command(ECHO, "hello-42"),
-            )
-    };
-    let cfg = write(dir, "daemon.toml", text(3));
-    let mut d = spawn(&["run", "--config", &cfg], coder.get("CODER_SESSION_TOKEN"));
-    // The schedule fires once; the pool comes up beside it.
-    let s = d
-        .wait_for(Duration::from_secs(240), |s| {
-            s.sum("scaletest_runs", &[("scenario", "sched")]) >= 1.0
-                && s.sum("scaletest_traffic_sessions", &[("scenario", "pool")]) == 6.0
-        })
-        .await;
-    assert_eq!(
-        s.sum(
-            "scaletest_runs",
-            &[("scenario", "sched"), ("result", "success")]
-        ),
-        1.0,
-        "{}",
-        d.log()
-    );
-    // Coder does not trace: the gauge says so, and the page labels the links as ours.
-    assert_eq!(s.sum("scaletest_coder_tracing", &[]), 0.0, "{}", s.text);
-    let (_, page) = d.get("/", None).await;
-    assert!(
-        page.contains("it records no traces (CODER_TRACE_ENABLE is off)"),
-        "{page}"
-    );
-    // The pipeline's step.
-    let url = format!("http://{}", d.addr);
-    let out = tokio::task::block_in_place(|| {
-        Bin::new(&["trigger", "--scenario", "sched", "--wait", "--url", &url])
-            .arg("--token-file")
-            .arg(&token_file)
-            .run()
-    });
-    assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("4 workspaces: 4 succeeded, 0 failed"),
-        "{out}"
-    );
-    // 30 s of traffic from the pool's first full scrape: echoes timed, no error.
-    let from = Instant::now();
-    let first = d.scrape().await;
-    tokio::time::sleep(Duration::from_secs(30).saturating_sub(from.elapsed())).await;
-    let s = d.scrape().await;
-    for transport in ["pty", "ssh"] {
-        let echoes = s.sum(
-            "scaletest_traffic_latency_seconds",
-            &[("scenario", "pool"), ("transport", transport)],
-        ) - first.sum(
-            "scaletest_traffic_latency_seconds",
-            &[("scenario", "pool"), ("transport", transport)],
-        );
-        assert!(echoes >= 3.0 * 40.0, "{transport}: {echoes} echoes in 30 s");
-    }
-    assert_eq!(
-        s.sum("scaletest_traffic_errors", &[("scenario", "pool")]),
-        0.0,
-        "{}",
-        s.text
-    );
-    // SIGHUP with a pool of one: two of three workspaces deleted, two sessions left.
-    write(dir, "daemon.toml", text(1));
-    d.signal("HUP");
-    d.wait_for(Duration::from_secs(120), |s| {
-        s.sum("scaletest_traffic_sessions", &[("scenario", "pool")]) == 2.0
-    })
-    .await;
-    eventually_async(Duration::from_secs(120), || async {
-        (listed(coder, "stt-").await.len() == 1).then_some(())
-    })
-    .await;
-    // SIGTERM: the pool is deleted, the daemon exits 0, Coder lists nothing of ours.
-    d.signal("TERM");
-    let code = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(120)));
-    assert_eq!(code, Some(0), "{}", d.log());
-    for prefix in ["stt-", "sts-"] {
-        let left = listed(coder, prefix).await;
-        assert!(left.is_empty(), "{prefix}: {left:?}");
-    }
-    println!(
-        "real coder, daemon: scheduled run 4/4, trigger --wait 4/4, 30 s of pty+ssh traffic without an error, SIGHUP shrank the pool to 1, SIGTERM left nothing"
-    );
 }
 
 /// Coder behind nginx (HTTP/2 and HTTP/1.1, websockets) with a certificate `openssl req
