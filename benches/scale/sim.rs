@@ -2,33 +2,20 @@
 //! latencies, as many provisioners as workspaces (no queue) and no rate limit.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::toolkit::{Kill, free_port};
 use crate::*;
 
 pub struct SimProcess {
-    child: Child,
+    child: Kill,
     pub url: String,
     pub ssh: String,
     /// The simulator's delivery log: when it sent each workspace event.
     pub deliveries: std::path::PathBuf,
     /// Behind TLS: its authority's certificate, for `[coder] ca_file`.
     pub ca: Option<std::path::PathBuf>,
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Latencies in ms: init, plan, graph, apply, destroy, agent connect, agent start-up.
@@ -153,7 +140,7 @@ agent_startup = "{startup}ms"
             std::thread::sleep(Duration::from_millis(100));
         }
         SimProcess {
-            child,
+            child: Kill(child),
             url,
             ssh: format!("127.0.0.1:{ssh}"),
             deliveries,

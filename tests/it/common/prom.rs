@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub use super::toolkit::Kill;
+use super::toolkit::Kill;
 
 /// Debian's `prometheus`, started by the test on a free loopback port with its data and log
 /// in `dir`, scraping each `(job, address)` every second; killed when dropped.

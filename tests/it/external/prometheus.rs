@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::prom::{
-    Kill, Prometheus, check_series, dashboards, get_json, query, series, substitute, targets,
+    Prometheus, check_series, dashboards, get_json, query, series, substitute, targets,
 };
-use crate::common::{Bin, TempDir, eventually_async, exclusive, free_port};
+use crate::common::{Bin, Kill, TempDir, eventually_async, exclusive, free_port};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

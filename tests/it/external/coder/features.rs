@@ -14,9 +14,8 @@ use super::{
     ECHO, bin_async, coder_get, coder_ssh, here, once_all, real_coder_here, scenario, slow, write,
 };
 use crate::common::daemon::tmpdir;
-use crate::common::prom::Kill;
 use crate::common::real::{RealCoder, listed};
-use crate::common::{ConfigText, eventually_async};
+use crate::common::{ConfigText, Kill, eventually_async};
 
 #[test]
 fn every_feature_against_a_real_coder() {
