@@ -104,7 +104,7 @@ fn section(quick: bool) -> String {
     let max = std::env::var("SCALE_BENCH_PEER_MAX")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 60 } else { 80 });
+        .unwrap_or(if quick { 60 } else { 200 });
     let with_agents = [
         Workload {
             title: "full lifecycles with real agents",
