@@ -3,8 +3,9 @@
 //! team makes before choosing a tool (issue 31).
 //!
 //! Each workload runs the two tools alternately (A B A B …), so drift in the machine or in
-//! coderd's database falls on both. A tool's CPU and peak RSS come from `wait4` on its
-//! process (its whole tree: the kernel folds reaped children into it); the requests it cost
+//! coderd's database falls on both. A tool's CPU comes from `wait4` on its process (its
+//! whole tree: the kernel folds reaped children into it), its peak RSS from the process's
+//! `VmHWM` (neither tool starts processes of its own in these workloads); the requests it cost
 //! coderd come from coderd's own `coderd_api_requests_processed_total`, read before and after,
 //! without the routes coderd's agents call (`/api/v2/workspaceagents/me/…`, `/derp`), which
 //! are the same whoever drives the test.
@@ -324,8 +325,10 @@ struct Ran {
     stderr: String,
 }
 
-/// Runs `cmd` to its end (killed after `within`) and takes its rusage from `wait4`: user +
-/// system CPU of it and the children it reaped, and its largest resident set.
+/// Runs `cmd` to its end (killed after `within`): user + system CPU of it and the children
+/// it reaped from `wait4`, and its peak resident set from its own `VmHWM`, read as it runs.
+/// Not `ru_maxrss`: Linux carries the spawning process's resident set through `execve` into
+/// the child's (`exec_mmap`), so every tool would have reported at least the bench's own.
 fn wait4_within(cmd: &mut Command, within: Duration) -> Ran {
     let errs = std::env::temp_dir().join(format!("scaletestd-peer-{}.err", std::process::id()));
     let file = std::fs::File::create(&errs).expect("a scratch file");
@@ -342,7 +345,10 @@ fn wait4_within(cmd: &mut Command, within: Duration) -> Ran {
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut peak_rss_mib = 0.0_f64;
     loop {
+        // The high-water mark only grows, and the tools peak mid-run, not in their last 50 ms.
+        peak_rss_mib = peak_rss_mib.max(crate::rss_mib(&pid.to_string()).0);
         // SAFETY: pid is our own unreaped child; status and usage outlive the call.
         let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if rc == pid {
@@ -367,8 +373,7 @@ fn wait4_within(cmd: &mut Command, within: Duration) -> Ran {
             -1
         },
         cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
-        // Linux reports ru_maxrss in KiB.
-        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        peak_rss_mib,
         stderr,
     }
 }
